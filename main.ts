@@ -1,0 +1,66 @@
+/**
+ * portbounce: a TCP and UDP port bouncer driven by a TOML rule file.
+ * This file only dispatches to the subcommands in `src/cli/`.
+ *
+ * @module
+ */
+import { UsageError } from "./src/cli/args.ts";
+import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
+import { ExitCode } from "./src/cli/exit_codes.ts";
+import { RUN_HELP, runCommand } from "./src/cli/run.ts";
+import { VERSION } from "./src/version.ts";
+
+const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer
+
+Usage:
+  portbounce run [-c FILE]               run the rules (default FILE: /etc/portbounce.toml)
+  portbounce check [-c FILE] [--json]    validate and print the listener -> target table
+  portbounce version                     print the version
+  portbounce COMMAND --help              help for one command`;
+
+const COMMANDS: Record<
+  string,
+  { run: (args: string[]) => Promise<number>; help: string }
+> = {
+  run: { run: runCommand, help: RUN_HELP },
+  check: { run: checkCommand, help: CHECK_HELP },
+  version: {
+    run: () => {
+      console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);
+      return Promise.resolve(ExitCode.ok);
+    },
+    help: "Usage: portbounce version",
+  },
+};
+
+async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (
+    name === undefined || name === "-h" || name === "--help" || name === "help"
+  ) {
+    console.log(HELP);
+    return name === undefined ? ExitCode.usage : ExitCode.ok;
+  }
+  if (name === "--version" || name === "-V") return COMMANDS.version.run([]);
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`portbounce: unknown command "${name}"\n\n${HELP}`);
+    return ExitCode.usage;
+  }
+  try {
+    return await command.run(rest);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(
+        `portbounce ${error.message}\nSee "portbounce ${name} --help".`,
+      );
+      return ExitCode.usage;
+    }
+    console.error(
+      `portbounce: ${error instanceof Error ? error.stack : error}`,
+    );
+    return ExitCode.runtime;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

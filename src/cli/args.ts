@@ -1,0 +1,39 @@
+/**
+ * Command-line parsing shared by the subcommands, on `node:util` parseArgs
+ * (strict: an unknown option is a usage error, never ignored).
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** A usage mistake: printed with a pointer to `--help`, exit code 2. */
+export class UsageError extends Error {}
+
+/** Parses `args` strictly against `options`; throws {@linkcode UsageError}. */
+export function parseCommandArgs<T extends ParseArgsConfig["options"]>(
+  command: string,
+  args: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals });
+  } catch (error) {
+    throw new UsageError(
+      `${command}: ${(error as Error).message.replace(/\. To specify a positional.*$/s, "")}`,
+    );
+  }
+}
+
+/** Checks an option against its allowed values. */
+export function choice<T extends string>(
+  option: string,
+  value: string | undefined,
+  allowed: readonly T[],
+): T | undefined {
+  if (value === undefined) return undefined;
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new UsageError(
+    `${option} must be one of ${allowed.join(", ")}, got "${value}"`,
+  );
+}

@@ -1,0 +1,139 @@
+/**
+ * `portbounce check`: validate a rule file and print the resolved
+ * listener -> target table, as text or JSON. Binds nothing.
+ *
+ * @module
+ */
+import { formatAddress } from "../config/endpoint.ts";
+import { formatProblem } from "../config/load.ts";
+import type { Rule } from "../config/types.ts";
+import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
+import { parseCommandArgs } from "./args.ts";
+import { ExitCode } from "./exit_codes.ts";
+import { loadRuleFile } from "./rule_file.ts";
+
+/** Help for `portbounce check`. */
+export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json]
+
+Validates FILE (default /etc/portbounce.toml) and prints, for every listener,
+the rules that decide its clients in order and where each sends them.
+Reports every problem at once. Binds nothing.
+
+Options:
+  -c, --config FILE   rule file (default /etc/portbounce.toml)
+      --json          print the table (or the problems) as JSON
+  -h, --help          this help
+
+Exit codes: 0 valid, 2 problems found.`;
+
+interface TableRow {
+  listen: string;
+  protocol: string;
+  rule: string;
+  action: string;
+  from: string;
+  target: string;
+}
+
+function fromText(rule: Rule): string {
+  const nets = rule.from.map((n) => n.text);
+  return nets.length === 2 && nets[0] === "0.0.0.0/0" && nets[1] === "::/0"
+    ? "any"
+    : nets.join(", ");
+}
+
+function rows(listeners: readonly ListenerPlan[]): TableRow[] {
+  return listeners.flatMap((listener) =>
+    listener.bindings.map((binding) => ({
+      listen: formatAddress(listener.address, listener.port) +
+        (listener.everyAddress ? " (*)" : ""),
+      protocol: listener.protocol,
+      rule: `${binding.rule.name} (#${binding.rule.index})`,
+      action: binding.rule.action,
+      from: fromText(binding.rule),
+      target: binding.target ? formatTarget(binding.target) : "-",
+    }))
+  );
+}
+
+/** Renders rows as an aligned text table. */
+export function renderTable(table: readonly TableRow[]): string {
+  const header: TableRow = {
+    listen: "LISTEN",
+    protocol: "PROTO",
+    rule: "RULE",
+    action: "ACTION",
+    from: "FROM",
+    target: "TARGET",
+  };
+  const all = [header, ...table];
+  const columns = Object.keys(header) as (keyof TableRow)[];
+  const widths = columns.map((c) => Math.max(...all.map((row) => row[c].length)));
+  return all.map((row) =>
+    columns.map((c, i) => i === columns.length - 1 ? row[c] : row[c].padEnd(widths[i])).join("  ")
+  ).join("\n");
+}
+
+/** Runs `portbounce check ARGS`; resolves to the exit code. */
+export async function checkCommand(args: string[]): Promise<number> {
+  const { values } = parseCommandArgs("check", args, {
+    config: { type: "string", short: "c", default: "/etc/portbounce.toml" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    console.log(CHECK_HELP);
+    return ExitCode.ok;
+  }
+  const loaded = await loadRuleFile(values.config!);
+  if (!loaded.ok) {
+    if (values.json) {
+      console.log(
+        JSON.stringify({ ok: false, problems: loaded.problems }, null, 2),
+      );
+    } else {
+      for (const problem of loaded.problems) {
+        console.error(formatProblem(problem));
+      }
+      const n = loaded.problems.length;
+      console.error(`${values.config}: ${n} problem${n === 1 ? "" : "s"}`);
+    }
+    return ExitCode.usage;
+  }
+  if (values.json) {
+    console.log(JSON.stringify(
+      {
+        ok: true,
+        source: loaded.config.source,
+        warnings: loaded.warnings,
+        listeners: loaded.listeners.map((listener) => ({
+          protocol: listener.protocol,
+          address: listener.address,
+          port: listener.port,
+          every_address: listener.everyAddress,
+          rules: listener.bindings.map((b) => ({
+            rule: b.rule.name,
+            index: b.rule.index,
+            action: b.rule.action,
+            from: b.rule.from.map((n) => n.text),
+            target: b.target ? formatTarget(b.target) : null,
+          })),
+        })),
+      },
+      null,
+      2,
+    ));
+    return ExitCode.ok;
+  }
+  for (const warning of loaded.warnings) {
+    console.error(`warning: ${formatProblem(warning)}`);
+  }
+  console.log(renderTable(rows(loaded.listeners)));
+  const n = loaded.listeners.length;
+  console.log(
+    `\n${values.config}: OK, ${loaded.config.rules.length} rules, ${n} listener${
+      n === 1 ? "" : "s"
+    }`,
+  );
+  return ExitCode.ok;
+}

@@ -1,0 +1,11 @@
+/** Process exit codes (SPEC.md). */
+export const ExitCode = {
+  /** Clean stop. */
+  ok: 0,
+  /** Runtime failure. */
+  runtime: 1,
+  /** Bad rule file or usage. */
+  usage: 2,
+  /** A listener could not be bound. */
+  bind: 3,
+} as const;

@@ -1,0 +1,52 @@
+/**
+ * The ready file: written once every listener is bound, so CI scripts can wait
+ * for it instead of sleeping. Written atomically (a temporary file renamed into
+ * place) so a reader never sees half of it.
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { formatAddress } from "../config/endpoint.ts";
+import type { BoundAddress } from "../server/server.ts";
+
+/** The ready file's JSON. */
+export interface ReadyFileContents {
+  readonly pid: number;
+  readonly listeners: readonly {
+    readonly protocol: "tcp" | "udp";
+    /** As planned, e.g. `tcp 127.0.0.1:0`. */
+    readonly key: string;
+    /** As bound, e.g. `127.0.0.1:40125`. */
+    readonly address: string;
+    readonly port: number;
+  }[];
+}
+
+/** Writes the ready file atomically. */
+export async function writeReadyFile(
+  path: string,
+  bound: readonly BoundAddress[],
+): Promise<void> {
+  const contents: ReadyFileContents = {
+    pid: Deno.pid,
+    listeners: bound.map((b) => ({
+      protocol: b.protocol,
+      key: b.key,
+      address: formatAddress(b.address, b.port),
+      port: b.port,
+    })),
+  };
+  const temporary = join(dirname(path), `.${crypto.randomUUID()}.tmp`);
+  await Deno.writeTextFile(temporary, JSON.stringify(contents, null, 2) + "\n");
+  try {
+    await Deno.rename(temporary, path);
+  } catch (error) {
+    await Deno.remove(temporary).catch(() => {});
+    throw error;
+  }
+}
+
+/** Removes the ready file, so a stale one never announces a stopped bouncer. */
+export async function removeReadyFile(path: string): Promise<void> {
+  await Deno.remove(path).catch(() => {});
+}

@@ -1,0 +1,51 @@
+/**
+ * Counters as log lines: the exit summary and the SIGUSR2 status dump.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { Counters, Stats } from "../status/stats.ts";
+
+function blockedTotal(counters: Counters): number {
+  return Object.values(counters.blocked).reduce((sum, n) => sum + n, 0);
+}
+
+/** `12 sessions, 3400 bytes up, 9100 bytes down, 0 errors, 2 blocked`. */
+export function summaryLine(stats: Stats): string {
+  const t = stats.totals();
+  return `${t.total} sessions, ${t.bytesUp} bytes up, ${t.bytesDown} bytes down, ${t.errors} errors, ${
+    blockedTotal(t)
+  } blocked`;
+}
+
+/** Writes one line per rule and per listener with its counters. */
+export function logStatus(log: Logger, stats: Stats): void {
+  log.info("status: {summary}, {active} active", {
+    summary: summaryLine(stats),
+    active: stats.totals().active,
+  });
+  for (
+    const [kind, map] of [["rule", stats.rules], [
+      "listener",
+      stats.listeners,
+    ]] as const
+  ) {
+    for (const [name, c] of map) {
+      const blocked = Object.entries(c.blocked).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
+      log.info(
+        "status {kind} {name}: active={active} total={total} up={up} down={down} errors={errors} blocked: {blocked} last client {lastClient}",
+        {
+          kind,
+          name,
+          active: c.active,
+          total: c.total,
+          up: c.bytesUp,
+          down: c.bytesDown,
+          errors: c.errors,
+          blocked,
+          lastClient: c.lastClient ?? "none",
+        },
+      );
+    }
+  }
+}

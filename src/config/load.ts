@@ -1,0 +1,663 @@
+/**
+ * Rule file loading: TOML text in, a valid {@linkcode Config} or every problem
+ * out. Pure: no I/O, so it is tested exhaustively and fast. Every problem names
+ * where it is (file and line, the table or rule, the key) and what was expected.
+ *
+ * @module
+ */
+import { parse, TomlError } from "smol-toml";
+import { dirname, isAbsolute, join } from "node:path";
+import { describe } from "./describe.ts";
+import { parseDuration } from "./duration.ts";
+import {
+  type ListenEndpoint,
+  parseListen,
+  parseTarget,
+  type Protocol,
+  rangeSize,
+  type TargetEndpoint,
+} from "./endpoint.ts";
+import { locateKeys, type SectionLines } from "./locate.ts";
+import { ANY_NETWORKS, type Network, parseIp, parseNetwork } from "./network.ts";
+import type { ServiceTable } from "./services.ts";
+import { didYouMean } from "./suggest.ts";
+import {
+  type Config,
+  LOG_EVENTS,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogEvent,
+  type LogOutput,
+  type Rule,
+  ruleLabel,
+  type RuleSettings,
+  type ServerSettings,
+  type Throttle,
+} from "./types.ts";
+
+/** One thing wrong with a rule file. */
+export interface ConfigProblem {
+  /** `file:line` or `file:line:column`, or just the file when no line is known. */
+  readonly where: string;
+  /** What is wrong, naming the table or rule and the key. */
+  readonly message: string;
+}
+
+/** The outcome of loading a rule file. */
+export type LoadResult =
+  | {
+    readonly ok: true;
+    readonly config: Config;
+    readonly warnings: readonly ConfigProblem[];
+  }
+  | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+
+/** Formats a problem as one line (plus any indented TOML excerpt). */
+export function formatProblem(problem: ConfigProblem): string {
+  return `${problem.where}: ${problem.message}`;
+}
+
+const TOP_KEYS = ["server", "defaults", "rule"] as const;
+const SERVER_KEYS = [
+  "log",
+  "log_format",
+  "log_level",
+  "status",
+  "drain_timeout",
+] as const;
+const SETTING_KEYS = [
+  "action",
+  "protocol",
+  "from",
+  "connect_timeout",
+  "idle_timeout",
+  "udp_idle_timeout",
+  "log",
+  "max_sessions",
+  "max_sessions_per_client",
+  "throttle",
+] as const;
+const RULE_KEYS = ["name", "listen", "bounce_to", ...SETTING_KEYS] as const;
+const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {
+  action: "pass",
+  protocols: ["tcp"],
+  from: ANY_NETWORKS,
+  connectTimeoutMs: 10_000,
+  idleTimeoutMs: 0,
+  udpIdleTimeoutMs: 60_000,
+  log: new Set<LogEvent>(["connect", "disconnect", "block", "error"]),
+  maxSessions: 0,
+  maxSessionsPerClient: 0,
+  throttle: null,
+};
+
+const BUILT_IN_SERVER: ServerSettings = {
+  log: [{ kind: "stderr" }],
+  logFormat: "text",
+  logLevel: "info",
+  status: null,
+  drainTimeoutMs: 30_000,
+};
+
+type Table = Record<string, unknown>;
+type Settings = RuleSettings & { action: "pass" | "block" };
+
+/** Collects problems with their location. */
+class Problems {
+  readonly list: ConfigProblem[] = [];
+  constructor(readonly source: string, readonly lines: SectionLines) {}
+
+  /** Records a problem in `section` (`server`, `defaults`, `rule#N`), at `key` if given. */
+  add(
+    section: string,
+    label: string,
+    key: string | undefined,
+    message: string,
+  ): void {
+    const found = this.lines.get(section);
+    const line = (key !== undefined ? found?.keys.get(key) : undefined) ??
+      found?.header;
+    const where = line === undefined ? this.source : `${this.source}:${line}`;
+    this.list.push({
+      where,
+      message: `${label}: ${key === undefined ? "" : `${key}: `}${message}`,
+    });
+  }
+}
+
+/** A view of one table that reports problems against its own location. */
+class Scope {
+  constructor(
+    readonly problems: Problems,
+    readonly section: string,
+    readonly label: string,
+  ) {}
+
+  fail(key: string | undefined, message: string): undefined {
+    this.problems.add(this.section, this.label, key, message);
+    return undefined;
+  }
+
+  /** Reports keys that are not in `known`, with a did-you-mean where one is close. */
+  rejectUnknown(table: Table, known: readonly string[], hint = ""): void {
+    for (const key of Object.keys(table)) {
+      if (!known.includes(key)) {
+        this.fail(key, `unknown key${didYouMean(key, known) || hint}`);
+      }
+    }
+  }
+}
+
+/**
+ * Parses and validates a rule file.
+ *
+ * @param text the file's contents
+ * @param source the file's path, used in messages and to resolve relative log paths
+ * @param services service names for ports
+ */
+export function parseConfig(
+  text: string,
+  source: string,
+  services: ServiceTable,
+): LoadResult {
+  let document: Table;
+  try {
+    document = parse(text) as Table;
+  } catch (error) {
+    if (error instanceof TomlError) {
+      const [first, ...excerpt] = error.message.split("\n");
+      const message = first.replace(/^Invalid TOML document: /, "");
+      const frame = excerpt.filter((line) => line.trim() !== "").map((l) => `    ${l}`);
+      return {
+        ok: false,
+        problems: [{
+          where: `${source}:${error.line}:${error.column}`,
+          message: [`TOML syntax error: ${message}`, ...frame].join("\n"),
+        }],
+      };
+    }
+    throw error;
+  }
+
+  const problems = new Problems(source, locateKeys(text));
+  const warnings: ConfigProblem[] = [];
+  const top = new Scope(problems, "", "rule file");
+  top.rejectUnknown(
+    document,
+    TOP_KEYS,
+    " (a rule file has [server], [defaults] and [[rule]])",
+  );
+
+  const server = readServer(
+    document.server,
+    new Scope(problems, "server", "[server]"),
+    source,
+  );
+  const defaults = readDefaults(
+    document.defaults,
+    new Scope(problems, "defaults", "[defaults]"),
+  );
+  const rules = readRules(document.rule, defaults, top, problems, services);
+
+  if (problems.list.length > 0) return { ok: false, problems: problems.list };
+  if (rules.length === 0) {
+    warnings.push({
+      where: source,
+      message: "no [[rule]] tables: nothing will be listened on",
+    });
+  }
+  return { ok: true, config: { source, server: server!, rules }, warnings };
+}
+
+function isTable(value: unknown): value is Table {
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof Date);
+}
+
+function readServer(
+  value: unknown,
+  scope: Scope,
+  source: string,
+): ServerSettings | undefined {
+  if (value === undefined) return BUILT_IN_SERVER;
+  if (!isTable(value)) {
+    return scope.fail(undefined, `expected a table, got ${describe(value)}`);
+  }
+  scope.rejectUnknown(value, SERVER_KEYS);
+  const log = value.log === undefined
+    ? BUILT_IN_SERVER.log
+    : readLogOutputs(value.log, scope, source);
+  const logFormat = value.log_format === undefined
+    ? BUILT_IN_SERVER.logFormat
+    : readChoice(value.log_format, LOG_FORMATS, scope, "log_format");
+  const logLevel = value.log_level === undefined
+    ? BUILT_IN_SERVER.logLevel
+    : readChoice(value.log_level, LOG_LEVELS, scope, "log_level");
+  const status = value.status === undefined ? null : readStatusAddress(value.status, scope);
+  const drainTimeoutMs = value.drain_timeout === undefined
+    ? BUILT_IN_SERVER.drainTimeoutMs
+    : readDuration(value.drain_timeout, scope, "drain_timeout", 0);
+  if (
+    log === undefined || logFormat === undefined || logLevel === undefined ||
+    status === undefined || drainTimeoutMs === undefined
+  ) return undefined;
+  return { log, logFormat, logLevel, status, drainTimeoutMs };
+}
+
+function readLogOutputs(
+  value: unknown,
+  scope: Scope,
+  source: string,
+): LogOutput[] | undefined {
+  const items = readStringList(value, scope, "log");
+  if (items === undefined) return undefined;
+  if (items.length === 0) {
+    return scope.fail("log", "expected at least one output");
+  }
+  const outputs: LogOutput[] = [];
+  for (const item of items) {
+    if (item === "stderr" || item === "stdout") outputs.push({ kind: item });
+    else if (item === "syslog") {
+      scope.fail(
+        "log",
+        '"syslog" is not supported yet; log to "stderr" under systemd (journald keeps it) or to a file',
+      );
+    } else if (item.includes("/")) {
+      outputs.push({
+        kind: "file",
+        path: isAbsolute(item) ? item : join(dirname(source), item),
+      });
+    } else {
+      scope.fail(
+        "log",
+        `"${item}" is not an output${
+          didYouMean(item, ["stderr", "stdout", "syslog"])
+        } (outputs are "stderr", "stdout" or a file path containing "/", e.g. "./${item}")`,
+      );
+    }
+  }
+  return outputs.length === items.length ? outputs : undefined;
+}
+
+function readStatusAddress(
+  value: unknown,
+  scope: Scope,
+): { hostname: string; port: number } | undefined {
+  if (typeof value !== "string") {
+    return scope.fail(
+      "status",
+      `expected "ADDRESS:PORT", got ${describe(value)}`,
+    );
+  }
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value);
+  const ip = match ? parseIp(match[1] ?? match[2]) : undefined;
+  const port = match ? Number(match[3]) : -1;
+  if (!match || ip === undefined || "error" in ip || port > 65535) {
+    return scope.fail(
+      "status",
+      `expected an IP address and port such as "127.0.0.1:9180" or "[::1]:9180", got "${value}"`,
+    );
+  }
+  return { hostname: ip.toString(), port };
+}
+
+function readDefaults(value: unknown, scope: Scope): Partial<Settings> {
+  if (value === undefined) return {};
+  if (!isTable(value)) {
+    scope.fail(undefined, `expected a table, got ${describe(value)}`);
+    return {};
+  }
+  for (const key of Object.keys(value)) {
+    if (key === "name" || key === "listen" || key === "bounce_to") {
+      scope.fail(key, "belongs in each [[rule]], not in [defaults]");
+    } else if (!(SETTING_KEYS as readonly string[]).includes(key)) {
+      scope.fail(key, `unknown key${didYouMean(key, SETTING_KEYS)}`);
+    }
+  }
+  return readSettings(value, scope);
+}
+
+/** Reads whichever per-rule settings the table has. */
+function readSettings(table: Table, scope: Scope): Partial<Settings> {
+  const settings: { -readonly [K in keyof Settings]?: Settings[K] } = {};
+  if (table.action !== undefined) {
+    settings.action = readChoice(
+      table.action,
+      ["pass", "block"] as const,
+      scope,
+      "action",
+    );
+  }
+  if (table.protocol !== undefined) {
+    settings.protocols = readProtocols(table.protocol, scope);
+  }
+  if (table.from !== undefined) settings.from = readNetworks(table.from, scope);
+  if (table.connect_timeout !== undefined) {
+    settings.connectTimeoutMs = readDuration(
+      table.connect_timeout,
+      scope,
+      "connect_timeout",
+      1,
+    );
+  }
+  if (table.idle_timeout !== undefined) {
+    settings.idleTimeoutMs = readDuration(
+      table.idle_timeout,
+      scope,
+      "idle_timeout",
+      0,
+    );
+  }
+  if (table.udp_idle_timeout !== undefined) {
+    settings.udpIdleTimeoutMs = readDuration(
+      table.udp_idle_timeout,
+      scope,
+      "udp_idle_timeout",
+      1,
+    );
+  }
+  if (table.log !== undefined) settings.log = readLogEvents(table.log, scope);
+  if (table.max_sessions !== undefined) {
+    settings.maxSessions = readCount(table.max_sessions, scope, "max_sessions");
+  }
+  if (table.max_sessions_per_client !== undefined) {
+    settings.maxSessionsPerClient = readCount(
+      table.max_sessions_per_client,
+      scope,
+      "max_sessions_per_client",
+    );
+  }
+  if (table.throttle !== undefined) {
+    settings.throttle = readThrottle(table.throttle, scope);
+  }
+  // Drop keys whose value failed: the problem is already recorded.
+  for (const key of Object.keys(settings) as (keyof Settings)[]) {
+    if (settings[key] === undefined) delete settings[key];
+  }
+  return settings;
+}
+
+function readRules(
+  value: unknown,
+  defaults: Partial<Settings>,
+  top: Scope,
+  problems: Problems,
+  services: ServiceTable,
+): Rule[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every(isTable)) {
+    top.fail("rule", "expected [[rule]] tables (an array of tables)");
+    return [];
+  }
+  const rules: Rule[] = [];
+  const names = new Map<string, number>();
+  value.forEach((table: Table, i) => {
+    const index = i + 1;
+    const givenName = typeof table.name === "string" ? table.name : undefined;
+    const name = givenName ?? `rule-${index}`;
+    const scope = new Scope(
+      problems,
+      `rule#${index}`,
+      ruleLabel({ name, index }),
+    );
+    scope.rejectUnknown(table, RULE_KEYS);
+    if (table.name !== undefined && givenName === undefined) {
+      scope.fail("name", `expected a string, got ${describe(table.name)}`);
+    } else if (givenName !== undefined && !RULE_NAME.test(givenName)) {
+      scope.fail(
+        "name",
+        `"${givenName}" is not a usable name (letters, digits, ".", "_" and "-", at most 64, starting with a letter or digit)`,
+      );
+    }
+    const earlier = names.get(name);
+    if (earlier !== undefined) {
+      scope.fail("name", `"${name}" is already the name of rule #${earlier}`);
+    } else names.set(name, index);
+
+    const rule = readRule(
+      table,
+      index,
+      name,
+      { ...BUILT_IN_SETTINGS, ...defaults },
+      scope,
+      services,
+    );
+    if (rule) rules.push(rule);
+  });
+  return rules;
+}
+
+function readRule(
+  table: Table,
+  index: number,
+  name: string,
+  inherited: Settings,
+  scope: Scope,
+  services: ServiceTable,
+): Rule | undefined {
+  const before = scope.problems.list.length;
+  const settings: Settings = { ...inherited, ...readSettings(table, scope) };
+  const listen = readListen(table.listen, settings.protocols, scope, services);
+
+  let bounceTo: TargetEndpoint | undefined;
+  if (settings.action === "pass") {
+    if (table.bounce_to === undefined) {
+      scope.fail(
+        undefined,
+        'a pass rule needs bounce_to (or set action = "block")',
+      );
+    } else if (typeof table.bounce_to !== "string") {
+      scope.fail(
+        "bounce_to",
+        `expected "ADDRESS[:PORT]", got ${describe(table.bounce_to)}`,
+      );
+    } else {
+      const target = parseTarget(table.bounce_to, settings.protocols, services);
+      if ("error" in target) scope.fail("bounce_to", target.error);
+      else bounceTo = target;
+    }
+  } else if (table.bounce_to !== undefined) {
+    scope.fail(
+      "bounce_to",
+      'a block rule bounces nowhere; remove bounce_to or set action = "pass"',
+    );
+  }
+  if (listen && bounceTo) checkPortMapping(listen, bounceTo, scope);
+
+  if (scope.problems.list.length > before || !listen) return undefined;
+  const base = { ...settings, index, name, listen };
+  return settings.action === "pass"
+    ? { ...base, action: "pass", bounceTo: bounceTo! }
+    : { ...base, action: "block" };
+}
+
+function readListen(
+  value: unknown,
+  protocols: readonly Protocol[],
+  scope: Scope,
+  services: ServiceTable,
+): ListenEndpoint[] | undefined {
+  if (value === undefined) {
+    return scope.fail(undefined, 'missing listen (e.g. listen = "0.0.0.0:80")');
+  }
+  const items = readStringList(value, scope, "listen");
+  if (items === undefined) return undefined;
+  if (items.length === 0) {
+    return scope.fail("listen", "expected at least one address");
+  }
+  const endpoints: ListenEndpoint[] = [];
+  for (const item of items) {
+    const endpoint = parseListen(item, protocols, services);
+    if ("error" in endpoint) scope.fail("listen", endpoint.error);
+    else endpoints.push(endpoint);
+  }
+  return endpoints.length === items.length ? endpoints : undefined;
+}
+
+/** `bounce_to` ports: none (keep), one (all to it), or a range as long as each listen range. */
+function checkPortMapping(
+  listen: ListenEndpoint[],
+  target: TargetEndpoint,
+  scope: Scope,
+): void {
+  for (const endpoint of listen) {
+    if (target.ports === null) {
+      if (endpoint.ports.first === 0) {
+        scope.fail(
+          "bounce_to",
+          `needs a port: "${endpoint.text}" listens on a port the system picks`,
+        );
+      }
+    } else if (
+      rangeSize(target.ports) > 1 &&
+      rangeSize(target.ports) !== rangeSize(endpoint.ports)
+    ) {
+      scope.fail(
+        "bounce_to",
+        `port range of "${target.text}" has ${
+          rangeSize(target.ports)
+        } ports but "${endpoint.text}" has ${
+          rangeSize(endpoint.ports)
+        }; give a range of the same length, one port, or none (keep the listen port)`,
+      );
+    }
+  }
+}
+
+function readStringList(
+  value: unknown,
+  scope: Scope,
+  key: string,
+): string[] | undefined {
+  if (typeof value === "string") return [value];
+  if (Array.isArray(value) && value.every((item) => typeof item === "string")) {
+    return value;
+  }
+  return scope.fail(
+    key,
+    `expected a string or a list of strings, got ${describe(value)}`,
+  );
+}
+
+function readChoice<T extends string>(
+  value: unknown,
+  choices: readonly T[],
+  scope: Scope,
+  key: string,
+): T | undefined {
+  if (
+    typeof value === "string" && (choices as readonly string[]).includes(value)
+  ) return value as T;
+  const options = choices.map((c) => `"${c}"`).join(", ");
+  const hint = typeof value === "string" ? didYouMean(value, choices) : "";
+  return scope.fail(
+    key,
+    `expected one of ${options}, got ${describe(value)}${hint}`,
+  );
+}
+
+function readProtocols(value: unknown, scope: Scope): Protocol[] | undefined {
+  const items = Array.isArray(value) ? value : [value];
+  if (items.length === 0) {
+    return scope.fail("protocol", 'expected "tcp", "udp" or ["tcp", "udp"]');
+  }
+  const protocols: Protocol[] = [];
+  for (const item of items) {
+    const protocol = readChoice(
+      item,
+      ["tcp", "udp"] as const,
+      scope,
+      "protocol",
+    );
+    if (protocol === undefined) return undefined;
+    if (protocols.includes(protocol)) {
+      return scope.fail("protocol", `"${protocol}" is listed twice`);
+    }
+    protocols.push(protocol);
+  }
+  return protocols;
+}
+
+function readNetworks(value: unknown, scope: Scope): Network[] | undefined {
+  const items = readStringList(value, scope, "from");
+  if (items === undefined) return undefined;
+  if (items.length === 0) {
+    return scope.fail(
+      "from",
+      "an empty list matches no client; leave from out to match any client",
+    );
+  }
+  const networks: Network[] = [];
+  for (const item of items) {
+    const network = parseNetwork(item);
+    if ("error" in network) scope.fail("from", network.error);
+    else networks.push(network);
+  }
+  return networks.length === items.length ? networks : undefined;
+}
+
+function readDuration(
+  value: unknown,
+  scope: Scope,
+  key: string,
+  minMs: number,
+): number | undefined {
+  const ms = parseDuration(value);
+  if (typeof ms !== "number") return scope.fail(key, ms.error);
+  if (ms < minMs) return scope.fail(key, `must be more than 0`);
+  return ms;
+}
+
+function readCount(
+  value: unknown,
+  scope: Scope,
+  key: string,
+): number | undefined {
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
+    return value;
+  }
+  return scope.fail(
+    key,
+    `expected a whole number, 0 or more (0 = unlimited), got ${describe(value)}`,
+  );
+}
+
+function readLogEvents(
+  value: unknown,
+  scope: Scope,
+): Set<LogEvent> | undefined {
+  const items = readStringList(value, scope, "log");
+  if (items === undefined) return undefined;
+  const events = new Set<LogEvent>();
+  for (const item of items) {
+    const event = readChoice(item, LOG_EVENTS, scope, "log");
+    if (event === undefined) return undefined;
+    events.add(event);
+  }
+  return events;
+}
+
+function readThrottle(value: unknown, scope: Scope): Throttle | undefined {
+  const expected = 'expected "COUNT/INTERVAL" such as "50/1s" (at most 50 new sessions a second)';
+  if (typeof value !== "string") {
+    return scope.fail("throttle", `${expected}, got ${describe(value)}`);
+  }
+  const match = /^(\d+)\/(.+)$/.exec(value);
+  if (!match) return scope.fail("throttle", `${expected}, got "${value}"`);
+  const count = Number(match[1]);
+  const interval = parseDuration(
+    /^\d/.test(match[2]) ? match[2] : `1${match[2]}`,
+  );
+  if (typeof interval !== "number") {
+    return scope.fail("throttle", `"${value}": ${interval.error}`);
+  }
+  if (count < 1 || interval < 1) {
+    return scope.fail(
+      "throttle",
+      `"${value}": count and interval must both be more than 0`,
+    );
+  }
+  return { count, intervalMs: interval, text: value };
+}

@@ -1,0 +1,106 @@
+/**
+ * The validated rule set: what a rule file means once every value is parsed.
+ * Anything of these types is known to be valid; nothing downstream re-checks.
+ *
+ * @module
+ */
+import type { ListenEndpoint, Protocol, TargetEndpoint } from "./endpoint.ts";
+import type { Network } from "./network.ts";
+
+export type { Protocol };
+
+/** Per-rule log events (Barefoot's names where they exist). */
+export const LOG_EVENTS = [
+  "connect",
+  "disconnect",
+  "block",
+  "error",
+  "data",
+] as const;
+/** One per-rule log event. */
+export type LogEvent = typeof LOG_EVENTS[number];
+
+/** Server log levels, least to most severe. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+/** A server log level. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** Log line formats. */
+export const LOG_FORMATS = ["text", "json"] as const;
+/** A log line format. */
+export type LogFormat = typeof LOG_FORMATS[number];
+
+/** Where log lines go. */
+export type LogOutput =
+  | { readonly kind: "stderr" }
+  | { readonly kind: "stdout" }
+  | { readonly kind: "file"; readonly path: string };
+
+/** At most `count` new sessions per `intervalMs`. */
+export interface Throttle {
+  readonly count: number;
+  readonly intervalMs: number;
+  readonly text: string;
+}
+
+/** Settings every rule has, from the rule itself, `[defaults]` or built-in defaults. */
+export interface RuleSettings {
+  readonly protocols: readonly Protocol[];
+  readonly from: readonly Network[];
+  readonly connectTimeoutMs: number;
+  /** 0 means no limit. */
+  readonly idleTimeoutMs: number;
+  readonly udpIdleTimeoutMs: number;
+  readonly log: ReadonlySet<LogEvent>;
+  /** 0 means unlimited. */
+  readonly maxSessions: number;
+  /** 0 means unlimited. */
+  readonly maxSessionsPerClient: number;
+  readonly throttle: Throttle | null;
+}
+
+interface RuleBase extends RuleSettings {
+  /** 1-based position in the file. */
+  readonly index: number;
+  readonly name: string;
+  readonly listen: readonly ListenEndpoint[];
+}
+
+/** A rule that bounces matching clients to its target. */
+export interface PassRule extends RuleBase {
+  readonly action: "pass";
+  readonly bounceTo: TargetEndpoint;
+}
+
+/** A rule that refuses matching clients. */
+export interface BlockRule extends RuleBase {
+  readonly action: "block";
+}
+
+/** One `[[rule]]`. */
+export type Rule = PassRule | BlockRule;
+
+/** `[server]`. */
+export interface ServerSettings {
+  readonly log: readonly LogOutput[];
+  readonly logFormat: LogFormat;
+  readonly logLevel: LogLevel;
+  /** Address of the status endpoint, or null when it is off. */
+  readonly status: { readonly hostname: string; readonly port: number } | null;
+  readonly drainTimeoutMs: number;
+}
+
+/** A whole, valid rule file. */
+export interface Config {
+  /** Where it came from, for messages. */
+  readonly source: string;
+  readonly server: ServerSettings;
+  readonly rules: readonly Rule[];
+}
+
+/** How a rule is named in messages: `rule "web" (rule #2)`. */
+export function ruleLabel(
+  rule: { readonly name: string; readonly index: number },
+): string {
+  return `rule "${rule.name}" (rule #${rule.index})`;
+}

@@ -1,0 +1,107 @@
+/**
+ * Session events and how they look in the log: one text line in SPEC.md's
+ * shape, or one JSON object per line with the same fields named.
+ *
+ * @module
+ */
+import type { LogRecord } from "@logtape/logtape";
+import { formatDuration } from "../config/duration.ts";
+import type { LogEvent, Protocol } from "../config/types.ts";
+
+/** Why a session ended. */
+export type DisconnectReason =
+  | "client-closed"
+  | "target-closed"
+  | "idle-timeout"
+  | "error"
+  | "drained"
+  | "shutdown";
+
+/** Why a client was refused. */
+export type BlockReason =
+  | "rule"
+  | "no-matching-rule"
+  | "max_sessions"
+  | "max_sessions_per_client"
+  | "throttle";
+
+/** One per-session log event; fields are named as in the JSON log. */
+export interface SessionEvent {
+  readonly event: LogEvent;
+  readonly action: "pass" | "block";
+  /** Null when no rule matched the client. */
+  readonly rule: string | null;
+  readonly protocol: Protocol;
+  readonly client: string;
+  readonly listen: string;
+  readonly target?: string;
+  readonly bytes_up?: number;
+  readonly bytes_down?: number;
+  readonly duration_ms?: number;
+  readonly reason?: DisconnectReason | BlockReason;
+  readonly error?: string;
+  /** `data` events: bytes in this read and its direction. */
+  readonly bytes?: number;
+  readonly direction?: "up" | "down";
+}
+
+const LEVEL_NAMES: Record<string, string> = {
+  trace: "TRACE",
+  debug: "DEBUG",
+  info: "INFO",
+  warning: "WARNING",
+  error: "ERROR",
+  fatal: "FATAL",
+};
+
+function isSessionEvent(properties: Record<string, unknown>): boolean {
+  return typeof properties.event === "string" &&
+    typeof properties.client === "string";
+}
+
+/** `pass(web) tcp connect 198.51.100.7:51234 -> 203.0.113.10:80 -> 192.0.2.10:80 ...` */
+export function renderSessionEvent(event: SessionEvent): string {
+  let line = `${event.action}(${
+    event.rule ?? "-"
+  }) ${event.protocol} ${event.event} ${event.client} -> ${event.listen}`;
+  if (event.target !== undefined) line += ` -> ${event.target}`;
+  if (event.bytes !== undefined) {
+    line += ` ${event.direction} ${event.bytes} bytes`;
+  }
+  if (event.bytes_up !== undefined) {
+    line += ` up=${event.bytes_up} down=${event.bytes_down}`;
+  }
+  if (event.duration_ms !== undefined) {
+    line += ` duration=${formatDuration(event.duration_ms)}`;
+  }
+  if (event.reason !== undefined) line += ` reason=${event.reason}`;
+  if (event.error !== undefined) {
+    line += ` error=${JSON.stringify(event.error)}`;
+  }
+  return line;
+}
+
+function renderMessage(record: LogRecord): string {
+  return record.message.map((part) => typeof part === "string" ? part : JSON.stringify(part))
+    .join("");
+}
+
+/** Text lines: `TIME LEVEL message`. */
+export function textFormatter(record: LogRecord): string {
+  const body = isSessionEvent(record.properties)
+    ? renderSessionEvent(record.properties as unknown as SessionEvent)
+    : renderMessage(record);
+  return `${new Date(record.timestamp).toISOString()} ${LEVEL_NAMES[record.level]} ${body}\n`;
+}
+
+/** JSON lines: `{"time", "level", ...fields}`; other messages carry `message`. */
+export function jsonFormatter(record: LogRecord): string {
+  const head = {
+    time: new Date(record.timestamp).toISOString(),
+    level: record.level,
+  };
+  const body = isSessionEvent(record.properties)
+    ? record.properties
+    : { message: renderMessage(record), ...record.properties };
+  return JSON.stringify({ ...head, ...body }) + "\n";
+}

@@ -1,0 +1,102 @@
+/**
+ * Counters per rule and per listener: what the exit summary, SIGUSR2 and the
+ * status endpoint report. Plain numbers updated in place; no I/O.
+ *
+ * @module
+ */
+import type { BlockReason } from "../log/events.ts";
+
+/** Counters for one rule or one listener. */
+export interface Counters {
+  active: number;
+  total: number;
+  blocked: Partial<Record<BlockReason, number>>;
+  errors: number;
+  bytesUp: number;
+  bytesDown: number;
+  /** Epoch ms of the first and latest session, or null before any. */
+  firstSession: number | null;
+  lastSession: number | null;
+  lastClient: string | null;
+}
+
+function emptyCounters(): Counters {
+  return {
+    active: 0,
+    total: 0,
+    blocked: {},
+    errors: 0,
+    bytesUp: 0,
+    bytesDown: 0,
+    firstSession: null,
+    lastSession: null,
+    lastClient: null,
+  };
+}
+
+/** Counters keyed by rule name and by listener key. */
+export class Stats {
+  readonly rules = new Map<string, Counters>();
+  readonly listeners = new Map<string, Counters>();
+
+  /** Counters for a rule name and a listener key, created on first use. */
+  of(rule: string | null, listener: string): Counters[] {
+    const result = [this.#get(this.listeners, listener)];
+    if (rule !== null) result.push(this.#get(this.rules, rule));
+    return result;
+  }
+
+  #get(map: Map<string, Counters>, key: string): Counters {
+    let counters = map.get(key);
+    if (!counters) map.set(key, counters = emptyCounters());
+    return counters;
+  }
+
+  /** Totals over every listener (each session counts on exactly one listener). */
+  totals(): Counters {
+    const sum = emptyCounters();
+    for (const c of this.listeners.values()) {
+      sum.active += c.active;
+      sum.total += c.total;
+      sum.errors += c.errors;
+      sum.bytesUp += c.bytesUp;
+      sum.bytesDown += c.bytesDown;
+      for (const [reason, n] of Object.entries(c.blocked)) {
+        sum.blocked[reason as BlockReason] = (sum.blocked[reason as BlockReason] ?? 0) + n;
+      }
+    }
+    return sum;
+  }
+}
+
+/** Adds a session start to counters. */
+export function countStart(
+  counters: Counters[],
+  client: string,
+  now: number,
+): void {
+  for (const c of counters) {
+    c.active++;
+    c.total++;
+    c.firstSession ??= now;
+    c.lastSession = now;
+    c.lastClient = client;
+  }
+}
+
+/** Adds a refusal to counters. */
+export function countBlock(counters: Counters[], reason: BlockReason): void {
+  for (const c of counters) c.blocked[reason] = (c.blocked[reason] ?? 0) + 1;
+}
+
+/** Adds relayed bytes to counters. */
+export function countBytes(
+  counters: Counters[],
+  up: number,
+  down: number,
+): void {
+  for (const c of counters) {
+    c.bytesUp += up;
+    c.bytesDown += down;
+  }
+}
