@@ -438,11 +438,16 @@ function readRule(
   services: ServiceTable,
 ): Rule | undefined {
   const before = scope.problems.list.length;
-  const settings: Settings = { ...inherited, ...readSettings(table, scope) };
+  const own = readSettings(table, scope);
+  const settings: Settings = { ...inherited, ...own };
   const listen = readListen(table.listen, settings.protocols, scope, services);
+  // With an unreadable action, what bounce_to should be is unknown: say nothing more.
+  const actionKnown = table.action === undefined || own.action !== undefined;
 
   let bounceTo: TargetEndpoint | undefined;
-  if (settings.action === "pass") {
+  if (!actionKnown) {
+    // Already reported.
+  } else if (settings.action === "pass") {
     if (table.bounce_to === undefined) {
       scope.fail(
         undefined,

@@ -1,6 +1,10 @@
 /**
  * Log outputs through LogTape: stderr, stdout and files, in text or JSON.
- * Reconfiguring reopens files (what logrotate expects after SIGHUP).
+ *
+ * LogTape is configured once with a single routing sink; the outputs behind
+ * it can be swapped (SIGHUP reopens log files for logrotate) without tearing
+ * down the configuration, so no record is dropped while files reopen and the
+ * stderr/stdout streams keep their one writer.
  *
  * @module
  */
@@ -10,6 +14,7 @@ import {
   getLogger,
   getStreamSink,
   type Logger,
+  type LogRecord,
   type Sink,
 } from "@logtape/logtape";
 import { getFileSink } from "@logtape/file";
@@ -26,50 +31,77 @@ export interface LogSettings {
   readonly level: LogLevel;
 }
 
+type Formatter = (record: LogRecord) => string;
+
+/** Stream sinks live as long as the process: a stream takes one writer. */
+const streamSinks = new Map<"stderr" | "stdout", Sink & AsyncDisposable>();
+/** The format in force; stream sinks format through it, so it can change. */
+let currentFormatter: Formatter = textFormatter;
+let current: Sink[] = [];
+let openFiles: (Sink & Disposable)[] = [];
+let configured = false;
+
+function streamSink(kind: "stderr" | "stdout"): Sink {
+  let sink = streamSinks.get(kind);
+  if (!sink) {
+    const stream = kind === "stderr" ? Deno.stderr.writable : Deno.stdout.writable;
+    sink = getStreamSink(stream, {
+      formatter: (record) => currentFormatter(record),
+      closeStream: false,
+    });
+    streamSinks.set(kind, sink);
+  }
+  return sink;
+}
+
 /**
- * Opens every output and routes records to them. Throws, naming the output,
- * if a file cannot be opened. Calling it again replaces (and so reopens) all.
+ * Opens every output and routes records to them. Throws, naming the file, if
+ * a log file cannot be opened (and then keeps the previous outputs). Calling it
+ * again reopens every file.
  */
 export async function configureLogging(settings: LogSettings): Promise<void> {
   const formatter = settings.format === "json" ? jsonFormatter : textFormatter;
-  const sinks: Record<string, Sink> = {};
-  settings.outputs.forEach((output, i) => {
-    const name = `${output.kind}-${i}`;
-    if (output.kind === "file") {
-      try {
-        // Opened now, not on first record, so a bad path fails at start.
-        sinks[name] = getFileSink(output.path, {
-          formatter,
-          lazy: false,
-          bufferSize: 0,
-        });
-      } catch (error) {
-        throw new Error(
-          `cannot open log file "${output.path}": ${(error as Error).message}`,
-        );
-      }
-    } else {
-      const stream = output.kind === "stderr" ? Deno.stderr.writable : Deno.stdout.writable;
-      sinks[name] = getStreamSink(stream, { formatter, closeStream: false });
+  const files: (Sink & Disposable)[] = [];
+  const sinks: Sink[] = [];
+  for (const output of settings.outputs) {
+    if (output.kind !== "file") {
+      sinks.push(streamSink(output.kind));
+      continue;
     }
-  });
+    try {
+      // Opened now, not on first record, so a bad path fails at once.
+      const sink = getFileSink(output.path, { formatter, lazy: false, bufferSize: 0 });
+      files.push(sink);
+      sinks.push(sink);
+    } catch (error) {
+      for (const opened of files) opened[Symbol.dispose]();
+      throw new Error(`cannot open log file "${output.path}": ${(error as Error).message}`);
+    }
+  }
+  const previousFiles = openFiles;
+  currentFormatter = formatter;
+  current = sinks;
+  openFiles = files;
+  for (const old of previousFiles) old[Symbol.dispose]();
   await configure({
     reset: true,
-    sinks,
+    sinks: { outputs: (record: LogRecord) => current.forEach((sink) => sink(record)) },
     loggers: [
-      {
-        category: [...CATEGORY],
-        sinks: Object.keys(sinks),
-        lowestLevel: settings.level,
-      },
+      { category: [...CATEGORY], sinks: ["outputs"], lowestLevel: settings.level },
       { category: ["logtape", "meta"], sinks: [], lowestLevel: "error" },
     ],
   });
+  configured = true;
 }
 
 /** Flushes and closes every output. */
 export async function closeLogging(): Promise<void> {
-  await dispose();
+  if (configured) await dispose();
+  for (const file of openFiles) file[Symbol.dispose]();
+  for (const sink of streamSinks.values()) await sink[Symbol.asyncDispose]();
+  openFiles = [];
+  streamSinks.clear();
+  configured = false;
 }
 
 /** The portbounce logger. */

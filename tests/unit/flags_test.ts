@@ -1,0 +1,35 @@
+/**
+ * The compiled binary and `deno task portbounce` must run with the same
+ * permissions, and those must be the least the tool needs.
+ */
+import { assert, assertEquals } from "../assert.ts";
+
+const meta = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
+
+function flagsOf(command: string): string[] {
+  return command.split(/\s+/).filter((word) =>
+    word.startsWith("--allow") || word.startsWith("--unstable") || word.startsWith("--deny")
+  );
+}
+
+Deno.test("the run task and every compile target share one permission list", () => {
+  const run = flagsOf(meta.tasks.portbounce);
+  const compiles = (meta.tasks.compile as string).split("&&").map(flagsOf);
+  assert(compiles.length >= 2, "compile builds x86_64 and aarch64");
+  for (const compile of compiles) assertEquals(compile, run);
+});
+
+Deno.test("permissions are the least the tool needs", () => {
+  const run = flagsOf(meta.tasks.portbounce);
+  assertEquals(run, [
+    "--unstable-net",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--allow-sys=networkInterfaces",
+  ]);
+  for (const forbidden of ["--allow-all", "-A", "--allow-run", "--allow-ffi", "--allow-env"]) {
+    assert(!meta.tasks.portbounce.split(/\s+/).includes(forbidden), forbidden);
+    assert(!meta.tasks.compile.split(/\s+/).includes(forbidden), forbidden);
+  }
+});

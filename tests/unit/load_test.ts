@@ -1,0 +1,307 @@
+import { assert, assertEquals, assertIncludes } from "../assert.ts";
+import { formatProblem, parseConfig } from "../../src/config/load.ts";
+import { builtInServices } from "../../src/config/services.ts";
+import type { Config } from "../../src/config/types.ts";
+
+const services = builtInServices();
+
+function load(text: string): Config {
+  const result = parseConfig(text, "rules.toml", services);
+  if (!result.ok) throw new Error(result.problems.map(formatProblem).join("\n"));
+  return result.config;
+}
+
+/** Every problem of `text`, formatted as printed. */
+function problems(text: string): string[] {
+  const result = parseConfig(text, "rules.toml", services);
+  assert(!result.ok, "expected the rule file to be rejected");
+  return result.problems.map(formatProblem);
+}
+
+function onlyProblem(text: string): string {
+  const found = problems(text);
+  assertEquals(found.length, 1, found.join("\n"));
+  return found[0];
+}
+
+Deno.test("a minimal rule gets every documented default", () => {
+  const config = load('[[rule]]\nlisten = "127.0.0.1:8080"\nbounce_to = "127.0.0.1:80"\n');
+  assertEquals(config.server.log, [{ kind: "stderr" }]);
+  assertEquals(config.server.logFormat, "text");
+  assertEquals(config.server.logLevel, "info");
+  assertEquals(config.server.status, null);
+  assertEquals(config.server.drainTimeoutMs, 30_000);
+  const [rule] = config.rules;
+  assertEquals(rule.name, "rule-1");
+  assertEquals(rule.action, "pass");
+  assertEquals(rule.protocols, ["tcp"]);
+  assertEquals(rule.from.map((n) => n.text), ["0.0.0.0/0", "::/0"]);
+  assertEquals(rule.connectTimeoutMs, 10_000);
+  assertEquals(rule.idleTimeoutMs, 0);
+  assertEquals(rule.udpIdleTimeoutMs, 60_000);
+  assertEquals([...rule.log], ["connect", "disconnect", "block", "error"]);
+  assertEquals([rule.maxSessions, rule.maxSessionsPerClient, rule.throttle], [0, 0, null]);
+});
+
+Deno.test("the full SPEC example loads, and [defaults] is overridden by rules", () => {
+  const config = load(`
+[server]
+log = ["stderr", "./portbounce.log"]
+log_format = "json"
+log_level = "debug"
+status = "127.0.0.1:9180"
+drain_timeout = "5s"
+
+[defaults]
+connect_timeout = "3s"
+idle_timeout = "0s"
+udp_idle_timeout = "60s"
+log = ["connect", "disconnect", "block", "error"]
+from = "10.0.0.0/8"
+
+[[rule]]
+name = "web"
+action = "pass"
+protocol = "tcp"
+listen = "203.0.113.10:80"
+from = ["0.0.0.0/0", "::/0"]
+bounce_to = "192.0.2.10:80"
+max_sessions = 100
+max_sessions_per_client = 4
+throttle = "50/1s"
+connect_timeout = 1.5
+
+[[rule]]
+name = "dns"
+protocol = ["tcp", "udp"]
+listen = ["203.0.113.10:domain", "[2001:db8::10]:53"]
+bounce_to = "192.0.2.53"
+
+[[rule]]
+action = "block"
+listen = "203.0.113.10:22"
+log = []
+`);
+  assertEquals(config.server.log, [{ kind: "stderr" }, { kind: "file", path: "portbounce.log" }]);
+  assertEquals(config.server.status, { hostname: "127.0.0.1", port: 9180 });
+  assertEquals(config.server.drainTimeoutMs, 5_000);
+  const [web, dns, blocked] = config.rules;
+  assertEquals(web.connectTimeoutMs, 1_500);
+  assertEquals(web.throttle, { count: 50, intervalMs: 1_000, text: "50/1s" });
+  assertEquals(web.from.length, 2);
+  assertEquals(dns.connectTimeoutMs, 3_000);
+  assertEquals(dns.from.map((n) => n.text), ["10.0.0.0/8"]);
+  assertEquals(dns.listen.map((l) => l.ports.first), [53, 53]);
+  assertEquals(blocked.name, "rule-3");
+  assertEquals(blocked.action, "block");
+  assertEquals(blocked.log.size, 0);
+});
+
+Deno.test("log file paths are relative to the rule file", () => {
+  const result = parseConfig(
+    '[server]\nlog = "logs/pb.log"\n',
+    "/etc/portbounce/rules.toml",
+    services,
+  );
+  assert(result.ok);
+  assertEquals(result.config.server.log, [{ kind: "file", path: "/etc/portbounce/logs/pb.log" }]);
+});
+
+Deno.test("TOML syntax errors give line and column and an excerpt", () => {
+  const problem = onlyProblem('[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = \n');
+  assertIncludes(problem, "rules.toml:3:13: TOML syntax error");
+  assertIncludes(problem, "bounce_to =");
+  assertIncludes(
+    onlyProblem('[server]\nlog_level = "info"\nlog_level = "debug"\n'),
+    "rules.toml:3:1",
+  );
+  assertIncludes(onlyProblem('[[rule]]\nname = "unterminated\n'), "rules.toml:2:");
+});
+
+Deno.test("unknown keys are errors with did-you-mean, at their line", () => {
+  const found = problems(`
+[server]
+log_levl = "info"
+
+[defaults]
+conect_timeout = "1s"
+
+[[rule]]
+listen = "127.0.0.1:80"
+bounce_too = "127.0.0.1:81"
+
+[extra]
+x = 1
+`);
+  assertEquals(found.length, 5, found.join("\n"));
+  assertIncludes(found[0], "rules.toml: rule file: extra: unknown key");
+  assertIncludes(
+    found[1],
+    'rules.toml:3: [server]: log_levl: unknown key; did you mean "log_level"?',
+  );
+  assertIncludes(
+    found[2],
+    'rules.toml:6: [defaults]: conect_timeout: unknown key; did you mean "connect_timeout"?',
+  );
+  assertIncludes(
+    found[3],
+    'rules.toml:10: rule "rule-1" (rule #1): bounce_too: unknown key; did you mean "bounce_to"?',
+  );
+  assertIncludes(found[4], 'rule "rule-1" (rule #1): a pass rule needs bounce_to');
+});
+
+Deno.test("every problem is reported in one pass", () => {
+  const found = problems(`
+[server]
+log_format = "xml"
+drain_timeout = "soon"
+
+[[rule]]
+name = "a"
+listen = "127.0.0.1:80"
+bounce_to = "127.0.0.1:81"
+from = "10.0.0.1/8"
+
+[[rule]]
+name = "b"
+action = "pas"
+listen = "127.0.0.1:99999"
+
+[[rule]]
+name = "a"
+listen = "127.0.0.1:81"
+bounce_to = "127.0.0.1"
+protocol = "sctp"
+`);
+  const text = found.join("\n");
+  for (
+    const expected of [
+      '[server]: log_format: expected one of "text", "json", got "xml"',
+      '[server]: drain_timeout: expected a duration such as "250ms"',
+      'rule "a" (rule #1): from: "10.0.0.1/8" has host bits set below /8; did you mean "10.0.0.0/8"?',
+      'rule "b" (rule #2): action: expected one of "pass", "block", got "pas"; did you mean "pass"?',
+      'rule "b" (rule #2): listen: "127.0.0.1:99999": port 99999 is out of range',
+      'rule "a" (rule #3): name: "a" is already the name of rule #1',
+      'rule "a" (rule #3): protocol: expected one of "tcp", "udp", got "sctp"',
+    ]
+  ) assertIncludes(text, expected);
+  assertEquals(found.length, 7, text);
+});
+
+Deno.test("rule-level problems: each class with its message", () => {
+  const cases: [string, string][] = [
+    ['[[rule]]\nbounce_to = "127.0.0.1:80"\n', "missing listen"],
+    [
+      '[[rule]]\nlisten = []\nbounce_to = "127.0.0.1:80"\n',
+      "listen: expected at least one address",
+    ],
+    [
+      '[[rule]]\nlisten = 80\nbounce_to = "127.0.0.1:80"\n',
+      "listen: expected a string or a list of strings, got number 80",
+    ],
+    ['[[rule]]\nlisten = "127.0.0.1:80"\n', "a pass rule needs bounce_to"],
+    ['[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = 81\n', 'bounce_to: expected "ADDRESS[:PORT]"'],
+    [
+      '[[rule]]\naction = "block"\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:81"\n',
+      "a block rule bounces nowhere",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:8000-8009"\nbounce_to = "127.0.0.1:9000-9004"\n',
+      "has 5 ports but",
+    ],
+    ['[[rule]]\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1"\n', "needs a port"],
+    ['[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "*:80"\n', 'not "*"'],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nfrom = []\n',
+      "an empty list matches no client",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nprotocol = []\n',
+      'expected "tcp", "udp"',
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nprotocol = ["tcp", "tcp"]\n',
+      "listed twice",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nconnect_timeout = "0s"\n',
+      "connect_timeout: must be more than 0",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nidle_timeout = -5\n',
+      "idle_timeout: expected a duration",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nlog = ["conect"]\n',
+      'log: expected one of "connect"',
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nmax_sessions = -1\n',
+      "max_sessions: expected a whole number",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nmax_sessions_per_client = 1.5\n',
+      "max_sessions_per_client: expected a whole number",
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nthrottle = "fast"\n',
+      'throttle: expected "COUNT/INTERVAL"',
+    ],
+    [
+      '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\nthrottle = "0/1s"\n',
+      "must both be more than 0",
+    ],
+    [
+      '[[rule]]\nname = "has space"\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\n',
+      "is not a usable name",
+    ],
+    [
+      '[[rule]]\nname = 7\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\n',
+      "name: expected a string, got number 7",
+    ],
+    ["rule = 5\n", "expected [[rule]] tables"],
+    ['[defaults]\nlisten = "127.0.0.1:80"\n', "[defaults]: listen: belongs in each [[rule]]"],
+    ["server = 1\n", "[server]: expected a table"],
+    ['[server]\nlog = "stdrr"\n', '"stdrr" is not an output; did you mean "stderr"?'],
+    ["[server]\nlog = []\n", "expected at least one output"],
+    ['[server]\nlog = "syslog"\n', '"syslog" is not supported yet'],
+    ['[server]\nstatus = "localhost:9180"\n', "status: expected an IP address and port"],
+    ["[server]\nstatus = 9180\n", 'status: expected "ADDRESS:PORT"'],
+    [
+      '[server]\nlog_level = "verbose"\n',
+      'log_level: expected one of "debug", "info", "warning", "error"',
+    ],
+  ];
+  for (const [text, expected] of cases) {
+    const found = problems(text).join("\n");
+    assertIncludes(found, expected);
+  }
+});
+
+Deno.test("throttle accepts COUNT/DURATION and COUNT/UNIT", () => {
+  const base = '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\n';
+  assertEquals(load(base + 'throttle = "10/s"\n').rules[0].throttle?.intervalMs, 1_000);
+  assertEquals(load(base + 'throttle = "100/5m"\n').rules[0].throttle?.intervalMs, 300_000);
+});
+
+Deno.test("bounce_to port mapping: kept, single, or a range of the same length", () => {
+  const ok = load(`
+[[rule]]
+listen = "127.0.0.1:8000-8002"
+bounce_to = "127.0.0.1"
+[[rule]]
+listen = "127.0.0.1:9000-9002"
+bounce_to = "127.0.0.1:7000"
+[[rule]]
+listen = "127.0.0.1:9100-9102"
+bounce_to = "127.0.0.1:7100-7102"
+`);
+  assertEquals(ok.rules.length, 3);
+});
+
+Deno.test("an empty rule file is valid, with a warning", () => {
+  const result = parseConfig("", "rules.toml", services);
+  assert(result.ok);
+  assertEquals(result.config.rules.length, 0);
+  assertIncludes(result.warnings[0].message, "no [[rule]] tables");
+});
