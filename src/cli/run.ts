@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { formatDuration } from "../config/duration.ts";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
 import { closeLogging, configureLogging, logger } from "../log/setup.ts";
@@ -132,10 +133,10 @@ export async function runCommand(args: string[]): Promise<number> {
     stop(signal, count) {
       if (count === 1) {
         log.info(
-          "{signal}: stopping; sessions may drain for up to {drainMs} ms ({signal} again to stop at once)",
+          "{signal}: stopping; sessions may drain for up to {drain} ({signal} again to stop at once)",
           {
             signal,
-            drainMs: config.server.drainTimeoutMs,
+            drain: formatDuration(config.server.drainTimeoutMs),
           },
         );
         server.shutdown(config.server.drainTimeoutMs).then(() => stopped.resolve());

@@ -32,8 +32,9 @@ export function logStatus(log: Logger, stats: Stats): void {
   ) {
     for (const [name, c] of map) {
       const blocked = Object.entries(c.blocked).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
+      const dropped = Object.entries(c.dropped).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
       log.info(
-        "status {kind} {name}: active={active} total={total} up={up} down={down} errors={errors} blocked: {blocked} last client {lastClient}",
+        "status {kind} {name}: active={active} total={total} up={up} down={down} errors={errors} blocked: {blocked} dropped: {dropped} last client {lastClient}",
         {
           kind,
           name,
@@ -43,6 +44,7 @@ export function logStatus(log: Logger, stats: Stats): void {
           down: c.bytesDown,
           errors: c.errors,
           blocked,
+          dropped,
           lastClient: c.lastClient ?? "none",
         },
       );

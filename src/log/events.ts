@@ -23,7 +23,9 @@ export type BlockReason =
   | "no-matching-rule"
   | "max_sessions"
   | "max_sessions_per_client"
-  | "throttle";
+  | "throttle"
+  /** A UDP listener that is draining takes no new sessions. */
+  | "draining";
 
 /** One per-session log event; fields are named as in the JSON log. */
 export interface SessionEvent {
@@ -37,6 +39,9 @@ export interface SessionEvent {
   readonly target?: string;
   readonly bytes_up?: number;
   readonly bytes_down?: number;
+  /** UDP `disconnect` events: datagrams each way. */
+  readonly datagrams_up?: number;
+  readonly datagrams_down?: number;
   readonly duration_ms?: number;
   readonly reason?: DisconnectReason | BlockReason;
   readonly error?: string;
@@ -70,6 +75,9 @@ export function renderSessionEvent(event: SessionEvent): string {
   }
   if (event.bytes_up !== undefined) {
     line += ` up=${event.bytes_up} down=${event.bytes_down}`;
+  }
+  if (event.datagrams_up !== undefined) {
+    line += ` datagrams_up=${event.datagrams_up} datagrams_down=${event.datagrams_down}`;
   }
   if (event.duration_ms !== undefined) {
     line += ` duration=${formatDuration(event.duration_ms)}`;

@@ -5,12 +5,14 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import type { Rule } from "../config/types.ts";
 import { RuleLimiter } from "../relay/limits.ts";
 import type { RelayContext } from "../relay/context.ts";
 import { SessionRegistry } from "../relay/sessions.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
+import { UdpRelayListener } from "../relay/udp/listener.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { Stats } from "../status/stats.ts";
 
@@ -34,7 +36,7 @@ export class Server implements RelayContext {
   readonly sessions = new SessionRegistry();
   readonly stats = new Stats();
   readonly #limiters = new WeakMap<Rule, RuleLimiter>();
-  readonly #listeners: TcpRelayListener[] = [];
+  readonly #listeners: (TcpRelayListener | UdpRelayListener)[] = [];
 
   private constructor(readonly log: Logger) {}
 
@@ -49,12 +51,9 @@ export class Server implements RelayContext {
     const server = new Server(log);
     const failures: BindFailure[] = [];
     for (const listenerPlan of plan) {
-      const bound = bindTcp(listenerPlan);
-      if ("error" in bound) {
-        failures.push({ key: listenerPlan.key, error: bound.error });
-      } else {server.#listeners.push(
-          new TcpRelayListener(listenerPlan, bound, server),
-        );}
+      const opened = openListener(listenerPlan, server);
+      if ("error" in opened) failures.push({ key: listenerPlan.key, error: opened.error });
+      else server.#listeners.push(opened);
     }
     if (failures.length > 0) {
       for (const listener of server.#listeners) listener.close();
@@ -115,9 +114,9 @@ export class Server implements RelayContext {
     this.stopAccepting();
     if (this.sessions.size > 0) {
       this.log.info(
-        "stopping: waiting up to {drainMs} ms for {sessions} live sessions",
+        "stopping: waiting up to {drain} for {sessions} live sessions to end",
         {
-          drainMs,
+          drain: formatDuration(drainMs),
           sessions: this.sessions.size,
         },
       );
@@ -138,22 +137,26 @@ export class Server implements RelayContext {
   }
 }
 
-function bindTcp(plan: ListenerPlan): Deno.TcpListener | { error: string } {
+/** Binds one planned listener, or says why it cannot be bound. */
+function openListener(
+  plan: ListenerPlan,
+  context: RelayContext,
+): TcpRelayListener | UdpRelayListener | { error: string } {
+  const open = (hostname: string) =>
+    plan.protocol === "tcp"
+      ? new TcpRelayListener(plan, Deno.listen({ hostname, port: plan.port }), context)
+      : new UdpRelayListener(
+        plan,
+        Deno.listenDatagram({ hostname, port: plan.port, transport: "udp" }),
+        context,
+      );
   try {
-    return Deno.listen({
-      hostname: plan.address,
-      port: plan.port,
-      transport: "tcp",
-    });
+    return open(plan.address);
   } catch (error) {
     // `*` on a host without IPv6: every IPv4 address is the best there is.
     if (plan.everyAddress && error instanceof Deno.errors.AddrNotAvailable) {
       try {
-        return Deno.listen({
-          hostname: "0.0.0.0",
-          port: plan.port,
-          transport: "tcp",
-        });
+        return open("0.0.0.0");
       } catch (fallbackError) {
         return { error: describeBindError(fallbackError, plan.port) };
       }

@@ -6,12 +6,25 @@
  */
 import type { BlockReason } from "../log/events.ts";
 
+/** Why a UDP datagram was not relayed, beyond refusals of whole sessions. */
+export type DropReason =
+  /** A reply came from an address other than the target (Barefoot udp.connectdst). */
+  | "not-from-target"
+  /** A datagram arrived while its session was still resolving its target, and the queue was full. */
+  | "queue-full"
+  /** A datagram did not fit the receive buffer (see UdpSession on parked sessions). */
+  | "truncated"
+  /** Sending it failed (target unreachable, buffer full, ...). */
+  | "send-failed";
+
 /** Counters for one rule or one listener. */
 export interface Counters {
   active: number;
   total: number;
   blocked: Partial<Record<BlockReason, number>>;
   errors: number;
+  /** UDP datagrams not relayed, by cause. */
+  dropped: Partial<Record<DropReason, number>>;
   bytesUp: number;
   bytesDown: number;
   /** Epoch ms of the first and latest session, or null before any. */
@@ -26,6 +39,7 @@ function emptyCounters(): Counters {
     total: 0,
     blocked: {},
     errors: 0,
+    dropped: {},
     bytesUp: 0,
     bytesDown: 0,
     firstSession: null,
@@ -64,6 +78,9 @@ export class Stats {
       for (const [reason, n] of Object.entries(c.blocked)) {
         sum.blocked[reason as BlockReason] = (sum.blocked[reason as BlockReason] ?? 0) + n;
       }
+      for (const [reason, n] of Object.entries(c.dropped)) {
+        sum.dropped[reason as DropReason] = (sum.dropped[reason as DropReason] ?? 0) + n;
+      }
     }
     return sum;
   }
@@ -99,4 +116,9 @@ export function countBytes(
     c.bytesUp += up;
     c.bytesDown += down;
   }
+}
+
+/** Adds a dropped datagram to counters. */
+export function countDrop(counters: Counters[], reason: DropReason): void {
+  for (const c of counters) c.dropped[reason] = (c.dropped[reason] ?? 0) + 1;
 }

@@ -294,7 +294,7 @@ Deno.test("SIGUSR2 writes the counters to the log", async () => {
   bouncer.signal("SIGUSR2");
   assertMatch(
     await bouncer.waitForLine(/status rule web/),
-    /active=0 total=1 up=3 down=3 errors=0 blocked: 0 last client 127\.0\.0\.1:\d+/,
+    /active=0 total=1 up=3 down=3 errors=0 blocked: 0 dropped: 0 last client 127\.0\.0\.1:\d+/,
   );
 });
 

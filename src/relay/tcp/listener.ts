@@ -8,12 +8,10 @@
  */
 import { formatAddress } from "../../config/endpoint.ts";
 import { parseClientAddress } from "../../config/network.ts";
-import type { Rule } from "../../config/types.ts";
-import type { BlockReason } from "../../log/events.ts";
-import { firstMatch } from "../../rules/match.ts";
 import { formatTarget, type ListenerPlan } from "../../rules/plan.ts";
-import { countBlock, countStart } from "../../status/stats.ts";
-import { logEvent, type RelayContext } from "../context.ts";
+import { countStart } from "../../status/stats.ts";
+import { decide, recordRefusal } from "../admission.ts";
+import type { RelayContext } from "../context.ts";
 import { describeIoError } from "./pipe.ts";
 import { TcpSession } from "./session.ts";
 
@@ -88,46 +86,20 @@ export class TcpRelayListener {
     const local = conn.localAddr;
     const clientIp = parseClientAddress(remote.hostname);
     const localIp = parseClientAddress(local.hostname);
-    const client = formatAddress(
-      clientIp?.toString() ?? remote.hostname,
-      remote.port,
-    );
-    const listen = formatAddress(
-      localIp?.toString() ?? local.hostname,
-      local.port,
-    );
-    const binding = clientIp ? firstMatch(this.plan.bindings, clientIp) : undefined;
+    const client = formatAddress(clientIp?.toString() ?? remote.hostname, remote.port);
+    const listen = formatAddress(localIp?.toString() ?? local.hostname, local.port);
 
-    const refuse = (rule: Rule | null, reason: BlockReason) => {
-      countBlock(
-        this.context.stats.of(rule?.name ?? null, this.plan.key),
-        reason,
-      );
-      logEvent(this.context.log, {
-        event: "block",
-        action: "block",
-        rule: rule?.name ?? null,
-        protocol: "tcp",
-        client,
-        listen,
-        reason,
-      }, rule);
+    const decision = decide(this.context, this.plan, clientIp, Date.now());
+    if (!decision.pass) {
+      recordRefusal(this.context, this.plan.key, decision, { protocol: "tcp", client, listen });
       try {
         conn.close();
       } catch {
         // Already gone.
       }
-    };
-
-    if (!binding) return refuse(null, "no-matching-rule");
-    const { rule, target } = binding;
-    if (rule.action === "block" || target === null) return refuse(rule, "rule");
-    const admission = this.context.limiter(rule).admit(
-      clientIp!.toString(),
-      Date.now(),
-    );
-    if ("refused" in admission) return refuse(rule, admission.refused);
-
+      return;
+    }
+    const { rule, target, admission } = decision;
     const counters = this.context.stats.of(rule.name, this.plan.key);
     countStart(counters, client, Date.now());
     const session = new TcpSession(

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Rule } from "../../config/types.ts";
+import type { PassRule } from "../../config/types.ts";
 import { formatDuration } from "../../config/duration.ts";
 import type { DisconnectReason, SessionEvent } from "../../log/events.ts";
 import { countBytes, type Counters } from "../../status/stats.ts";
@@ -39,7 +39,7 @@ export class TcpSession implements LiveSession {
 
   constructor(
     readonly listenerKey: string,
-    readonly rule: Rule & { action: "pass" },
+    readonly rule: PassRule,
     readonly ends: SessionEnds,
     readonly client: Deno.TcpConn,
     readonly admission: Admission,
