@@ -15,6 +15,7 @@ import { ExitCode } from "./exit_codes.ts";
 import { removeReadyFile, writeReadyFile } from "./ready_file.ts";
 import { loadRuleFile } from "./rule_file.ts";
 import { installSignalHandlers } from "./signals.ts";
+import { logSettingsOf, reloadRules } from "./reload.ts";
 import { logStatus, summaryLine } from "./summary.ts";
 
 /** Help for `portbounce run`. */
@@ -31,7 +32,8 @@ Options:
   -h, --help              this help
 
 Signals: SIGTERM/SIGINT drain and stop (a second one stops at once),
-SIGHUP reopens log files, SIGUSR2 writes the counters to the log.
+SIGHUP reloads the rules (and reopens log files), SIGUSR2 writes the
+counters to the log.
 Exit codes: 0 stopped, 1 runtime failure, 2 bad rule file or usage,
 3 a listener could not be bound.`;
 
@@ -67,20 +69,16 @@ export async function runCommand(args: string[]): Promise<number> {
     console.error(`warning: ${formatProblem(warning)}`);
   }
   const { config, listeners } = loaded;
-  const logSettings = {
-    outputs: config.server.log,
-    format: logFormat ?? config.server.logFormat,
-    level: logLevel ?? config.server.logLevel,
-  };
+  const overrides = { format: logFormat, level: logLevel };
   try {
-    await configureLogging(logSettings);
+    await configureLogging(logSettingsOf(config, overrides));
   } catch (error) {
     console.error(`portbounce: ${(error as Error).message}`);
     return ExitCode.runtime;
   }
   const log = logger();
 
-  const bound = Server.bind(listeners, log);
+  const bound = Server.bind(config.rules, listeners, log);
   if (!bound.ok) {
     for (const failure of bound.failures) {
       log.error("cannot bind {listener}: {error}", {
@@ -128,18 +126,22 @@ export async function runCommand(args: string[]): Promise<number> {
     }
   }
 
+  let current = config;
+  let stopping = false;
+  let reloading = Promise.resolve();
   const stopped = Promise.withResolvers<void>();
   const signals = installSignalHandlers({
     stop(signal, count) {
+      stopping = true;
       if (count === 1) {
         log.info(
           "{signal}: stopping; sessions may drain for up to {drain} ({signal} again to stop at once)",
           {
             signal,
-            drain: formatDuration(config.server.drainTimeoutMs),
+            drain: formatDuration(current.server.drainTimeoutMs),
           },
         );
-        server.shutdown(config.server.drainTimeoutMs).then(() => stopped.resolve());
+        server.shutdown(current.server.drainTimeoutMs).then(() => stopped.resolve());
       } else {
         log.warn("{signal} again: closing {sessions} sessions now", {
           signal,
@@ -148,9 +150,13 @@ export async function runCommand(args: string[]): Promise<number> {
         server.closeAllSessions();
       }
     },
-    async reopenLogs() {
-      await configureLogging(logSettings);
-      logger().info("SIGHUP: log files reopened");
+    reload() {
+      // One reload at a time, in the order the signals came.
+      reloading = reloading.then(async () => {
+        if (stopping) return log.warn("SIGHUP ignored: stopping");
+        log.info("SIGHUP: reloading {path}", { path: values.config });
+        current = await reloadRules(values.config!, current, server, log, overrides);
+      });
     },
     status() {
       logStatus(log, server.stats);
@@ -159,6 +165,7 @@ export async function runCommand(args: string[]): Promise<number> {
 
   await stopped.promise;
   signals.remove();
+  await reloading;
   if (values["ready-file"]) await removeReadyFile(values["ready-file"]);
   log.info("stopped: {summary}", { summary: summaryLine(server.stats) });
   await closeLogging();

@@ -10,7 +10,7 @@ export interface SignalActions {
   /** SIGTERM/SIGINT; `count` is how many stop signals have arrived so far. */
   stop(signal: "SIGTERM" | "SIGINT", count: number): void;
   /** SIGHUP. */
-  reopenLogs(): void | Promise<void>;
+  reload(): void;
   /** SIGUSR2. */
   status(): void;
 }
@@ -23,7 +23,7 @@ export function installSignalHandlers(
   const handlers: [Deno.Signal, () => void][] = [
     ["SIGTERM", () => actions.stop("SIGTERM", ++stops)],
     ["SIGINT", () => actions.stop("SIGINT", ++stops)],
-    ["SIGHUP", () => void actions.reopenLogs()],
+    ["SIGHUP", () => actions.reload()],
     ["SIGUSR2", () => actions.status()],
   ];
   for (const [signal, handler] of handlers) {

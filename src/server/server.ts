@@ -13,6 +13,7 @@ import type { RelayContext } from "../relay/context.ts";
 import { SessionRegistry } from "../relay/sessions.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
+import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { Stats } from "../status/stats.ts";
 
@@ -31,32 +32,53 @@ export interface BoundAddress {
   readonly port: number;
 }
 
+/** What a reload did. */
+export interface ReloadSummary {
+  readonly listeners: {
+    readonly added: readonly string[];
+    readonly kept: readonly string[];
+    readonly removed: readonly string[];
+    readonly failed: readonly BindFailure[];
+  };
+  readonly rules: RuleDiff;
+}
+
+type RelayListener = TcpRelayListener | UdpRelayListener;
+
 /** A set of bound listeners with their sessions. */
 export class Server implements RelayContext {
   readonly sessions = new SessionRegistry();
   readonly stats = new Stats();
   readonly #limiters = new WeakMap<Rule, RuleLimiter>();
-  readonly #listeners: (TcpRelayListener | UdpRelayListener)[] = [];
+  /** Listeners taking new sessions, by key. */
+  readonly #listeners = new Map<string, RelayListener>();
+  /** UDP listeners removed by a reload whose sessions still drain through them. */
+  readonly #retiring = new Map<string, UdpRelayListener>();
+  readonly #drainTimers = new Set<ReturnType<typeof setTimeout>>();
+  #rules: readonly Rule[];
 
-  private constructor(readonly log: Logger) {}
+  private constructor(readonly log: Logger, rules: readonly Rule[]) {
+    this.#rules = rules;
+  }
 
   /**
    * Binds every listener of the plan. If any fails, closes those already bound
    * and returns every failure: nothing is left half-open.
    */
   static bind(
+    rules: readonly Rule[],
     plan: readonly ListenerPlan[],
     log: Logger,
   ): { ok: true; server: Server } | { ok: false; failures: BindFailure[] } {
-    const server = new Server(log);
+    const server = new Server(log, rules);
     const failures: BindFailure[] = [];
     for (const listenerPlan of plan) {
       const opened = openListener(listenerPlan, server);
       if ("error" in opened) failures.push({ key: listenerPlan.key, error: opened.error });
-      else server.#listeners.push(opened);
+      else server.#listeners.set(listenerPlan.key, opened);
     }
     if (failures.length > 0) {
-      for (const listener of server.#listeners) listener.close();
+      for (const listener of server.#listeners.values()) listener.close();
       return { ok: false, failures };
     }
     return { ok: true, server };
@@ -71,12 +93,76 @@ export class Server implements RelayContext {
 
   /** Starts accepting on every listener. */
   serve(): void {
-    for (const listener of this.#listeners) listener.serve();
+    for (const listener of this.#listeners.values()) listener.serve();
+  }
+
+  /**
+   * Applies a new, valid rule set. Listeners whose (protocol, address, port)
+   * stays are kept as they are, socket and accept queue included, and take
+   * their new rules for new sessions; new ones are bound (a failure is
+   * reported and the rest applies); removed ones stop taking sessions, and
+   * their live sessions may drain for `drainMs` before closing as `drained`.
+   * Sessions keep the rule they matched.
+   */
+  reload(rules: readonly Rule[], plan: readonly ListenerPlan[], drainMs: number): ReloadSummary {
+    const ruleDiff = diffRules(this.#rules, rules);
+    // An unchanged rule keeps its limiter: its live sessions still count.
+    const oldByName = new Map(this.#rules.map((rule) => [rule.name, rule]));
+    for (const name of ruleDiff.unchanged) {
+      const old = oldByName.get(name)!;
+      const limiter = this.#limiters.get(old);
+      if (limiter) this.#limiters.set(rules.find((rule) => rule.name === name)!, limiter);
+    }
+    this.#rules = rules;
+
+    const diff = diffListeners(this.#listeners.keys(), plan);
+    for (const next of diff.kept) this.#listeners.get(next.key)!.plan = next;
+    const failed: BindFailure[] = [];
+    const added: string[] = [];
+    for (const next of diff.added) {
+      const retiring = this.#retiring.get(next.key);
+      this.#retiring.delete(next.key);
+      if (retiring?.revive(next)) {
+        this.#listeners.set(next.key, retiring);
+        added.push(next.key);
+        continue;
+      }
+      const opened = openListener(next, this);
+      if ("error" in opened) {
+        failed.push({ key: next.key, error: opened.error });
+        continue;
+      }
+      this.#listeners.set(next.key, opened);
+      opened.serve();
+      added.push(next.key);
+    }
+    for (const key of diff.removed) {
+      const listener = this.#listeners.get(key)!;
+      this.#listeners.delete(key);
+      listener.close();
+      if (listener instanceof UdpRelayListener) this.#retiring.set(key, listener);
+      this.#drainLater(key, drainMs);
+    }
+    return {
+      listeners: { added, kept: diff.kept.map((p) => p.key), removed: diff.removed, failed },
+      rules: ruleDiff,
+    };
+  }
+
+  /** After `drainMs`, closes what is left of a removed listener's sessions. */
+  #drainLater(key: string, drainMs: number): void {
+    const timer = setTimeout(() => {
+      this.#drainTimers.delete(timer);
+      // A listener re-added meanwhile under the same key keeps its sessions.
+      if (this.#listeners.has(key)) return;
+      this.sessions.closeAll("drained", (session) => session.listenerKey === key);
+    }, drainMs);
+    this.#drainTimers.add(timer);
   }
 
   /** Addresses actually bound, in plan order. */
   boundAddresses(): BoundAddress[] {
-    return this.#listeners.map((listener) => ({
+    return [...this.#listeners.values()].map((listener) => ({
       protocol: listener.plan.protocol,
       key: listener.plan.key,
       address: listener.address.hostname,
@@ -86,11 +172,8 @@ export class Server implements RelayContext {
 
   /** One line per listener: `tcp 127.0.0.1:8080 -> 127.0.0.1:80 (web)`. */
   describeListeners(): string[] {
-    return this.#listeners.map((listener) => {
-      const bound = formatAddress(
-        listener.address.hostname,
-        listener.address.port,
-      );
+    return [...this.#listeners.values()].map((listener) => {
+      const bound = formatAddress(listener.address.hostname, listener.address.port);
       const rules = listener.plan.bindings.map((b) =>
         b.target
           ? `${formatAddress(b.target.host, b.target.port)} (${b.rule.name})`
@@ -102,7 +185,7 @@ export class Server implements RelayContext {
 
   /** Stops accepting new sessions on every listener. */
   stopAccepting(): void {
-    for (const listener of this.#listeners) listener.close();
+    for (const listener of this.#listeners.values()) listener.close();
   }
 
   /**
@@ -112,14 +195,13 @@ export class Server implements RelayContext {
    */
   async shutdown(drainMs: number): Promise<void> {
     this.stopAccepting();
+    for (const timer of this.#drainTimers) clearTimeout(timer);
+    this.#drainTimers.clear();
     if (this.sessions.size > 0) {
-      this.log.info(
-        "stopping: waiting up to {drain} for {sessions} live sessions to end",
-        {
-          drain: formatDuration(drainMs),
-          sessions: this.sessions.size,
-        },
-      );
+      this.log.info("stopping: waiting up to {drain} for {sessions} live sessions to end", {
+        drain: formatDuration(drainMs),
+        sessions: this.sessions.size,
+      });
       let timer: ReturnType<typeof setTimeout> | undefined;
       const drained = await Promise.race([
         this.sessions.whenEmpty().then(() => true),

@@ -267,7 +267,7 @@ Deno.test("log to a file, reopened on SIGHUP (logrotate)", async () => {
   // logrotate moves the file away, then sends SIGHUP.
   await Deno.rename(logPath, `${logPath}.1`);
   bouncer.signal("SIGHUP");
-  await bouncer.waitForLine(/log files reopened/);
+  await bouncer.waitForLine(/reload: listeners/);
   await exchange();
   for (
     let i = 0;

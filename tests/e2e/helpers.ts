@@ -337,3 +337,45 @@ export function portIsFree(port: number, hostname = "127.0.0.1"): boolean {
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/** A UDP socket. */
+export type Udp = Deno.DatagramConn;
+
+/** A UDP socket bound to an ephemeral port. */
+export function udpSocket(hostname = "127.0.0.1"): Udp {
+  return Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
+}
+
+/** The port a UDP socket is bound to. */
+export function portOf(socket: Udp): number {
+  return (socket.addr as Deno.NetAddr).port;
+}
+
+/** A UDP echo server; `reply` may answer from another socket to test reply filtering. */
+export function udpEcho(hostname = "127.0.0.1") {
+  const socket = udpSocket(hostname);
+  let replyFrom: Udp = socket;
+  const loop = (async () => {
+    const buffer = new Uint8Array(65_536);
+    for (;;) {
+      try {
+        const [data, from] = await socket.receive(buffer);
+        await replyFrom.send(data, from);
+      } catch {
+        return;
+      }
+    }
+  })();
+  return {
+    socket,
+    port: portOf(socket),
+    /** Makes replies leave from `other` instead (a non-target address for the bouncer). */
+    replyFrom(other: Udp) {
+      replyFrom = other;
+    },
+    async [Symbol.asyncDispose]() {
+      socket.close();
+      await loop;
+    },
+  };
+}

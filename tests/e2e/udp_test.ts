@@ -7,52 +7,17 @@ import {
   delay,
   echo,
   freePortRange,
+  portOf,
   randomBytes,
+  readAll,
   sha256,
   startBouncer,
   tcpServer,
+  type Udp,
+  udpEcho,
+  udpSocket,
   writeAll,
 } from "./helpers.ts";
-import { readAll } from "./helpers.ts";
-
-type Udp = Deno.DatagramConn;
-
-function udpSocket(hostname = "127.0.0.1"): Udp {
-  return Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
-}
-
-function portOf(socket: Udp): number {
-  return (socket.addr as Deno.NetAddr).port;
-}
-
-/** A UDP echo server; `reply` may answer from another socket to test reply filtering. */
-function udpEcho(hostname = "127.0.0.1") {
-  const socket = udpSocket(hostname);
-  let replyFrom: Udp = socket;
-  const loop = (async () => {
-    const buffer = new Uint8Array(65_536);
-    for (;;) {
-      try {
-        const [data, from] = await socket.receive(buffer);
-        await replyFrom.send(data, from);
-      } catch {
-        return;
-      }
-    }
-  })();
-  return {
-    socket,
-    port: portOf(socket),
-    /** Makes replies leave from `other` instead (a non-target address for the bouncer). */
-    replyFrom(other: Udp) {
-      replyFrom = other;
-    },
-    async [Symbol.asyncDispose]() {
-      socket.close();
-      await loop;
-    },
-  };
-}
 
 /** Receives one datagram, or null after `ms`. */
 async function receiveWithin(socket: Udp, ms: number): Promise<Uint8Array | null> {

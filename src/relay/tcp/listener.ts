@@ -23,7 +23,7 @@ export class TcpRelayListener {
   #serving: Promise<void> | undefined;
 
   constructor(
-    readonly plan: ListenerPlan,
+    public plan: ListenerPlan,
     readonly listener: Deno.TcpListener,
     readonly context: RelayContext,
   ) {}

@@ -29,7 +29,7 @@ export class UdpRelayListener {
   #serving: Promise<void> | undefined;
 
   constructor(
-    readonly plan: ListenerPlan,
+    public plan: ListenerPlan,
     readonly socket: Deno.DatagramConn,
     readonly context: RelayContext,
   ) {}
@@ -53,6 +53,17 @@ export class UdpRelayListener {
     if (this.#draining) return;
     this.#draining = true;
     if (this.#sessions.size === 0) this.#closeSocket();
+  }
+
+  /**
+   * Takes new sessions again under `plan` (a reload re-adds a listener whose
+   * sessions are still draining). False if the socket has already closed.
+   */
+  revive(plan: ListenerPlan): boolean {
+    if (this.#closed) return false;
+    this.plan = plan;
+    this.#draining = false;
+    return true;
   }
 
   #closeSocket(): void {

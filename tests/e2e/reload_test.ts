@@ -1,0 +1,246 @@
+/**
+ * SIGHUP reload end to end: kept listeners never refuse, sessions keep their
+ * rule, removed listeners drain, bad files change nothing.
+ */
+import { assert, assertEquals, assertMatch } from "../assert.ts";
+import { delay, echo, portIsFree, readAll, startBouncer, tcpServer, writeAll } from "./helpers.ts";
+import { freePortRange, udpEcho } from "./helpers.ts";
+
+/** Rewrites the bouncer's rule file and sends SIGHUP; waits for the reload's outcome line. */
+async function reload(
+  bouncer: Awaited<ReturnType<typeof startBouncer>>,
+  rules: string,
+  count: number,
+): Promise<string> {
+  await Deno.writeTextFile(`${bouncer.dir}/rules.toml`, rules);
+  bouncer.signal("SIGHUP");
+  const end = Date.now() + 10_000;
+  for (;;) {
+    const outcomes = bouncer.lines().filter((l) => /reload: listeners|reload failed/.test(l));
+    if (outcomes.length >= count) return outcomes[count - 1];
+    if (Date.now() > end) {
+      throw new Error(`reload ${count} did not finish:\n${bouncer.lines().join("\n")}`);
+    }
+    await delay(20);
+  }
+}
+
+/** Opens a connection, exchanges `text`, and returns what came back (or throws). */
+async function exchange(port: number, text: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, new TextEncoder().encode(text));
+    await conn.closeWrite();
+    return new TextDecoder().decode(await readAll(conn));
+  } finally {
+    conn.close();
+  }
+}
+
+function tagged(tag: string) {
+  return tcpServer(async (conn) => {
+    const request = await readAll(conn);
+    await writeAll(conn, new TextEncoder().encode(`${tag}:${new TextDecoder().decode(request)}`));
+  });
+}
+
+Deno.test("20 reloads under continuous load: kept listeners never refuse, live sessions survive", async () => {
+  await using target = tcpServer(echo);
+  const [kept, churn] = [freePortRange(1), freePortRange(1)];
+  const keptRule =
+    `[[rule]]\nname = "kept"\nlisten = "127.0.0.1:${kept}"\nbounce_to = "127.0.0.1:${target.port}"\nlog = ["error"]\n`;
+  await using udpTarget = udpEcho();
+  const udpPort = udpTarget.port;
+  const udpListen = freePortRange(1);
+  const udpRule =
+    `[[rule]]\nname = "udp-kept"\nprotocol = "udp"\nlisten = "127.0.0.1:${udpListen}"\nbounce_to = "127.0.0.1:${udpPort}"\n`;
+  await using bouncer = await startBouncer(
+    `[server]\ndrain_timeout = "300ms"\n${keptRule}${udpRule}`,
+  );
+
+  // A session opened before the reloads, used after them.
+  const longLived = await Deno.connect({ hostname: "127.0.0.1", port: kept });
+  await writeAll(longLived, new TextEncoder().encode("start;"));
+  // A UDP flow throughout.
+  const udpClient = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  let udpSent = 0;
+  let udpReceived = 0;
+  let running = true;
+  const udpFlow = (async () => {
+    const buffer = new Uint8Array(2048);
+    while (running) {
+      await udpClient.send(new Uint8Array(64), {
+        transport: "udp",
+        hostname: "127.0.0.1",
+        port: udpListen,
+      });
+      udpSent++;
+      const got = await Promise.race([
+        udpClient.receive(buffer).then(() => true),
+        delay(500).then(() => false),
+      ]);
+      if (got) udpReceived++;
+      await delay(5);
+    }
+  })();
+  // New connections every few ms.
+  let attempts = 0;
+  const failures: string[] = [];
+  const load = (async () => {
+    while (running) {
+      attempts++;
+      try {
+        const reply = await exchange(kept, `n${attempts}`);
+        if (reply !== `n${attempts}`) failures.push(`wrong reply ${reply}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+      await delay(3);
+    }
+  })();
+
+  for (let i = 1; i <= 20; i++) {
+    // Alternate: add a churn listener, change the kept rule's log, remove the churn listener.
+    const churnRule = i % 2 === 1
+      ? `[[rule]]\nname = "churn"\nlisten = "127.0.0.1:${churn}"\nbounce_to = "127.0.0.1:${target.port}"\n`
+      : "";
+    const changed = i % 3 === 0
+      ? keptRule.replace('log = ["error"]', 'log = ["error", "block"]')
+      : keptRule;
+    const outcome = await reload(
+      bouncer,
+      `[server]\ndrain_timeout = "300ms"\n${changed}${udpRule}${churnRule}`,
+      i,
+    );
+    assertMatch(outcome, /reload: listeners: \d+ added.*, 2 kept/);
+    if (i % 2 === 1) assertEquals(await exchange(churn, "churn"), "churn");
+    await delay(80);
+  }
+  running = false;
+  await Promise.all([load, udpFlow]);
+
+  // The long-lived session is still the same connection.
+  await writeAll(longLived, new TextEncoder().encode("end"));
+  await longLived.closeWrite();
+  assertEquals(new TextDecoder().decode(await readAll(longLived)), "start;end");
+  longLived.close();
+  udpClient.close();
+
+  console.log(
+    `    20 reloads: ${attempts} connections to the kept listener, ${failures.length} failed; UDP ${udpReceived}/${udpSent} echoed`,
+  );
+  assertEquals(failures, []);
+  assert(attempts > 100, `only ${attempts} connections were tried`);
+  // One UDP session the whole time: it was never cut by a reload.
+  assertEquals(bouncer.lines().filter((l) => /pass\(udp-kept\) udp connect/.test(l)).length, 1);
+  assertEquals(bouncer.lines().filter((l) => /udp disconnect/.test(l)), []);
+});
+
+Deno.test("a removed listener stops accepting; its live session drains, then closes as drained", async () => {
+  await using target = tcpServer(echo);
+  const port = freePortRange(1);
+  const rules =
+    `[server]\ndrain_timeout = "700ms"\n[[rule]]\nname = "leaving"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+  await using bouncer = await startBouncer(rules);
+  const live = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(live, new TextEncoder().encode("a"));
+  await bouncer.waitForLine(/tcp connect/);
+  const started = performance.now();
+  const outcome = await reload(bouncer, '[server]\ndrain_timeout = "700ms"\n', 1);
+  assertMatch(
+    outcome,
+    new RegExp(
+      `1 removed \\(tcp 127\\.0\\.0\\.1:${port}; draining up to 700ms\\); rules: 0 added, 0 changed, 1 removed \\(leaving\\)`,
+    ),
+  );
+  assert(portIsFree(port), "the removed listener's port is released at once");
+  // Still relaying during the drain...
+  await writeAll(live, new TextEncoder().encode("b"));
+  // ...then closed when drain_timeout passes.
+  const got = await readAll(live);
+  const waited = performance.now() - started;
+  live.close();
+  assertEquals(new TextDecoder().decode(got), "ab");
+  assert(waited >= 600, `closed after ${waited} ms, before drain_timeout`);
+  assertMatch(
+    await bouncer.waitForLine(/disconnect/),
+    /pass\(leaving\) tcp disconnect .* reason=drained/,
+  );
+});
+
+Deno.test("a changed rule applies to new sessions; a live session keeps its old target", async () => {
+  await using oldTarget = tagged("old");
+  await using newTarget = tagged("new");
+  const port = freePortRange(1);
+  const rule = (target: number) =>
+    `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target}"\n`;
+  await using bouncer = await startBouncer(rule(oldTarget.port));
+  const live = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(live, new TextEncoder().encode("live"));
+  await bouncer.waitForLine(/tcp connect/);
+  assertMatch(
+    await reload(bouncer, rule(newTarget.port), 1),
+    /0 added, 1 kept, 0 removed; rules: 0 added, 1 changed \(web\)/,
+  );
+  assertEquals(await exchange(port, "fresh"), "new:fresh");
+  await live.closeWrite();
+  assertEquals(new TextDecoder().decode(await readAll(live)), "old:live");
+  live.close();
+});
+
+Deno.test("an invalid reload logs every problem and keeps the old rules running", async () => {
+  await using target = tcpServer(echo);
+  const port = freePortRange(1);
+  const good =
+    `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+  await using bouncer = await startBouncer(good);
+  const outcome = await reload(
+    bouncer,
+    good + `[[rule]]\nname = "bad"\nlisten = "127.0.0.1:99999"\nbounce_to = "nowhere"\nfrm = "x"\n`,
+    1,
+  );
+  assertMatch(
+    outcome,
+    /reload failed: 2 problem\(s\) in .*rules\.toml; the running rules are unchanged/,
+  );
+  const log = bouncer.lines().join("\n");
+  assertMatch(
+    log,
+    /ERROR reload: .*rules\.toml:\d+: rule "bad" \(rule #2\): frm: unknown key; did you mean "from"\?/,
+  );
+  assertMatch(log, /ERROR reload: .*port 99999 is out of range/);
+  assertEquals(await exchange(port, "still here"), "still here");
+  // A later good reload applies normally.
+  assertMatch(await reload(bouncer, good, 2), /reload: listeners: 0 added, 1 kept/);
+});
+
+Deno.test("a listener that cannot be bound on reload is reported; the rest applies", async () => {
+  await using target = tcpServer(echo);
+  const [port, taken, added] = [freePortRange(1), freePortRange(1), freePortRange(1)];
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: taken });
+  try {
+    const base =
+      `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+    await using bouncer = await startBouncer(base);
+    const outcome = await reload(
+      bouncer,
+      base +
+        `[[rule]]\nname = "more"\nlisten = ["127.0.0.1:${taken}", "127.0.0.1:${added}"]\nbounce_to = "127.0.0.1:${target.port}"\n`,
+      1,
+    );
+    assertMatch(
+      outcome,
+      new RegExp(
+        `1 added \\(tcp 127\\.0\\.0\\.1:${added}\\), 1 kept, 0 removed, 1 failed to bind \\(tcp 127\\.0\\.0\\.1:${taken}\\)`,
+      ),
+    );
+    assertMatch(
+      bouncer.lines().join("\n"),
+      new RegExp(`reload: cannot bind tcp 127\\.0\\.0\\.1:${taken}: address already in use`),
+    );
+    assertEquals(await exchange(added, "new"), "new");
+    assertEquals(await exchange(port, "old"), "old");
+  } finally {
+    holder.close();
+  }
+});
