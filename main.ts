@@ -5,9 +5,10 @@
  * @module
  */
 import { UsageError } from "./src/cli/args.ts";
-import { CHECK_HELP, checkCommand } from "./src/cli/check.ts";
+import { checkCommand } from "./src/cli/check.ts";
 import { ExitCode } from "./src/cli/exit_codes.ts";
-import { RUN_HELP, runCommand } from "./src/cli/run.ts";
+import { runCommand } from "./src/cli/run.ts";
+import { statusCommand } from "./src/cli/status.ts";
 import { VERSION } from "./src/version.ts";
 
 const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer
@@ -15,21 +16,17 @@ const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer
 Usage:
   portbounce run [-c FILE]               run the rules (default FILE: /etc/portbounce.toml)
   portbounce check [-c FILE] [--json]    validate and print the listener -> target table
+  portbounce status [--url URL] [--json] ask a running instance for its counters
   portbounce version                     print the version
   portbounce COMMAND --help              help for one command`;
 
-const COMMANDS: Record<
-  string,
-  { run: (args: string[]) => Promise<number>; help: string }
-> = {
-  run: { run: runCommand, help: RUN_HELP },
-  check: { run: checkCommand, help: CHECK_HELP },
-  version: {
-    run: () => {
-      console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);
-      return Promise.resolve(ExitCode.ok);
-    },
-    help: "Usage: portbounce version",
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  run: runCommand,
+  check: checkCommand,
+  status: statusCommand,
+  version: () => {
+    console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);
+    return Promise.resolve(ExitCode.ok);
   },
 };
 
@@ -41,14 +38,14 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return name === undefined ? ExitCode.usage : ExitCode.ok;
   }
-  if (name === "--version" || name === "-V") return COMMANDS.version.run([]);
+  if (name === "--version" || name === "-V") return COMMANDS.version([]);
   const command = COMMANDS[name];
   if (!command) {
     console.error(`portbounce: unknown command "${name}"\n\n${HELP}`);
     return ExitCode.usage;
   }
   try {
-    return await command.run(rest);
+    return await command(rest);
   } catch (error) {
     if (error instanceof UsageError) {
       console.error(

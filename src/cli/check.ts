@@ -56,21 +56,15 @@ function rows(listeners: readonly ListenerPlan[]): TableRow[] {
   );
 }
 
-/** Renders rows as an aligned text table. */
-export function renderTable(table: readonly TableRow[]): string {
-  const header: TableRow = {
-    listen: "LISTEN",
-    protocol: "PROTO",
-    rule: "RULE",
-    action: "ACTION",
-    from: "FROM",
-    target: "TARGET",
-  };
-  const all = [header, ...table];
-  const columns = Object.keys(header) as (keyof TableRow)[];
-  const widths = columns.map((c) => Math.max(...all.map((row) => row[c].length)));
+/** Renders rows under a header as an aligned text table. */
+export function renderTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...all.map((row) => row[i].length)));
   return all.map((row) =>
-    columns.map((c, i) => i === columns.length - 1 ? row[c] : row[c].padEnd(widths[i])).join("  ")
+    row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i])).join("  ")
   ).join("\n");
 }
 
@@ -128,7 +122,10 @@ export async function checkCommand(args: string[]): Promise<number> {
   for (const warning of loaded.warnings) {
     console.error(`warning: ${formatProblem(warning)}`);
   }
-  console.log(renderTable(rows(loaded.listeners)));
+  console.log(renderTable(
+    ["LISTEN", "PROTO", "RULE", "ACTION", "FROM", "TARGET"],
+    rows(loaded.listeners).map((r) => [r.listen, r.protocol, r.rule, r.action, r.from, r.target]),
+  ));
   const n = loaded.listeners.length;
   console.log(
     `\n${values.config}: OK, ${loaded.config.rules.length} rules, ${n} listener${

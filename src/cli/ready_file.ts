@@ -20,12 +20,15 @@ export interface ReadyFileContents {
     readonly address: string;
     readonly port: number;
   }[];
+  /** `ip:port` of the status endpoint, or null when it is off. */
+  readonly status: string | null;
 }
 
 /** Writes the ready file atomically. */
 export async function writeReadyFile(
   path: string,
   bound: readonly BoundAddress[],
+  status: string | null,
 ): Promise<void> {
   const contents: ReadyFileContents = {
     pid: Deno.pid,
@@ -35,6 +38,7 @@ export async function writeReadyFile(
       address: formatAddress(b.address, b.port),
       port: b.port,
     })),
+    status,
   };
   const temporary = join(dirname(path), `.${crypto.randomUUID()}.tmp`);
   await Deno.writeTextFile(temporary, JSON.stringify(contents, null, 2) + "\n");

@@ -5,6 +5,7 @@
  * @module
  */
 import { formatDuration } from "../config/duration.ts";
+import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
 import { closeLogging, configureLogging, logger } from "../log/setup.ts";
@@ -16,6 +17,7 @@ import { removeReadyFile, writeReadyFile } from "./ready_file.ts";
 import { loadRuleFile } from "./rule_file.ts";
 import { installSignalHandlers } from "./signals.ts";
 import { logSettingsOf, reloadRules } from "./reload.ts";
+import { StatusService } from "./status_endpoint.ts";
 import { logStatus, summaryLine } from "./summary.ts";
 
 /** Help for `portbounce run`. */
@@ -97,6 +99,18 @@ export async function runCommand(args: string[]): Promise<number> {
     return ExitCode.bind;
   }
   const server = bound.server;
+  const status = new StatusService(server, log, config);
+  const statusError = await status.apply(config);
+  if (statusError !== null) {
+    const { hostname, port } = config.server.status!;
+    log.error("cannot bind the status endpoint {address}: {error}", {
+      address: formatAddress(hostname, port),
+      error: statusError,
+    });
+    server.stopAccepting();
+    await closeLogging();
+    return ExitCode.bind;
+  }
   server.serve();
   log.info(
     "portbounce {version} running {rules} rules from {source} on {count} listeners",
@@ -113,7 +127,7 @@ export async function runCommand(args: string[]): Promise<number> {
 
   if (values["ready-file"]) {
     try {
-      await writeReadyFile(values["ready-file"], server.boundAddresses());
+      await writeReadyFile(values["ready-file"], server.boundAddresses(), status.address);
     } catch (error) {
       log.error("cannot write the ready file {path}: {error}", {
         path: values["ready-file"],
@@ -156,6 +170,10 @@ export async function runCommand(args: string[]): Promise<number> {
         if (stopping) return log.warn("SIGHUP ignored: stopping");
         log.info("SIGHUP: reloading {path}", { path: values.config });
         current = await reloadRules(values.config!, current, server, log, overrides);
+        const error = await status.apply(current);
+        if (error !== null) {
+          log.error("reload: cannot bind the status endpoint: {error}", { error });
+        }
       });
     },
     status() {
@@ -166,6 +184,7 @@ export async function runCommand(args: string[]): Promise<number> {
   await stopped.promise;
   signals.remove();
   await reloading;
+  await status.close();
   if (values["ready-file"]) await removeReadyFile(values["ready-file"]);
   log.info("stopped: {summary}", { summary: summaryLine(server.stats) });
   await closeLogging();

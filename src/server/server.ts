@@ -15,6 +15,7 @@ import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
 import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
+import type { ListenerState } from "../status/report.ts";
 import { Stats } from "../status/stats.ts";
 
 /** A listener that could not be bound, and why. */
@@ -55,7 +56,11 @@ export class Server implements RelayContext {
   /** UDP listeners removed by a reload whose sessions still drain through them. */
   readonly #retiring = new Map<string, UdpRelayListener>();
   readonly #drainTimers = new Set<ReturnType<typeof setTimeout>>();
+  /** Listeners a reload could not bind, with why. */
+  readonly #failed = new Map<string, { plan: ListenerPlan; error: string }>();
   #rules: readonly Rule[];
+  /** When the server started (epoch ms). */
+  readonly startedAt = Date.now();
 
   private constructor(readonly log: Logger, rules: readonly Rule[]) {
     this.#rules = rules;
@@ -116,6 +121,7 @@ export class Server implements RelayContext {
     this.#rules = rules;
 
     const diff = diffListeners(this.#listeners.keys(), plan);
+    this.#failed.clear();
     for (const next of diff.kept) this.#listeners.get(next.key)!.plan = next;
     const failed: BindFailure[] = [];
     const added: string[] = [];
@@ -130,6 +136,7 @@ export class Server implements RelayContext {
       const opened = openListener(next, this);
       if ("error" in opened) {
         failed.push({ key: next.key, error: opened.error });
+        this.#failed.set(next.key, { plan: next, error: opened.error });
         continue;
       }
       this.#listeners.set(next.key, opened);
@@ -158,6 +165,30 @@ export class Server implements RelayContext {
       this.sessions.closeAll("drained", (session) => session.listenerKey === key);
     }, drainMs);
     this.#drainTimers.add(timer);
+  }
+
+  /** The rules in force. */
+  get rules(): readonly Rule[] {
+    return this.#rules;
+  }
+
+  /** Every listener of the rules in force: bound, or why not. */
+  listenerStates(): ListenerState[] {
+    const bound: ListenerState[] = [...this.#listeners.values()].map((listener) => ({
+      key: listener.plan.key,
+      protocol: listener.plan.protocol,
+      bound: formatAddress(listener.address.hostname, listener.address.port),
+      error: null,
+      rules: listener.plan.bindings.map((b) => b.rule.name),
+    }));
+    const failed: ListenerState[] = [...this.#failed.values()].map(({ plan, error }) => ({
+      key: plan.key,
+      protocol: plan.protocol,
+      bound: null,
+      error,
+      rules: plan.bindings.map((b) => b.rule.name),
+    }));
+    return [...bound, ...failed];
   }
 
   /** Addresses actually bound, in plan order. */

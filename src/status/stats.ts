@@ -5,6 +5,7 @@
  * @module
  */
 import type { BlockReason } from "../log/events.ts";
+import { RecentClients } from "./recent.ts";
 
 /** Why a UDP datagram was not relayed, beyond refusals of whole sessions. */
 export type DropReason =
@@ -31,9 +32,11 @@ export interface Counters {
   firstSession: number | null;
   lastSession: number | null;
   lastClient: string | null;
+  /** Distinct client addresses by time (rule counters only). */
+  recentClients: RecentClients | null;
 }
 
-function emptyCounters(): Counters {
+function emptyCounters(trackClients = false): Counters {
   return {
     active: 0,
     total: 0,
@@ -45,24 +48,39 @@ function emptyCounters(): Counters {
     firstSession: null,
     lastSession: null,
     lastClient: null,
+    recentClients: trackClients ? new RecentClients() : null,
   };
 }
 
-/** Counters keyed by rule name and by listener key. */
+/** Counters of one rule on one listener (rule null: refused by no rule). */
+export interface PairCounters {
+  readonly rule: string | null;
+  readonly listener: string;
+  readonly counters: Counters;
+}
+
+/** Counters keyed by rule name, by listener key, and by both. */
 export class Stats {
   readonly rules = new Map<string, Counters>();
   readonly listeners = new Map<string, Counters>();
+  readonly pairs = new Map<string, PairCounters>();
 
-  /** Counters for a rule name and a listener key, created on first use. */
+  /**
+   * Every counter set an event on `listener` under `rule` adds to: the
+   * listener's, the (rule, listener) pair's and the rule's. Created on first use.
+   */
   of(rule: string | null, listener: string): Counters[] {
-    const result = [this.#get(this.listeners, listener)];
-    if (rule !== null) result.push(this.#get(this.rules, rule));
+    const pairKey = `${rule ?? ""}\u0000${listener}`;
+    let pair = this.pairs.get(pairKey);
+    if (!pair) this.pairs.set(pairKey, pair = { rule, listener, counters: emptyCounters() });
+    const result = [this.#get(this.listeners, listener, false), pair.counters];
+    if (rule !== null) result.push(this.#get(this.rules, rule, true));
     return result;
   }
 
-  #get(map: Map<string, Counters>, key: string): Counters {
+  #get(map: Map<string, Counters>, key: string, trackClients: boolean): Counters {
     let counters = map.get(key);
-    if (!counters) map.set(key, counters = emptyCounters());
+    if (!counters) map.set(key, counters = emptyCounters(trackClients));
     return counters;
   }
 
@@ -86,13 +104,15 @@ export class Stats {
   }
 }
 
-/** Adds a session start to counters. */
+/** Adds a session start to counters; `clientIp` feeds the distinct-client windows. */
 export function countStart(
   counters: Counters[],
   client: string,
+  clientIp: string,
   now: number,
 ): void {
   for (const c of counters) {
+    c.recentClients?.seen(clientIp, now);
     c.active++;
     c.total++;
     c.firstSession ??= now;

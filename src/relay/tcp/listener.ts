@@ -101,7 +101,7 @@ export class TcpRelayListener {
     }
     const { rule, target, admission } = decision;
     const counters = this.context.stats.of(rule.name, this.plan.key);
-    countStart(counters, client, Date.now());
+    countStart(counters, client, clientIp!.toString(), Date.now());
     const session = new TcpSession(
       this.plan.key,
       rule,

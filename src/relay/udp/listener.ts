@@ -148,7 +148,7 @@ export class UdpRelayListener {
       admission.release();
       return;
     }
-    countStart(counters, client, now);
+    countStart(counters, client, clientIp!.toString(), now);
     const session = new UdpSession(
       this.plan.key,
       rule,

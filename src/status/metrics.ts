@@ -1,0 +1,121 @@
+/**
+ * `/metrics`: the counters in the Prometheus text exposition format (0.0.4),
+ * labelled by rule, protocol and listen address. Pure.
+ *
+ * @module
+ */
+import type { StatusReport } from "./report.ts";
+import type { Counters, Stats } from "./stats.ts";
+
+type Labels = Record<string, string>;
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`);
+  return parts.length > 0 ? `{${parts.join(",")}}` : "";
+}
+
+/** Splits a listener key (`tcp 127.0.0.1:80`) into labels. */
+function listenerLabels(key: string): Labels {
+  const space = key.indexOf(" ");
+  return { protocol: key.slice(0, space), listen: key.slice(space + 1) };
+}
+
+class Exposition {
+  readonly #families = new Map<string, { help: string; type: string; samples: string[] }>();
+
+  add(name: string, type: "counter" | "gauge", help: string, labels: Labels, value: number): void {
+    let family = this.#families.get(name);
+    if (!family) this.#families.set(name, family = { help, type, samples: [] });
+    family.samples.push(`${name}${labelText(labels)} ${value}`);
+  }
+
+  toString(): string {
+    return [...this.#families].map(([name, { help, type, samples }]) =>
+      [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples].join("\n")
+    ).join("\n") + "\n";
+  }
+}
+
+/** Renders every counter as Prometheus text. */
+export function renderMetrics(report: StatusReport, stats: Stats, startedAt: number): string {
+  const out = new Exposition();
+  out.add(
+    "portbounce_start_time_seconds",
+    "gauge",
+    "When this portbounce started (Unix time).",
+    {},
+    startedAt / 1000,
+  );
+  for (const listener of report.listeners) {
+    out.add(
+      "portbounce_listener_up",
+      "gauge",
+      "1 if the listener is bound, 0 if binding it failed.",
+      listenerLabels(listener.key),
+      listener.bound ? 1 : 0,
+    );
+  }
+  for (const { rule, listener, counters } of stats.pairs.values()) {
+    const labels = { rule: rule ?? "", ...listenerLabels(listener) };
+    addCounters(out, labels, counters);
+  }
+  for (const rule of report.rules) {
+    for (
+      const [window, value] of [["1m", rule.clients_1m], ["15m", rule.clients_15m], [
+        "60m",
+        rule.clients_60m,
+      ]] as const
+    ) {
+      out.add(
+        "portbounce_rule_clients",
+        "gauge",
+        "Distinct client addresses that started sessions within the window.",
+        { rule: rule.name, window },
+        value,
+      );
+    }
+  }
+  return out.toString();
+}
+
+function addCounters(out: Exposition, labels: Labels, c: Counters): void {
+  out.add("portbounce_sessions_active", "gauge", "Live sessions.", labels, c.active);
+  out.add("portbounce_sessions_total", "counter", "Sessions started.", labels, c.total);
+  out.add("portbounce_errors_total", "counter", "Connect and I/O errors.", labels, c.errors);
+  out.add(
+    "portbounce_bytes_total",
+    "counter",
+    "Bytes relayed, by direction (up: client to target).",
+    {
+      ...labels,
+      direction: "up",
+    },
+    c.bytesUp,
+  );
+  out.add("portbounce_bytes_total", "counter", "", { ...labels, direction: "down" }, c.bytesDown);
+  for (const [reason, n] of Object.entries(c.blocked)) {
+    out.add("portbounce_blocked_total", "counter", "Sessions refused, by reason.", {
+      ...labels,
+      reason,
+    }, n);
+  }
+  for (const [reason, n] of Object.entries(c.dropped)) {
+    out.add("portbounce_dropped_total", "counter", "UDP datagrams not relayed, by reason.", {
+      ...labels,
+      reason,
+    }, n);
+  }
+  if (c.lastSession !== null) {
+    out.add(
+      "portbounce_last_session_timestamp_seconds",
+      "gauge",
+      "When the latest session started (Unix time).",
+      labels,
+      c.lastSession / 1000,
+    );
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * `/`: a small self-contained page (no external assets) that reloads itself
+ * and shows, per rule, whether traffic is arriving and from how many clients:
+ * what an operator watches while DNS moves over. Pure.
+ *
+ * @module
+ */
+import type { RuleReport, StatusReport } from "./report.ts";
+
+const REFRESH_SECONDS = 5;
+
+function escape(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+    /"/g,
+    "&quot;",
+  );
+}
+
+/** "12s ago", "3m ago", "never". */
+export function ago(iso: string | null, now: number): string {
+  if (iso === null) return "never";
+  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86_400)}d ago`;
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Whether a rule's traffic is arriving now, has stopped, or never came. */
+export function ruleState(rule: RuleReport, now: number): "arriving" | "quiet" | "none" {
+  if (rule.active > 0) return "arriving";
+  if (rule.last_session === null) return "none";
+  return now - Date.parse(rule.last_session) <= 60_000 ? "arriving" : "quiet";
+}
+
+const STATE_TEXT = { arriving: "traffic arriving", quiet: "quiet", none: "no traffic yet" };
+
+function sum(record: Partial<Record<string, number>>): number {
+  return Object.values(record).reduce((a: number, b) => a + (b ?? 0), 0);
+}
+
+/** Renders the page. */
+export function renderStatusPage(report: StatusReport): string {
+  const now = Date.parse(report.now);
+  const ruleRows = report.rules.map((rule) => {
+    const state = rule.action === "block" ? "block" : ruleState(rule, now);
+    const stateText = state === "block" ? "block rule" : STATE_TEXT[state];
+    return `<tr class="rule" data-rule="${escape(rule.name)}">
+<td>${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
+<td>${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
+<td>${rule.target === null ? "&mdash;" : escape(rule.target)}</td>
+<td class="n">${rule.clients_1m}</td><td class="n">${rule.clients_15m}</td><td class="n">${rule.clients_60m}</td>
+<td class="n">${rule.active}</td><td class="n">${rule.total}</td>
+<td>${ago(rule.last_session, now)}</td><td>${escape(rule.last_client ?? "")}</td>
+<td class="n">${sum(rule.blocked)}</td><td class="n">${rule.errors}</td>
+<td class="n">${bytes(rule.bytes_up)} / ${bytes(rule.bytes_down)}</td></tr>`;
+  }).join("\n");
+  const listenerRows = report.listeners.map((listener) =>
+    `<tr class="listener"><td>${escape(listener.key)}</td><td class="state ${
+      listener.bound ? "arriving" : "failed"
+    }">${
+      listener.bound
+        ? `bound ${escape(listener.bound)}`
+        : `not bound: ${escape(listener.error ?? "")}`
+    }</td><td>${
+      listener.rules.map(escape).join(", ")
+    }</td><td class="n">${listener.active}</td><td class="n">${listener.total}</td><td class="n">${
+      sum(listener.blocked)
+    }</td></tr>`
+  ).join("\n");
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="${REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>portbounce status</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.3em;margin:0 0 .2em}p.meta{color:#666;margin:0 0 1em}
+table{border-collapse:collapse;width:100%;margin-bottom:1.5em;background:#fff}
+th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:600;white-space:nowrap}.arriving{color:#16702e}.quiet{color:#8a6d00}
+.none{color:#777}.block{color:#555}.failed{color:#b00020}
+</style></head><body>
+<h1>portbounce</h1>
+<p class="meta">${escape(report.source)} &middot; version ${escape(report.version)} &middot; up ${
+    ago(report.started, now).replace(" ago", "")
+  } &middot; ${report.totals.active} live sessions &middot; updated ${
+    escape(report.now)
+  } (every ${REFRESH_SECONDS}s)</p>
+<table id="rules"><thead><tr><th>rule</th><th>state</th><th>listen</th><th>target</th>
+<th>clients 1m</th><th>15m</th><th>60m</th><th>active</th><th>sessions</th><th>last session</th><th>last client</th>
+<th>blocked</th><th>errors</th><th>bytes up / down</th></tr></thead>
+<tbody>
+${ruleRows}
+</tbody></table>
+<table id="listeners"><thead><tr><th>listener</th><th>socket</th><th>rules</th><th>active</th><th>sessions</th><th>blocked</th></tr></thead>
+<tbody>
+${listenerRows}
+</tbody></table>
+</body></html>
+`;
+}
