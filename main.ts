@@ -7,6 +7,7 @@
 import { UsageError } from "./src/cli/args.ts";
 import { checkCommand } from "./src/cli/check.ts";
 import { ExitCode } from "./src/cli/exit_codes.ts";
+import { forwardCommand } from "./src/cli/forward.ts";
 import { runCommand } from "./src/cli/run.ts";
 import { statusCommand } from "./src/cli/status.ts";
 import { VERSION } from "./src/version.ts";
@@ -16,6 +17,8 @@ const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer
 Usage:
   portbounce run [-c FILE]               run the rules (default FILE: /etc/portbounce.toml)
   portbounce check [-c FILE] [--json]    validate and print the listener -> target table
+  portbounce forward [--udp|--both] [--from CIDR]... SPEC...
+                                         ad hoc, no file: SPEC is [ADDR:]PORT=HOST:PORT
   portbounce status [--url URL] [--json] ask a running instance for its counters
   portbounce version                     print the version
   portbounce COMMAND --help              help for one command`;
@@ -23,6 +26,7 @@ Usage:
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: runCommand,
   check: checkCommand,
+  forward: forwardCommand,
   status: statusCommand,
   version: () => {
     console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);

@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseDuration } from "../config/duration.ts";
 
 /** A usage mistake: printed with a pointer to `--help`, exit code 2. */
 export class UsageError extends Error {}
@@ -36,4 +37,12 @@ export function choice<T extends string>(
   throw new UsageError(
     `${option} must be one of ${allowed.join(", ")}, got "${value}"`,
   );
+}
+
+/** Parses `--exit-after` (a duration), or undefined when not given. */
+export function exitAfter(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(value);
+  if (typeof ms !== "number") throw new UsageError(`--exit-after: ${ms.error}`);
+  return ms;
 }

@@ -10,10 +10,11 @@ import type { Rule } from "../config/types.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import { parseCommandArgs } from "./args.ts";
 import { ExitCode } from "./exit_codes.ts";
+import { probeAll } from "./probe.ts";
 import { loadRuleFile } from "./rule_file.ts";
 
 /** Help for `portbounce check`. */
-export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json]
+export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json] [--probe]
 
 Validates FILE (default /etc/portbounce.toml) and prints, for every listener,
 the rules that decide its clients in order and where each sends them.
@@ -22,9 +23,13 @@ Reports every problem at once. Binds nothing.
 Options:
   -c, --config FILE   rule file (default /etc/portbounce.toml)
       --json          print the table (or the problems) as JSON
+      --probe         also connect to every TCP target of every pass rule (within
+                      its connect_timeout) and report ok, refused, timeout,
+                      unresolvable or unreachable, with the latency
   -h, --help          this help
 
-Exit codes: 0 valid, 2 problems found.`;
+Exit codes: 0 valid (and, with --probe, every TCP target answered),
+1 a probed target did not answer, 2 problems found.`;
 
 interface TableRow {
   listen: string;
@@ -73,6 +78,7 @@ export async function checkCommand(args: string[]): Promise<number> {
   const { values } = parseCommandArgs("check", args, {
     config: { type: "string", short: "c", default: "/etc/portbounce.toml" },
     json: { type: "boolean" },
+    probe: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -94,10 +100,14 @@ export async function checkCommand(args: string[]): Promise<number> {
     }
     return ExitCode.usage;
   }
+  const probes = values.probe ? await probeAll(loaded.listeners) : undefined;
+  const unreachable = probes?.filter((p) => p.result !== "ok" && p.result !== "skipped").length ??
+    0;
   if (values.json) {
     console.log(JSON.stringify(
       {
         ok: true,
+        ...(probes ? { probes } : {}),
         source: loaded.config.source,
         warnings: loaded.warnings,
         listeners: loaded.listeners.map((listener) => ({
@@ -117,7 +127,7 @@ export async function checkCommand(args: string[]): Promise<number> {
       null,
       2,
     ));
-    return ExitCode.ok;
+    return unreachable > 0 ? ExitCode.runtime : ExitCode.ok;
   }
   for (const warning of loaded.warnings) {
     console.error(`warning: ${formatProblem(warning)}`);
@@ -132,5 +142,23 @@ export async function checkCommand(args: string[]): Promise<number> {
       n === 1 ? "" : "s"
     }`,
   );
-  return ExitCode.ok;
+  if (!probes) return ExitCode.ok;
+  console.log(
+    "\n" + renderTable(
+      ["RULE", "TARGET", "RESULT", "LATENCY", "DETAIL"],
+      probes.map((p) => [
+        p.rule,
+        p.target,
+        p.result,
+        p.latencyMs === null ? "-" : `${p.latencyMs.toFixed(1)} ms`,
+        p.detail,
+      ]),
+    ),
+  );
+  console.log(
+    unreachable > 0
+      ? `\n${unreachable} of ${probes.length} targets cannot be reached`
+      : `\nevery TCP target answered`,
+  );
+  return unreachable > 0 ? ExitCode.runtime : ExitCode.ok;
 }

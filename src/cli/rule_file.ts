@@ -41,7 +41,12 @@ export async function loadRuleFile(path: string): Promise<LoadedRules> {
       problems: [{ where: path, message: "the rule file is not valid UTF-8" }],
     };
   }
-  const parsed = parseConfig(text, path, loadServices());
+  return await loadRuleText(text, path);
+}
+
+/** Loads rules given as text (`source` names them in messages): parse, validate, resolve, plan. */
+export async function loadRuleText(text: string, source: string): Promise<LoadedRules> {
+  const parsed = parseConfig(text, source, loadServices());
   if (!parsed.ok) return parsed;
   const resolved = await resolveNames(listenNames(parsed.config));
   const { listeners, problems } = buildPlan(parsed.config, resolved);

@@ -7,8 +7,8 @@
 
 /** What each signal does. */
 export interface SignalActions {
-  /** SIGTERM/SIGINT; `count` is how many stop signals have arrived so far. */
-  stop(signal: "SIGTERM" | "SIGINT", count: number): void;
+  /** SIGTERM/SIGINT. */
+  stop(signal: "SIGTERM" | "SIGINT"): void;
   /** SIGHUP. */
   reload(): void;
   /** SIGUSR2. */
@@ -19,10 +19,9 @@ export interface SignalActions {
 export function installSignalHandlers(
   actions: SignalActions,
 ): { remove(): void } {
-  let stops = 0;
   const handlers: [Deno.Signal, () => void][] = [
-    ["SIGTERM", () => actions.stop("SIGTERM", ++stops)],
-    ["SIGINT", () => actions.stop("SIGINT", ++stops)],
+    ["SIGTERM", () => actions.stop("SIGTERM")],
+    ["SIGINT", () => actions.stop("SIGINT")],
     ["SIGHUP", () => actions.reload()],
     ["SIGUSR2", () => actions.status()],
   ];

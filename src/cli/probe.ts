@@ -1,0 +1,91 @@
+/**
+ * `check --probe`: try every TCP target of every pass rule the way a session
+ * would (a TCP connect within the rule's connect_timeout) and report what
+ * happened. What an operator runs before switching DNS to the new addresses.
+ *
+ * @module
+ */
+import { formatDuration } from "../config/duration.ts";
+import type { PassRule } from "../config/types.ts";
+import { describeConnectError } from "../relay/tcp/session.ts";
+import { formatTarget, type ListenerPlan, type Target } from "../rules/plan.ts";
+
+/** The outcome of probing one target. */
+export interface ProbeResult {
+  readonly rule: string;
+  readonly target: string;
+  readonly result: "ok" | "refused" | "timeout" | "unresolvable" | "unreachable" | "skipped";
+  /** Milliseconds to connect (ok) or to fail; null when skipped. */
+  readonly latencyMs: number | null;
+  readonly detail: string;
+}
+
+const CONCURRENCY = 32;
+
+/** Every distinct (rule, target) pair of the plan's pass rules, in rule order. */
+export function probeTargets(
+  listeners: readonly ListenerPlan[],
+): { rule: PassRule; target: Target }[] {
+  const seen = new Set<string>();
+  const targets: { rule: PassRule; target: Target; order: number }[] = [];
+  for (const listener of listeners) {
+    for (const { rule, target } of listener.bindings) {
+      if (rule.action !== "pass" || target === null) continue;
+      const key = `${rule.name} ${formatTarget(target)}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      targets.push({ rule, target, order: rule.index });
+    }
+  }
+  return targets.sort((a, b) => a.order - b.order);
+}
+
+/** Probes one target. */
+export async function probe(rule: PassRule, target: Target): Promise<ProbeResult> {
+  const text = formatTarget(target);
+  if (!rule.protocols.includes("tcp")) {
+    return {
+      rule: rule.name,
+      target: text,
+      result: "skipped",
+      latencyMs: null,
+      detail: "UDP only: cannot be probed without knowing its protocol",
+    };
+  }
+  const started = performance.now();
+  const timeout = AbortSignal.timeout(rule.connectTimeoutMs);
+  try {
+    const conn = await Deno.connect({ hostname: target.host, port: target.port, signal: timeout });
+    const latencyMs = performance.now() - started;
+    conn.close();
+    return { rule: rule.name, target: text, result: "ok", latencyMs, detail: "connected" };
+  } catch (error) {
+    const latencyMs = performance.now() - started;
+    const detail = timeout.aborted
+      ? `no answer within ${rule.connectTimeoutMs} ms`
+      : describeConnectError(error);
+    const result = timeout.aborted
+      ? "timeout"
+      : error instanceof Deno.errors.ConnectionRefused
+      ? "refused"
+      : /^cannot resolve/.test(detail)
+      ? "unresolvable"
+      : "unreachable";
+    return { rule: rule.name, target: text, result, latencyMs, detail };
+  }
+}
+
+/** Probes every target, a few at a time; results in rule order. */
+export async function probeAll(listeners: readonly ListenerPlan[]): Promise<ProbeResult[]> {
+  const targets = probeTargets(listeners);
+  const results: ProbeResult[] = new Array(targets.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length) {
+      const i = next++;
+      results[i] = await probe(targets[i].rule, targets[i].target);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, targets.length) }, worker));
+  return results;
+}
