@@ -62,7 +62,7 @@ export async function probe(rule: PassRule, target: Target): Promise<ProbeResult
   } catch (error) {
     const latencyMs = performance.now() - started;
     const detail = timeout.aborted
-      ? `no answer within ${rule.connectTimeoutMs} ms`
+      ? `no answer within ${formatDuration(rule.connectTimeoutMs)}`
       : describeConnectError(error);
     const result = timeout.aborted
       ? "timeout"
