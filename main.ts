@@ -8,6 +8,7 @@ import { UsageError } from "./src/cli/args.ts";
 import { checkCommand } from "./src/cli/check.ts";
 import { ExitCode } from "./src/cli/exit_codes.ts";
 import { forwardCommand } from "./src/cli/forward.ts";
+import { importBarefootCommand } from "./src/cli/import_barefoot.ts";
 import { runCommand } from "./src/cli/run.ts";
 import { statusCommand } from "./src/cli/status.ts";
 import { VERSION } from "./src/version.ts";
@@ -19,6 +20,7 @@ Usage:
   portbounce check [-c FILE] [--json]    validate and print the listener -> target table
   portbounce forward [--udp|--both] [--from CIDR]... SPEC...
                                          ad hoc, no file: SPEC is [ADDR:]PORT=HOST:PORT
+  portbounce import-barefoot FILE        translate a barefootd.conf into a rule file
   portbounce status [--url URL] [--json] ask a running instance for its counters
   portbounce version                     print the version
   portbounce COMMAND --help              help for one command`;
@@ -27,6 +29,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: runCommand,
   check: checkCommand,
   forward: forwardCommand,
+  "import-barefoot": importBarefootCommand,
   status: statusCommand,
   version: () => {
     console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);

@@ -78,17 +78,20 @@ export interface Bouncer extends AsyncDisposable {
  */
 export async function startBouncer(config: string, extraArgs: string[] = []): Promise<Bouncer> {
   const dir = await Deno.makeTempDir({ prefix: "portbounce-e2e-" });
-  const configPath = `${dir}/rules.toml`;
+  await Deno.writeTextFile(`${dir}/rules.toml`, config);
+  return await startPortbounce(["run", "-c", `${dir}/rules.toml`, ...extraArgs], dir);
+}
+
+/**
+ * Starts the CLI with `args` plus `--ready-file DIR/ready.json` and waits for
+ * the ready file. `dir` is removed when the result is disposed.
+ */
+export async function startPortbounce(args: string[], dir?: string): Promise<Bouncer> {
+  dir ??= await Deno.makeTempDir({ prefix: "portbounce-e2e-" });
   const readyPath = `${dir}/ready.json`;
-  await Deno.writeTextFile(configPath, config);
-  const process = (await portbounceCommand([
-    "run",
-    "-c",
-    configPath,
-    "--ready-file",
-    readyPath,
-    ...extraArgs,
-  ], { stdout: "null" })).spawn();
+  const process =
+    (await portbounceCommand([...args, "--ready-file", readyPath], { stdout: "null" }))
+      .spawn();
 
   const collected: string[] = [];
   const waiters = new Set<() => void>();

@@ -1,0 +1,226 @@
+/**
+ * import-barefoot end to end: six barefootd.conf samples covering every
+ * keyword of BAREFOOT.md, each output checked by `portbounce check`, and one
+ * relaying real traffic.
+ */
+import { fileURLToPath } from "node:url";
+import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
+import {
+  exchangeFrom,
+  freePortRange,
+  runCli,
+  startBouncer,
+  tcpServer,
+  tempDir,
+} from "./helpers.ts";
+
+const FIXTURES = fileURLToPath(new URL("../fixtures/barefoot/", import.meta.url));
+
+/** Imports a sample, then runs `check` on the output; returns both. */
+async function importAndCheck(name: string) {
+  const imported = await runCli(["import-barefoot", `${FIXTURES}${name}`]);
+  assertEquals(imported.code, 0, imported.stderr);
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/rules.toml`, imported.stdout);
+  const checked = await runCli(["check", "-c", `${dir}/rules.toml`, "--json"]);
+  assertEquals(checked.code, 0, checked.stdout + checked.stderr);
+  return { toml: imported.stdout, warnings: imported.stderr, plan: JSON.parse(checked.stdout) };
+}
+
+type PlanListener = {
+  protocol: string;
+  address: string;
+  port: number;
+  rules: { rule: string; action: string; from: string[]; target: string | null }[];
+};
+
+function listener(plan: { listeners: PlanListener[] }, key: string): PlanListener {
+  const found = plan.listeners.find((l) => `${l.protocol} ${l.address}:${l.port}` === key);
+  assert(found, `no listener ${key}`);
+  return found;
+}
+
+Deno.test("the transition example: port = http, first match, block before pass", async () => {
+  const { toml, warnings, plan } = await importAndCheck("transition.conf");
+  const web = listener(plan, "tcp 203.0.113.10:80");
+  assertEquals(web.rules.map((r) => [r.rule, r.target]), [["pass-1", "192.0.2.10:80"]]);
+  const ssh = listener(plan, "tcp 203.0.113.10:22");
+  assertEquals(ssh.rules.map((r) => [r.rule, r.action, r.from]), [
+    ["block-2", "block", ["198.51.100.0/24"]],
+    ["pass-3", "pass", ["0.0.0.0/0", "::/0"]],
+  ]);
+  assertEquals(ssh.rules[1].target, "192.0.2.10:22");
+  assertIncludes(toml, 'log = ["connect", "disconnect", "error"]');
+  assertIncludes(toml, 'log = ["block"]'); // Barefoot's "log: connect" on a block rule
+  assertMatch(warnings, /transition\.conf:3: warning: not translated: external: eth0/);
+});
+
+Deno.test("every server setting is translated or reported", async () => {
+  const { toml, warnings } = await importAndCheck("server_settings.conf");
+  assertIncludes(toml, 'log = ["stderr", "/var/log/barefootd.log"]');
+  assertIncludes(toml, 'log_level = "debug"');
+  assertIncludes(toml, 'connect_timeout = "15s"');
+  assertIncludes(toml, 'idle_timeout = "600s"');
+  assertIncludes(toml, 'udp_idle_timeout = "120s"');
+  assertIncludes(toml, 'from = ["10.0.0.0/8"]'); // dotted mask
+  assertIncludes(
+    toml,
+    "# udp.connectdst: yes: portbounce always relays replies from the target only",
+  );
+  for (
+    const keyword of [
+      "external: 192.0.2.1",
+      "external.protocol",
+      "external.rotation",
+      "logoutput: syslog/daemon",
+      "errorlog",
+      "timeout.negotiate",
+      "timeout.tcp_fin_wait",
+      "user.privileged",
+      "user.unprivileged",
+      "user.libwrap",
+      "clientmethod",
+      "srchost",
+      "libwrap.hosts_access",
+      "cpu.schedule.mother",
+      "child.maxidle",
+      "internal.tcp.so_rcvbuf",
+    ]
+  ) {
+    assertIncludes(warnings, `not translated: ${keyword}`);
+    assertIncludes(toml, `# not translated (line`);
+  }
+});
+
+Deno.test("limits, per-rule timeouts and log events; paid modules reported", async () => {
+  const { toml, warnings } = await importAndCheck("limits.conf");
+  for (
+    const line of [
+      "max_sessions = 100",
+      'throttle = "20/1s"',
+      "max_sessions_per_client = 4",
+      'connect_timeout = "5s"',
+      'idle_timeout = "3600s"',
+      'udp_idle_timeout = "300s"',
+      'idle_timeout = "900s"',
+      'log = ["connect", "disconnect", "data", "error"]',
+    ]
+  ) assertIncludes(toml, line);
+  for (
+    const keyword of [
+      "log: tcpinfo",
+      "session.state.throttle",
+      "session.inheritable",
+      "bandwidth",
+      "redirect from",
+      "session.state.key: hostid",
+      "session.state.max: 2",
+    ]
+  ) assertIncludes(warnings, `not translated: ${keyword}`);
+});
+
+Deno.test("port operators, ranges, service names, masks and IPv6", async () => {
+  const { plan } = await importAndCheck("ports.conf");
+  const keys = plan.listeners.map((l: PlanListener) => `${l.protocol} ${l.address}:${l.port}`);
+  assert(
+    keys.includes("tcp 203.0.113.40:53") && keys.includes("udp 203.0.113.40:53"),
+    "domain, both",
+  );
+  for (let port = 8000; port <= 8009; port++) assert(keys.includes(`tcp 203.0.113.41:${port}`));
+  assertEquals(keys.filter((k: string) => k.startsWith("tcp 203.0.113.42:")).length, 6); // ge 65530
+  assertEquals(keys.filter((k: string) => k.startsWith("tcp 203.0.113.43:")).length, 3); // le 3
+  assertEquals(keys.filter((k: string) => k.startsWith("tcp 203.0.113.44:")).length, 2); // gt 65533
+  assertEquals(keys.filter((k: string) => k.startsWith("tcp 203.0.113.45:")).length, 2); // lt 3
+  assertEquals(keys.filter((k: string) => k.startsWith("tcp 203.0.113.46:")).length, 65534); // ne 80
+  assert(keys.includes("tcp 203.0.113.47:80"), "/32 mask and port=http");
+  const v6 = listener(plan, "tcp 2001:db8::46:80");
+  assertEquals(v6.rules[0].target, "[2001:db8::10]:8080");
+  assertEquals(v6.rules[0].from, ["2001:db8:1::/48"]);
+  assertEquals(listener(plan, "tcp 203.0.113.42:65531").rules[0].from, ["192.168.0.0/16"]);
+});
+
+Deno.test("what cannot be expressed stays a comment, whole, with a warning", async () => {
+  const { toml, warnings, plan } = await importAndCheck("untranslatable.conf");
+  for (
+    const reason of [
+      "udp.connectdst: no",
+      "internal: 192.0.2.1",
+      "hostid pass { ... }",
+      "monitor { ... }",
+      "route { ... }",
+      "from: client.example.org",
+      "from: .example.org",
+      "portbounce does not match client ports",
+      "listens on addresses, not networks",
+      "a pass rule without bounce to:",
+    ]
+  ) assertIncludes(warnings, reason);
+  assertIncludes(toml, "#           from: client.example.org to: 203.0.113.52 port = 80");
+  // Only the last rule is translatable; the others never became rules.
+  assertEquals(plan.listeners.map((l: PlanListener) => `${l.protocol} ${l.address}:${l.port}`), [
+    "tcp 203.0.113.57:80",
+  ]);
+});
+
+Deno.test("syntax it cannot read exits 2 with the line", async () => {
+  await using dir = await tempDir();
+  const cases: [string, string][] = [
+    [
+      "client pass {\n  from: 0/0 to: 127.0.0.1 port = 80\n",
+      ':1: "client" block opened here is never closed',
+    ],
+    ["logoutput: stderr\nfrobnicate: yes\n", ':2: unknown server setting "frobnicate:"'],
+    [
+      "client pass {\n  from: 0/0 to: 127.0.0.1 port = 80\n  colour: blue\n}\n",
+      ':3: unknown keyword "colour:"',
+    ],
+    ["client maybe {\n}\n", ':1: expected "client pass {" or "client block {"'],
+    ["hello world\n", ':1: expected a setting ("keyword: value") or a rule'],
+    [
+      "client pass {\n from: 0/0 to: 127.0.0.1 port = 99999\n bounce to: 127.0.0.1\n}\n",
+      ":2: port 99999 is out of range",
+    ],
+    [
+      "client pass {\n from: 0/0 to: 127.0.0.1 port = nosuch\n bounce to: 127.0.0.1\n}\n",
+      ':2: unknown service name "nosuch"',
+    ],
+    [
+      "client pass {\n from: 10.0.0.0/255.0.255.0 to: 127.0.0.1 port = 1\n bounce to: 127.0.0.1\n}\n",
+      ':2: from: "10.0.0.0/255.0.255.0" has a non-contiguous mask',
+    ],
+  ];
+  for (const [text, expected] of cases) {
+    const path = `${dir}/bad.conf`;
+    await Deno.writeTextFile(path, text);
+    const result = await runCli(["import-barefoot", path]);
+    assertEquals(result.code, 2, text);
+    assertIncludes(result.stderr, `${path}${expected}`);
+    assertEquals(result.stdout, "");
+  }
+});
+
+Deno.test("an imported file relays real traffic, blocking where Barefoot blocked", async () => {
+  await using target = tcpServer(async (conn) => {
+    const buffer = new Uint8Array(64);
+    const n = await conn.read(buffer);
+    if (n) await conn.write(buffer.subarray(0, n));
+  });
+  const listen = freePortRange(1);
+  await using dir = await tempDir();
+  const template = await Deno.readTextFile(`${FIXTURES}loopback.conf.template`);
+  await Deno.writeTextFile(
+    `${dir}/barefootd.conf`,
+    template.replaceAll("LISTEN_PORT", String(listen)).replaceAll(
+      "TARGET_PORT",
+      String(target.port),
+    ),
+  );
+  const imported = await runCli(["import-barefoot", `${dir}/barefootd.conf`]);
+  assertEquals(imported.code, 0, imported.stderr);
+  await using bouncer = await startBouncer(imported.stdout);
+  assertEquals((await exchangeFrom("127.0.0.3", listen, "through")).data, "through");
+  assertEquals((await exchangeFrom("127.0.0.2", listen, "blocked")).data, "");
+  assertMatch(await bouncer.waitForLine(/block\(block-1\)/), /127\.0\.0\.2:\d+ .* reason=rule/);
+  assertMatch(await bouncer.waitForLine(/pass\(pass-2\) tcp connect/), /127\.0\.0\.3/);
+  assertEquals(target.clients, ["127.0.0.1"]);
+});
