@@ -1,0 +1,203 @@
+/**
+ * The bouncers under test and how each is started: portbounce, and the peers
+ * configured from `bench/peers/` as their own docs recommend for plain
+ * forwarding. Each runs as its own process group on loopback.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+
+const BENCH = fileURLToPath(new URL("./", import.meta.url));
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+/** A bouncer started for one measurement. */
+export interface Running {
+  /** Every process of it (for RSS): the main process and its descendants. */
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/** One bouncer. */
+export interface Bouncer {
+  readonly name: string;
+  /** Debian packages it needs (checked, never installed, by the harness). */
+  readonly packages: readonly string[];
+  /** Commands that must be on PATH. */
+  readonly commands: readonly string[];
+  readonly tcp: boolean;
+  readonly udp: boolean;
+  /** Starts forwarding 127.0.0.1:listen to 127.0.0.1:target (both protocols it has). */
+  start(listen: number, target: number, dir: string): Promise<Running>;
+}
+
+async function template(
+  name: string,
+  values: Record<string, string | number>,
+  dir: string,
+): Promise<string> {
+  let text = await Deno.readTextFile(`${BENCH}peers/${name}`);
+  for (const [key, value] of Object.entries(values)) {
+    text = text.replaceAll(`{{${key}}}`, String(value));
+  }
+  const path = `${dir}/${name}`;
+  await Deno.writeTextFile(path, text);
+  return path;
+}
+
+/** Spawns a command in the background (output discarded). */
+export function spawn(
+  command: string,
+  args: string[],
+  options: { cwd?: string } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(command, {
+    args,
+    cwd: options.cwd,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+function running(children: Deno.ChildProcess[]): Running {
+  return {
+    pid: children[0].pid,
+    async stop() {
+      for (const child of children) {
+        try {
+          child.kill("SIGTERM");
+        } catch {
+          // Already gone.
+        }
+      }
+      const timer = setTimeout(() => {
+        for (const child of children) {
+          try {
+            child.kill("SIGKILL");
+          } catch {
+            // Already gone.
+          }
+        }
+      }, 3_000);
+      await Promise.all(children.map((child) => child.status));
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** The flags of `deno task portbounce`, so the bench runs what users run. */
+async function portbounceFlags(): Promise<string[]> {
+  const meta = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  const words = (meta.tasks.portbounce as string).split(/\s+/);
+  return words.slice(2, words.indexOf("main.ts"));
+}
+
+export const BOUNCERS: readonly Bouncer[] = [
+  {
+    name: "portbounce",
+    packages: [],
+    commands: [],
+    tcp: true,
+    udp: true,
+    async start(listen, target, dir) {
+      const config = await template("portbounce.toml", { LISTEN: listen, TARGET: target }, dir);
+      return running([
+        spawn(Deno.execPath(), [
+          "run",
+          ...await portbounceFlags(),
+          `${ROOT}main.ts`,
+          "run",
+          "-c",
+          config,
+        ]),
+      ]);
+    },
+  },
+  {
+    name: "haproxy",
+    packages: ["haproxy"],
+    commands: ["haproxy"],
+    tcp: true,
+    udp: false,
+    async start(listen, target, dir) {
+      const config = await template("haproxy.cfg", { LISTEN: listen, TARGET: target }, dir);
+      return running([spawn("haproxy", ["-db", "-f", config])]);
+    },
+  },
+  {
+    name: "nginx",
+    packages: ["nginx-light", "libnginx-mod-stream"],
+    commands: ["nginx"],
+    tcp: true,
+    udp: true,
+    async start(listen, target, dir) {
+      const config = await template(
+        "nginx.conf",
+        { LISTEN: listen, TARGET: target, DIR: dir },
+        dir,
+      );
+      return running([
+        spawn("nginx", ["-c", config, "-p", dir, "-e", `${dir}/nginx-stream.error.log`]),
+      ]);
+    },
+  },
+  {
+    name: "rinetd",
+    packages: ["rinetd"],
+    commands: ["rinetd"],
+    tcp: true,
+    udp: true,
+    async start(listen, target, dir) {
+      const config = await template("rinetd.conf", { LISTEN: listen, TARGET: target }, dir);
+      return running([spawn("rinetd", ["-f", "-c", config])]);
+    },
+  },
+  {
+    name: "redir",
+    packages: ["redir"],
+    commands: ["redir"],
+    tcp: true,
+    udp: false,
+    start(listen, target) {
+      return Promise.resolve(
+        running([
+          spawn("redir", ["-n", "-l", "none", `127.0.0.1:${listen}`, `127.0.0.1:${target}`]),
+        ]),
+      );
+    },
+  },
+  {
+    name: "socat",
+    packages: ["socat"],
+    commands: ["socat"],
+    tcp: true,
+    udp: true,
+    start(listen, target) {
+      // socat forks a process per TCP connection and per UDP client.
+      return Promise.resolve(running([
+        spawn("socat", [
+          `TCP-LISTEN:${listen},bind=127.0.0.1,fork,reuseaddr`,
+          `TCP:127.0.0.1:${target}`,
+        ]),
+        spawn("socat", [
+          `UDP-LISTEN:${listen},bind=127.0.0.1,fork,reuseaddr`,
+          `UDP:127.0.0.1:${target}`,
+        ]),
+      ]));
+    },
+  },
+];
+
+/** Whether a command is on PATH. */
+export async function hasCommand(command: string): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command("sh", {
+      args: ["-c", `command -v ${command}`],
+      stdout: "null",
+    })
+      .output();
+    return success;
+  } catch {
+    return false;
+  }
+}

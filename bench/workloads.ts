@@ -1,0 +1,274 @@
+/**
+ * The workloads: each starts its target, then measures through a port (a
+ * bouncer's, or the target's own for "direct", the physical limit).
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { spawn } from "./peers.ts";
+import { output, sleep, treeRssKiB, waitForLine, waitForTcp } from "./measure.ts";
+
+const TOOLS = fileURLToPath(new URL("./tools/", import.meta.url));
+const PEERS = fileURLToPath(new URL("./peers/", import.meta.url));
+
+/** What one measurement gets. */
+export interface MeasureContext {
+  /** Where the client connects: the bouncer, or the target for direct. */
+  readonly port: number;
+  /** The bouncer's process (for memory), or null for direct. */
+  readonly pid: number | null;
+  /** How long a timed run lasts. */
+  readonly seconds: number;
+  readonly dir: string;
+}
+
+/** One workload. */
+export interface Workload {
+  readonly id: string;
+  readonly title: string;
+  readonly unit: string;
+  readonly higherIsBetter: boolean;
+  readonly protocol: "tcp" | "udp";
+  /** Commands it needs on PATH (besides deno). */
+  readonly commands: readonly string[];
+  /** Whether "direct" (no bouncer) is measured as the physical limit. */
+  readonly direct: boolean;
+  /** Bouncers to skip, with why (e.g. socat forks 10,000 processes). */
+  readonly skip?: Readonly<Record<string, string>>;
+  /** Starts the target on `port`; resolves to its stopper. */
+  target(port: number, dir: string): Promise<() => Promise<void>>;
+  measure(context: MeasureContext): Promise<number>;
+}
+
+function stopper(child: Deno.ChildProcess): () => Promise<void> {
+  return async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await child.status;
+  };
+}
+
+function denoTool(name: string, args: (string | number)[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--unstable-net", `${TOOLS}${name}`, ...args.map(String)],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+}
+
+async function iperfTarget(port: number): Promise<() => Promise<void>> {
+  const child = spawn("iperf3", ["-s", "-B", "127.0.0.1", "-p", String(port)]);
+  await waitForTcp(port);
+  return stopper(child);
+}
+
+async function nginxTarget(port: number, dir: string): Promise<() => Promise<void>> {
+  await Deno.mkdir(`${dir}/www`, { recursive: true });
+  await Deno.writeTextFile(
+    `${dir}/www/index.html`,
+    "<html><body>" + "portbounce ".repeat(50) + "</body></html>\n",
+  );
+  let text = await Deno.readTextFile(`${PEERS}nginx-http-target.conf`);
+  text = text.replaceAll("{{TARGET}}", String(port)).replaceAll("{{DIR}}", dir);
+  await Deno.writeTextFile(`${dir}/nginx-http-target.conf`, text);
+  const child = spawn("nginx", [
+    "-c",
+    `${dir}/nginx-http-target.conf`,
+    "-p",
+    dir,
+    "-e",
+    `${dir}/nginx-target.error.log`,
+  ]);
+  await waitForTcp(port);
+  return stopper(child);
+}
+
+async function udpEchoTarget(port: number): Promise<() => Promise<void>> {
+  const child = denoTool("udp_echo.ts", [port]);
+  await waitForLine(child, "ready");
+  return stopper(child);
+}
+
+async function holdTarget(port: number): Promise<() => Promise<void>> {
+  const child = denoTool("tcp_hold.ts", ["server", port]);
+  await waitForLine(child, "ready");
+  return stopper(child);
+}
+
+async function iperfTcp(port: number, seconds: number, streams: number): Promise<number> {
+  const report = JSON.parse(
+    await output("iperf3", [
+      "-c",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-t",
+      String(seconds),
+      "-P",
+      String(streams),
+      "-J",
+    ]),
+  );
+  return report.end.sum_received.bits_per_second / 1e9;
+}
+
+async function wrk(port: number, seconds: number, close: boolean): Promise<number> {
+  const args = ["-t", "2", "-c", "50", "-d", `${seconds}s`, `http://127.0.0.1:${port}/index.html`];
+  if (close) args.unshift("-H", "Connection: close");
+  const text = await output("wrk", args);
+  const match = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  if (!match) throw new Error(`wrk printed no rate:\n${text}`);
+  const errors = /Socket errors: (.*)/.exec(text);
+  if (errors) console.error(`    wrk socket errors on ${port}: ${errors[1]}`);
+  return Number(match[1]);
+}
+
+/** Highest 1,400-byte UDP rate (Mbit/s received) whose loss stays under 1%. */
+async function udpThroughput(port: number, seconds: number): Promise<number> {
+  let best = 0;
+  for (const rate of [50, 100, 200, 400, 800, 1600]) {
+    const report = JSON.parse(
+      await output("iperf3", [
+        "-c",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-u",
+        "-b",
+        `${rate}M`,
+        "-l",
+        "1400",
+        "-t",
+        String(seconds),
+        "-J",
+      ]).catch((error) => JSON.stringify({ error: String(error) })),
+    );
+    const sum = report.end?.sum;
+    if (!sum || sum.lost_percent >= 1) break;
+    best = sum.bits_per_second / 1e6;
+  }
+  return best;
+}
+
+export const WORKLOADS: readonly Workload[] = [
+  {
+    id: "bulk-1",
+    title: "Bulk TCP, 1 stream (iperf3)",
+    unit: "Gbit/s",
+    higherIsBetter: true,
+    protocol: "tcp",
+    commands: ["iperf3"],
+    direct: true,
+    target: iperfTarget,
+    measure: ({ port, seconds }) => iperfTcp(port, seconds, 1),
+  },
+  {
+    id: "bulk-8",
+    title: "Bulk TCP, 8 streams (iperf3 -P 8)",
+    unit: "Gbit/s",
+    higherIsBetter: true,
+    protocol: "tcp",
+    commands: ["iperf3"],
+    direct: true,
+    target: iperfTarget,
+    measure: ({ port, seconds }) => iperfTcp(port, seconds, 8),
+  },
+  {
+    id: "keepalive",
+    title: "HTTP keep-alive requests (wrk -c50 to nginx)",
+    unit: "req/s",
+    higherIsBetter: true,
+    protocol: "tcp",
+    commands: ["wrk", "nginx"],
+    direct: true,
+    target: nginxTarget,
+    measure: ({ port, seconds }) => wrk(port, seconds, false),
+  },
+  {
+    id: "connrate",
+    title: "New connection per request (wrk, Connection: close)",
+    unit: "conn/s",
+    higherIsBetter: true,
+    protocol: "tcp",
+    commands: ["wrk", "nginx"],
+    direct: true,
+    target: nginxTarget,
+    measure: ({ port, seconds }) => wrk(port, seconds, true),
+  },
+  {
+    id: "udp-rtt",
+    title: "UDP 64-byte round trips, 16 clients",
+    unit: "rt/s",
+    higherIsBetter: true,
+    protocol: "udp",
+    commands: [],
+    direct: true,
+    target: udpEchoTarget,
+    async measure({ port, seconds }) {
+      const child = denoTool("udp_rtt.ts", [port, 16, seconds, 64]);
+      const line = await waitForLine(child, "{", (seconds + 30) * 1000);
+      await child.status;
+      return JSON.parse(line).perSecond;
+    },
+  },
+  {
+    id: "udp-1400",
+    title: "UDP 1,400-byte throughput with loss under 1% (iperf3 -u)",
+    unit: "Mbit/s",
+    higherIsBetter: true,
+    protocol: "udp",
+    commands: ["iperf3"],
+    direct: true,
+    target: iperfTarget,
+    measure: ({ port, seconds }) => udpThroughput(port, Math.max(1, Math.min(seconds, 3))),
+  },
+  {
+    id: "mem-tcp",
+    title: "Memory per idle proxied TCP connection (5,000 held)",
+    unit: "KiB/conn",
+    higherIsBetter: false,
+    protocol: "tcp",
+    commands: [],
+    direct: false,
+    target: holdTarget,
+    async measure({ port, pid }) {
+      const before = await treeRssKiB(pid!);
+      const client = denoTool("tcp_hold.ts", ["client", port, 5000]);
+      try {
+        await waitForLine(client, "ready");
+        await sleep(2_000);
+        return (await treeRssKiB(pid!) - before) / 5000;
+      } finally {
+        await stopper(client)();
+      }
+    },
+  },
+  {
+    id: "mem-udp",
+    title: "Memory per idle UDP session (10,000 held, measured after 12 s idle)",
+    unit: "KiB/session",
+    higherIsBetter: false,
+    protocol: "udp",
+    commands: [],
+    direct: false,
+    skip: { socat: "forks one process per UDP client: 10,000 processes" },
+    target: udpEchoTarget,
+    async measure({ port, pid }) {
+      const before = await treeRssKiB(pid!);
+      const client = denoTool("udp_sessions.ts", [port, 10_000]);
+      try {
+        const ready = await waitForLine(client, "ready");
+        const answered = Number(ready.split(" ")[1]);
+        if (answered < 9_900) console.error(`    only ${answered} of 10,000 UDP sessions answered`);
+        await sleep(12_000);
+        return (await treeRssKiB(pid!) - before) / 10_000;
+      } finally {
+        await stopper(client)();
+      }
+    },
+  },
+];
