@@ -42,12 +42,18 @@ export interface Workload {
 
 function stopper(child: Deno.ChildProcess): () => Promise<void> {
   return async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Already gone.
-    }
+    // SIGTERM first: nginx's master only takes its workers down on a signal it can handle.
+    const kill = (signal: Deno.Signal) => {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already gone.
+      }
+    };
+    kill("SIGTERM");
+    const timer = setTimeout(() => kill("SIGKILL"), 3_000);
     await child.status;
+    clearTimeout(timer);
   };
 }
 
@@ -67,7 +73,9 @@ async function iperfTarget(port: number): Promise<() => Promise<void>> {
 }
 
 async function nginxTarget(port: number, dir: string): Promise<() => Promise<void>> {
-  await Deno.mkdir(`${dir}/www`, { recursive: true });
+  // nginx workers run as an unprivileged user: the page must be readable to them.
+  await Deno.chmod(dir, 0o755);
+  await Deno.mkdir(`${dir}/www`, { recursive: true, mode: 0o755 });
   await Deno.writeTextFile(
     `${dir}/www/index.html`,
     "<html><body>" + "portbounce ".repeat(50) + "</body></html>\n",
@@ -122,6 +130,8 @@ async function wrk(port: number, seconds: number, close: boolean): Promise<numbe
   const text = await output("wrk", args);
   const match = /Requests\/sec:\s+([\d.]+)/.exec(text);
   if (!match) throw new Error(`wrk printed no rate:\n${text}`);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(text);
+  if (non2xx) throw new Error(`wrk got ${non2xx[1]} error responses:\n${text}`);
   const errors = /Socket errors: (.*)/.exec(text);
   if (errors) console.error(`    wrk socket errors on ${port}: ${errors[1]}`);
   return Number(match[1]);

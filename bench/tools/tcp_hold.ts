@@ -22,5 +22,6 @@ if (mode === "server") {
     held.push(...batch);
   }
   console.log("ready");
-  await new Promise(() => {});
+  // Hold until killed: a timer keeps the process alive (a bare pending promise would not).
+  setInterval(() => {}, 1 << 30);
 }

@@ -32,4 +32,5 @@ for (let i = 0; i < count; i += 200) {
   }));
 }
 console.log(`ready ${answered}`);
-await new Promise(() => {});
+// Hold until killed: a timer keeps the process alive (a bare pending promise would not).
+setInterval(() => {}, 1 << 30);

@@ -9,11 +9,18 @@
  *
  * @module
  */
+import { BufferPool } from "./buffer_pool.ts";
 
-/** Buffer for a direction that has moved little: idle sessions stay small. */
-const SMALL_BUFFER = 16 * 1024;
-/** Buffer once a read fills the small one: bulk transfers go fast. */
+/**
+ * Buffer a direction waits with. A pending `read()` holds its buffer, so this
+ * is what an idle connection costs: 2 KiB per direction keeps 5,000 idle
+ * connections near 15 KiB each (bench/NOTES.md).
+ */
+const SMALL_BUFFER = 2 * 1024;
+/** Buffer while data streams: 256 KiB moved bulk data fastest (PLATFORM.md). */
 const LARGE_BUFFER = 256 * 1024;
+/** Large buffers kept for reuse across all connections: at most 16 MiB. */
+const largeBuffers = new BufferPool(LARGE_BUFFER, 64);
 
 /** An I/O error, with the side of the relay it happened on. */
 export class PipeError extends Error {
@@ -29,36 +36,46 @@ export class PipeError extends Error {
 export async function pipe(
   source: Deno.Conn,
   destination: Deno.Conn,
-  onRead: (bytes: number, data: Uint8Array) => void,
+  onRead: (bytes: number) => void,
 ): Promise<void> {
-  let buffer = new Uint8Array(SMALL_BUFFER);
-  for (;;) {
-    let n: number | null;
-    try {
-      n = await source.read(buffer);
-    } catch (error) {
-      throw new PipeError("source", error);
-    }
-    if (n === null) break;
-    onRead(n, buffer);
-    try {
-      for (let written = 0; written < n;) {
-        written += await destination.write(buffer.subarray(written, n));
+  const small = new Uint8Array(SMALL_BUFFER);
+  // Borrowed while data streams: a read that fills the small buffer means more is
+  // waiting; a large read that comes back short means the stream paused, so the
+  // next (possibly long) wait happens on the small buffer again.
+  let large: Uint8Array | null = null;
+  try {
+    for (;;) {
+      const buffer = large ?? small;
+      let n: number | null;
+      try {
+        n = await source.read(buffer);
+      } catch (error) {
+        throw new PipeError("source", error);
       }
-    } catch (error) {
-      throw new PipeError("destination", error);
+      if (n === null) break;
+      onRead(n);
+      try {
+        for (let written = 0; written < n;) {
+          written += await destination.write(buffer.subarray(written, n));
+        }
+      } catch (error) {
+        throw new PipeError("destination", error);
+      }
+      if (large === null) {
+        if (n === small.length) large = largeBuffers.take();
+      } else if (n < large.length) {
+        largeBuffers.give(large);
+        large = null;
+      }
     }
-    if (n === buffer.length && buffer.length < LARGE_BUFFER) {
-      buffer = new Uint8Array(LARGE_BUFFER);
-    }
+  } finally {
+    if (large) largeBuffers.give(large);
   }
   try {
     await destination.closeWrite();
   } catch (error) {
     // The destination already went away completely; its own direction reports that.
-    if (!(error instanceof Deno.errors.NotConnected)) {
-      throw new PipeError("destination", error);
-    }
+    if (!(error instanceof Deno.errors.NotConnected)) throw new PipeError("destination", error);
   }
 }
 

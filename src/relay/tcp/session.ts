@@ -35,7 +35,8 @@ export class TcpSession implements LiveSession {
   #firstEnd: "client" | "target" | undefined;
   #targetConn: Deno.TcpConn | undefined;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #abort = new AbortController();
+  /** Aborts the connect in progress; dropped once connected (idle sessions stay small). */
+  #connecting: AbortController | undefined;
 
   constructor(
     readonly listenerKey: string,
@@ -50,7 +51,7 @@ export class TcpSession implements LiveSession {
   /** Ends the session now; the first reason given is the one reported. */
   close(reason: DisconnectReason): void {
     this.#reason ??= reason;
-    this.#abort.abort();
+    this.#connecting?.abort();
     closeQuietly(this.client);
     if (this.#targetConn) closeQuietly(this.#targetConn);
   }
@@ -84,12 +85,17 @@ export class TcpSession implements LiveSession {
   }
 
   async #connect(): Promise<Deno.TcpConn | undefined> {
-    const timeout = AbortSignal.timeout(this.rule.connectTimeoutMs);
+    const connecting = this.#connecting = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      connecting.abort();
+    }, this.rule.connectTimeoutMs);
     try {
       const conn = await Deno.connect({
         hostname: this.ends.target.host,
         port: this.ends.target.port,
-        signal: AbortSignal.any([timeout, this.#abort.signal]),
+        signal: connecting.signal,
       });
       if (this.#reason) {
         // Closed (drain, shutdown) while connecting.
@@ -104,7 +110,7 @@ export class TcpSession implements LiveSession {
         this.#disconnect();
         return undefined;
       }
-      const cause = timeout.aborted
+      const cause = timedOut
         ? `connect timeout after ${formatDuration(this.rule.connectTimeoutMs)}`
         : describeConnectError(error);
       for (const c of this.counters) c.errors++;
@@ -112,6 +118,9 @@ export class TcpSession implements LiveSession {
       this.#error = cause;
       this.#event({ event: "error", error: cause });
       return undefined;
+    } finally {
+      clearTimeout(timer);
+      this.#connecting = undefined;
     }
   }
 
