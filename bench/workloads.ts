@@ -158,7 +158,14 @@ async function udpThroughput(port: number, seconds: number): Promise<number> {
       ]).catch((error) => JSON.stringify({ error: String(error) })),
     );
     const sum = report.end?.sum;
-    if (!sum || sum.lost_percent >= 1) break;
+    if (!sum || sum.lost_percent >= 1) {
+      if (best > 0) break;
+      throw new Error(
+        `loss of 1% or more already at ${rate} Mbit/s (${
+          sum ? `${sum.lost_percent.toFixed(1)}%` : report.error
+        })`,
+      );
+    }
     best = sum.bits_per_second / 1e6;
   }
   return best;

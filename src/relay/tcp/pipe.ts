@@ -31,12 +31,14 @@ export class PipeError extends Error {
 
 /**
  * Copies `source` to `destination` until `source` ends, then half-closes
- * `destination`. Throws {@linkcode PipeError} on an I/O error either side.
+ * `destination` (unless the other direction has ended too, when the caller
+ * closes both). Throws {@linkcode PipeError} on an I/O error either side.
  */
 export async function pipe(
   source: Deno.Conn,
   destination: Deno.Conn,
   onRead: (bytes: number) => void,
+  otherDirectionDone: () => boolean = () => false,
 ): Promise<void> {
   const small = new Uint8Array(SMALL_BUFFER);
   // Borrowed while data streams: a read that fills the small buffer means more is
@@ -71,6 +73,8 @@ export async function pipe(
   } finally {
     if (large) largeBuffers.give(large);
   }
+  // Both directions done: the session closes both sockets now, no half-close needed.
+  if (otherDirectionDone()) return;
   try {
     await destination.closeWrite();
   } catch (error) {

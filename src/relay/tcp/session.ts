@@ -33,6 +33,9 @@ export class TcpSession implements LiveSession {
   #reason: DisconnectReason | undefined;
   #error: string | undefined;
   #firstEnd: "client" | "target" | undefined;
+  /** Whether each side's sending has ended (its EOF was relayed). */
+  #clientEnded = false;
+  #targetEnded = false;
   #targetConn: Deno.TcpConn | undefined;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** Aborts the connect in progress; dropped once connected (idle sessions stay small). */
@@ -142,7 +145,7 @@ export class TcpSession implements LiveSession {
       this.#lastActivity = performance.now();
       countBytes(this.counters, n, 0);
       if (wantsData) this.#event({ event: "data", bytes: n, direction: "up" });
-    }).then(
+    }, () => this.#targetEnded).then(
       () => this.#ended("client"),
       (error) => this.#failed(error, "client"),
     );
@@ -153,7 +156,7 @@ export class TcpSession implements LiveSession {
       if (wantsData) {
         this.#event({ event: "data", bytes: n, direction: "down" });
       }
-    }).then(
+    }, () => this.#clientEnded).then(
       () => this.#ended("target"),
       (error) => this.#failed(error, "target"),
     );
@@ -163,6 +166,8 @@ export class TcpSession implements LiveSession {
 
   #ended(side: "client" | "target"): void {
     this.#firstEnd ??= side;
+    if (side === "client") this.#clientEnded = true;
+    else this.#targetEnded = true;
   }
 
   #failed(error: unknown, reading: "client" | "target"): void {
