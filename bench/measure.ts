@@ -57,8 +57,8 @@ export async function waitForListen(port: number, timeoutMs = 20_000): Promise<n
   }
 }
 
-/** Resident memory (KiB) of `pid` and every process descending from it. */
-export async function treeRssKiB(pid: number): Promise<number> {
+/** `pid` and every process descending from it. */
+export async function processTree(pid: number): Promise<number[]> {
   const parents = new Map<number, number>();
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
@@ -81,8 +81,13 @@ export async function treeRssKiB(pid: number): Promise<number> {
       }
     }
   }
+  return [...tree];
+}
+
+/** Resident memory (KiB) of `pid` and every process descending from it. */
+export async function treeRssKiB(pid: number): Promise<number> {
   let total = 0;
-  for (const member of tree) {
+  for (const member of await processTree(pid)) {
     try {
       const status = await Deno.readTextFile(`/proc/${member}/status`);
       total += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);

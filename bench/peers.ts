@@ -6,6 +6,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { processTree } from "./measure.ts";
 
 const BENCH = fileURLToPath(new URL("./", import.meta.url));
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -63,22 +64,19 @@ function running(children: Deno.ChildProcess[]): Running {
   return {
     pid: children[0].pid,
     async stop() {
-      for (const child of children) {
-        try {
-          child.kill("SIGTERM");
-        } catch {
-          // Already gone.
-        }
-      }
-      const timer = setTimeout(() => {
-        for (const child of children) {
+      // Forked helpers (socat's per-client processes) outlive their parent: signal them all.
+      const pids = (await Promise.all(children.map((child) => processTree(child.pid)))).flat();
+      const signal = (name: Deno.Signal) => {
+        for (const pid of pids) {
           try {
-            child.kill("SIGKILL");
+            Deno.kill(pid, name);
           } catch {
             // Already gone.
           }
         }
-      }, 3_000);
+      };
+      signal("SIGTERM");
+      const timer = setTimeout(() => signal("SIGKILL"), 3_000);
       await Promise.all(children.map((child) => child.status));
       clearTimeout(timer);
     },

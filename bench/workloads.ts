@@ -258,7 +258,9 @@ export const WORKLOADS: readonly Workload[] = [
       try {
         await waitForLine(client, "ready");
         await sleep(2_000);
-        return (await treeRssKiB(pid!) - before) / 5000;
+        const perConnection = (await treeRssKiB(pid!) - before) / 5000;
+        if (perConnection <= 0) throw new Error("RSS did not grow: the connections were not held");
+        return perConnection;
       } finally {
         await stopper(client)();
       }
@@ -282,7 +284,9 @@ export const WORKLOADS: readonly Workload[] = [
         const answered = Number(ready.split(" ")[1]);
         if (answered < 9_900) console.error(`    only ${answered} of 10,000 UDP sessions answered`);
         await sleep(12_000);
-        return (await treeRssKiB(pid!) - before) / 10_000;
+        const perSession = (await treeRssKiB(pid!) - before) / 10_000;
+        if (perSession <= 0) throw new Error("RSS did not grow: the sessions were not held");
+        return perSession;
       } finally {
         await stopper(client)();
       }

@@ -7,7 +7,7 @@
  */
 import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join } from "node:path";
-import { describe } from "./describe.ts";
+import { clip, clipMiddle, describe } from "./describe.ts";
 import { parseDuration } from "./duration.ts";
 import {
   type ListenEndpoint,
@@ -120,10 +120,9 @@ class Problems {
     const line = (key !== undefined ? found?.keys.get(key) : undefined) ??
       found?.header;
     const where = line === undefined ? this.source : `${this.source}:${line}`;
-    this.list.push({
-      where,
-      message: `${label}: ${key === undefined ? "" : `${key}: `}${message}`,
-    });
+    // A hostile file (a 1 MB value) must not make a 1 MB message.
+    const text = clipMiddle(`${label}: ${key === undefined ? "" : `${key}: `}${message}`, 1_000);
+    this.list.push({ where, message: text });
   }
 }
 
@@ -408,7 +407,9 @@ function readRules(
     } else if (givenName !== undefined && !RULE_NAME.test(givenName)) {
       scope.fail(
         "name",
-        `"${givenName}" is not a usable name (letters, digits, ".", "_" and "-", at most 64, starting with a letter or digit)`,
+        `"${
+          clip(givenName)
+        }" is not a usable name (letters, digits, ".", "_" and "-", at most 64, starting with a letter or digit)`,
       );
     }
     const earlier = names.get(name);

@@ -5,6 +5,7 @@
  * @module
  */
 import type { ListenEndpoint, Protocol, TargetEndpoint } from "./endpoint.ts";
+import { clip } from "./describe.ts";
 import type { Network } from "./network.ts";
 
 export type { Protocol };
@@ -102,5 +103,5 @@ export interface Config {
 export function ruleLabel(
   rule: { readonly name: string; readonly index: number },
 ): string {
-  return `rule "${rule.name}" (rule #${rule.index})`;
+  return `rule "${clip(rule.name, 64)}" (rule #${rule.index})`;
 }

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { BufferPool } from "./buffer_pool.ts";
+import { BufferPool } from "../buffer_pool.ts";
 
 /**
  * Buffer a direction waits with. A pending `read()` holds its buffer, so this

@@ -5,13 +5,18 @@
  * `udp.connectdst: yes`), go back to the client from the listening socket.
  *
  * Memory: a pending `receive()` holds its buffer, about 60 KiB for a 64 KiB
- * buffer, which would make 10,000 idle sessions cost 600 MiB. So a session
- * that has been quiet for {@linkcode PARK_AFTER_MS} is *parked*: its receive is
- * woken by an empty datagram the socket sends to itself and re-issued with a
- * 4 KiB buffer (about 10 KiB per session in all). Any traffic unparks it. A
- * reply of 4 KiB or more that arrives while parked cannot be held whole: it is
- * detected (it fills the buffer), counted as `truncated` and logged as an
- * error, never relayed cut short. Active sessions receive up to 65,535 bytes.
+ * buffer, which would make 10,000 idle sessions cost 600 MiB (and freed
+ * 64 KiB buffers are not given back to the system). So:
+ * - 64 KiB receive buffers come from one pool of {@linkcode LARGE_BUFFERS}
+ *   (32 MiB), reused, never freed;
+ * - a session quiet for {@linkcode PARK_AFTER_MS} is *parked*: its receive is
+ *   woken by an empty datagram the socket sends to itself and re-issued with
+ *   its own 4 KiB buffer, and the large one goes back to the pool. Any traffic
+ *   unparks it.
+ * A reply that fills a 4 KiB buffer (the session was parked, or every large
+ * buffer was in use) cannot be held whole: it is counted as `truncated` and
+ * logged as an error, never relayed cut short. Otherwise replies of up to
+ * 65,535 bytes are relayed whole.
  *
  * @module
  */
@@ -25,12 +30,16 @@ import { countBytes, countDrop, type Counters, type DropReason } from "../../sta
 import { logEvent, type RelayContext } from "../context.ts";
 import type { Admission } from "../limits.ts";
 import type { LiveSession } from "../sessions.ts";
+import { BufferPool } from "../buffer_pool.ts";
 import { describeIoError } from "../tcp/pipe.ts";
 
 /** Receive buffer while the session moves traffic: any datagram fits. */
 export const ACTIVE_BUFFER = 65_536;
 /** Receive buffer while parked. */
 export const PARKED_BUFFER = 4_096;
+/** Sessions that may wait with a 64 KiB buffer at once (32 MiB in all). */
+export const LARGE_BUFFERS = 512;
+const largeBuffers = new BufferPool(ACTIVE_BUFFER, LARGE_BUFFERS, LARGE_BUFFERS);
 /** Quiet time after which a session parks. */
 export const PARK_AFTER_MS = 10_000;
 /** Datagrams held while the target is resolved and the socket bound. */
@@ -159,58 +168,78 @@ export class UdpSession implements LiveSession {
   async #receiveReplies(): Promise<void> {
     const socket = this.#socket!;
     const own = socket.addr as Deno.NetAddr;
-    let active: Uint8Array | undefined;
-    while (!this.#closed) {
-      const parked = this.#parked;
-      // Parked: drop the large buffer so the garbage collector can take it.
-      const buffer = parked
-        ? new Uint8Array(PARKED_BUFFER)
-        : (active ??= new Uint8Array(ACTIVE_BUFFER));
-      if (parked) active = undefined;
-      let data: Uint8Array;
-      let from: Deno.NetAddr;
-      try {
-        const [received, address] = await socket.receive(buffer);
-        data = received;
-        from = address as Deno.NetAddr;
-      } catch (error) {
-        if (this.#closed) return;
-        this.#error(`receive from target failed: ${describeIoError(error)}`);
-        this.close("error");
-        return;
+    const small = new Uint8Array(PARKED_BUFFER);
+    let large: Uint8Array | null = null;
+    try {
+      while (!this.#closed) {
+        if (this.#parked && large) {
+          largeBuffers.give(large);
+          large = null;
+        } else if (!this.#parked) large ??= largeBuffers.tryTake();
+        const buffer = large ?? small;
+        await this.#receiveOne(socket, own, buffer, large === null);
       }
-      if (from.port === own.port && isLoopback(from.hostname)) continue; // Our own wake-up.
-      if (!this.#fromTarget(from)) {
-        this.#drop("not-from-target");
-        continue;
+    } finally {
+      if (large) largeBuffers.give(large);
+    }
+  }
+
+  /** Receives and relays one reply (or drops it, saying why). */
+  async #receiveOne(
+    socket: Deno.DatagramConn,
+    own: Deno.NetAddr,
+    buffer: Uint8Array,
+    small: boolean,
+  ): Promise<void> {
+    let data: Uint8Array;
+    let from: Deno.NetAddr;
+    try {
+      const [received, address] = await socket.receive(buffer);
+      data = received;
+      from = address as Deno.NetAddr;
+    } catch (error) {
+      if (this.#closed) return;
+      this.#error(`receive from target failed: ${describeIoError(error)}`);
+      this.close("error");
+      return;
+    }
+    if (from.port === own.port && isLoopback(from.hostname)) return; // Our own wake-up.
+    if (!this.#fromTarget(from)) {
+      this.#drop("not-from-target");
+      return;
+    }
+    const wasParked = this.#parked;
+    this.#touch();
+    if (small && data.length === buffer.length) {
+      const why = wasParked
+        ? "the session was parked"
+        : `all ${LARGE_BUFFERS} large receive buffers were in use`;
+      this.#drop(
+        "truncated",
+        `reply of ${buffer.length} bytes or more arrived while ${why} and was dropped`,
+      );
+      return;
+    }
+    try {
+      await this.sendReply(data, this.client);
+      this.#datagramsDown++;
+      this.#bytesDown += data.length;
+      countBytes(this.counters, 0, data.length);
+      if (this.rule.log.has("data")) {
+        this.#event({ event: "data", bytes: data.length, direction: "down" });
       }
-      this.#touch();
-      if (data.length === buffer.length) {
-        this.#drop(
-          "truncated",
-          `reply of ${buffer.length} bytes or more arrived while the session was parked and was dropped`,
-        );
-        continue;
-      }
-      try {
-        await this.sendReply(data, this.client);
-        this.#datagramsDown++;
-        this.#bytesDown += data.length;
-        countBytes(this.counters, 0, data.length);
-        if (this.rule.log.has("data")) {
-          this.#event({ event: "data", bytes: data.length, direction: "down" });
-        }
-      } catch (error) {
-        if (this.#closed) return;
-        this.#drop("send-failed", `send to client failed: ${describeIoError(error)}`);
-      }
+    } catch (error) {
+      if (this.#closed) return;
+      this.#drop("send-failed", `send to client failed: ${describeIoError(error)}`);
     }
   }
 
   #fromTarget(from: Deno.NetAddr): boolean {
+    const target = this.#target!;
+    if (from.port !== target.port) return false;
+    if (from.hostname === target.hostname) return true; // The usual case, without parsing.
     const address = parseClientAddress(from.hostname)?.toString();
-    const target = parseClientAddress(this.#target!.hostname)?.toString();
-    return from.port === this.#target!.port && address !== undefined && address === target;
+    return address !== undefined && address === parseClientAddress(target.hostname)?.toString();
   }
 
   /** Records traffic: refreshes the idle clock and unparks. */
