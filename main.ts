@@ -5,12 +5,7 @@
  * @module
  */
 import { UsageError } from "./src/cli/args.ts";
-import { checkCommand } from "./src/cli/check.ts";
 import { ExitCode } from "./src/cli/exit_codes.ts";
-import { forwardCommand } from "./src/cli/forward.ts";
-import { importBarefootCommand } from "./src/cli/import_barefoot.ts";
-import { runCommand } from "./src/cli/run.ts";
-import { statusCommand } from "./src/cli/status.ts";
 import { VERSION } from "./src/version.ts";
 
 const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer
@@ -26,11 +21,13 @@ Usage:
   portbounce COMMAND --help              help for one command`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
-  run: runCommand,
-  check: checkCommand,
-  forward: forwardCommand,
-  "import-barefoot": importBarefootCommand,
-  status: statusCommand,
+  // Loaded on demand: start-up only pays for the command it runs.
+  run: async (args) => (await import("./src/cli/run.ts")).runCommand(args),
+  check: async (args) => (await import("./src/cli/check.ts")).checkCommand(args),
+  forward: async (args) => (await import("./src/cli/forward.ts")).forwardCommand(args),
+  "import-barefoot": async (args) =>
+    (await import("./src/cli/import_barefoot.ts")).importBarefootCommand(args),
+  status: async (args) => (await import("./src/cli/status.ts")).statusCommand(args),
   version: () => {
     console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);
     return Promise.resolve(ExitCode.ok);

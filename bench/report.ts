@@ -21,7 +21,14 @@ export interface RunInfo {
 }
 
 /** A workload as reported, including the start-latency pseudo-workload. */
-export type ReportedWorkload = Pick<Workload, "id" | "title" | "unit" | "higherIsBetter">;
+export type ReportedWorkload =
+  & Pick<Workload, "id" | "title" | "unit" | "higherIsBetter">
+  & Partial<Pick<Workload, "protocol">>;
+
+/** The peer a workload's ratios are taken against: haproxy for TCP, socat for UDP (haproxy has none). */
+export function referencePeer(workload: ReportedWorkload): string {
+  return workload.protocol === "udp" ? "socat" : "haproxy";
+}
 
 function format(value: number): string {
   if (value >= 1000) return Math.round(value).toLocaleString("en-US");
@@ -65,11 +72,13 @@ export function renderMarkdown(
       return m === undefined ? "–" : format(m);
     }),
   ]);
-  const ratios = (reference: string) =>
+  const ratios = (referenceOf: (w: ReportedWorkload) => string, showReference: boolean) =>
     workloads.map((w) => {
+      const reference = referenceOf(w);
       const ref = medianOf(samples, w.id, reference);
       return [
         w.title,
+        ...(showReference ? [reference] : []),
         w.higherIsBetter ? "higher" : "lower",
         ...bouncers.map((b) => {
           const m = medianOf(samples, w.id, b);
@@ -91,13 +100,15 @@ Versions: ${Object.entries(info.versions).map(([k, v]) => `${k} ${v}`).join("; "
 
 ${table(["workload", "unit", ...columns], medians)}
 
-## Ratio to haproxy (above 1: better than haproxy)
+## Ratio to the reference peer (above 1: better than it)
 
-${table(["workload", "better is", ...bouncers], ratios("haproxy"))}
+haproxy for TCP; socat for UDP, which haproxy does not relay.
+
+${table(["workload", "reference", "better is", ...bouncers], ratios(referencePeer, true))}
 
 ## Ratio to direct, no bouncer (the physical limit is 1)
 
-${table(["workload", "better is", ...bouncers], ratios("direct"))}
+${table(["workload", "better is", ...bouncers], ratios(() => "direct", false))}
 
 ${info.notes.map((note) => `- ${note}`).join("\n")}
 `;

@@ -42,9 +42,15 @@ const { values } = parseArgs({
     only: { type: "string" },
     bouncers: { type: "string" },
     out: { type: "string" },
+    "render-only": { type: "boolean" },
   },
   strict: true,
 });
+
+// --render-only: redo the tables and chart from the samples in latest.json (no measuring).
+const previous = values["render-only"]
+  ? JSON.parse(await Deno.readTextFile(`${values.out ?? RESULTS}/latest.json`))
+  : undefined;
 
 const smoke = values.smoke ?? false;
 const rounds = Number(values.rounds ?? (smoke ? 1 : 5));
@@ -146,7 +152,8 @@ for (const workload of workloads) {
   }
 }
 
-for (let round = 0; round < rounds; round++) {
+if (previous) Object.assign(samples, previous.samples);
+for (let round = 0; round < (previous ? 0 : rounds); round++) {
   // Rotate who goes first, so no bouncer always runs on a cold or a warm box.
   const order = [
     ...bouncers.slice(round % bouncers.length),
@@ -191,7 +198,10 @@ async function version(
   pattern: RegExp,
 ): Promise<string | undefined> {
   try {
-    const text = await output(command, args).catch((e) => String(e));
+    // Some print their version on stderr (nginx -v), some exit non-zero doing it.
+    const result = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" })
+      .output();
+    const text = new TextDecoder().decode(result.stdout) + new TextDecoder().decode(result.stderr);
     return pattern.exec(text)?.[1];
   } catch {
     return undefined;
@@ -208,21 +218,21 @@ for (
     ["haproxy", "haproxy", ["-v"], /version (\S+)/],
     ["nginx", "nginx", ["-v"], /nginx\/(\S+)/],
     ["rinetd", "rinetd", ["-v"], /rinetd (\S+)/],
-    ["redir", "redir", ["--version"], /^(\S+)/],
+    ["redir", "redir", ["--version"], /^v?(\d[\w.]*)/m],
     ["socat", "socat", ["-V"], /socat version (\S+)/],
     ["iperf3", "iperf3", ["--version"], /iperf (\S+)/],
-    ["wrk", "wrk", ["--version"], /wrk (\S+)/],
+    ["wrk", "wrk", ["--version"], /wrk (\d[\w.-]*)/],
   ] as const
 ) {
   const found = await version(command, [...args], pattern);
   if (found) versions[name] = found;
 }
 const info: RunInfo = {
-  date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+  date: previous?.info.date ?? new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
   machine: `${navigator.hardwareConcurrency} cores, ${cpu}, Linux ${kernel}`,
   versions,
-  rounds,
-  seconds,
+  rounds: previous?.info.rounds ?? rounds,
+  seconds: previous?.info.seconds ?? seconds,
   notes: [
     "portbounce runs from source (`deno run` with the flags of `deno task portbounce`), per-session logging off like the peers'.",
     "Peer configurations: bench/peers/ (haproxy mode tcp with default threads; nginx stream with auto workers; rinetd, redir and socat as their manuals show).",

@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { lookup } from "node:dns/promises";
 import type { ResolvedNames } from "./plan.ts";
 
 /** Looks up every name: interface names first, then host names through the system resolver. */
@@ -24,7 +23,7 @@ export async function resolveNames(
       return;
     }
     try {
-      const found = await lookup(name, { all: true });
+      const found = await (await import("node:dns/promises")).lookup(name, { all: true });
       resolved.set(name, {
         addresses: [...new Set(found.map((entry) => entry.address))],
       });

@@ -20,7 +20,6 @@
  *
  * @module
  */
-import { lookup } from "node:dns/promises";
 import { formatAddress } from "../../config/endpoint.ts";
 import { parseClientAddress } from "../../config/network.ts";
 import type { PassRule } from "../../config/types.ts";
@@ -323,7 +322,7 @@ export class UdpSession implements LiveSession {
 /** The target's address: as written, or the first the resolver gives for a name. */
 async function resolveTarget(host: string): Promise<string> {
   if (parseClientAddress(host)) return host;
-  const { address } = await lookup(host);
+  const { address } = await (await import("node:dns/promises")).lookup(host);
   return address;
 }
 
