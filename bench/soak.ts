@@ -164,10 +164,17 @@ const reloader = (async () => {
   while (running()) {
     await sleep(RELOAD_EVERY_MS);
     if (!running()) break;
-    churnOn = !churnOn;
-    await Deno.writeTextFile(`${dir}/rules.toml`, rules(churnOn));
+    const adding = !churnOn;
+    // Move the workers off the churn listener before it is removed, and onto it only once
+    // the reload has had time to bind it: the harness must not count its own races.
+    if (!adding) churnOn = false;
+    await Deno.writeTextFile(`${dir}/rules.toml`, rules(adding));
     bouncer.kill("SIGHUP");
     totals.reloads++;
+    if (adding) {
+      await sleep(1_000);
+      churnOn = true;
+    }
   }
 })();
 

@@ -8,7 +8,6 @@ import {
   delay,
   echo,
   hashUntilEof,
-  portbounceTaskFlags,
   randomBytes,
   readAll,
   sha256,
@@ -17,9 +16,6 @@ import {
   tcpServer,
   writeAll,
 } from "./helpers.ts";
-import { fileURLToPath } from "node:url";
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
 function rule(target: number, extra = ""): string {
   return `[[rule]]\nname = "r"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target}"\n${extra}`;
@@ -83,46 +79,23 @@ Deno.test("out of file descriptors: refused with a logged cause, serving again o
   const dir = await Deno.makeTempDir({ prefix: "portbounce-fds-" });
   await Deno.writeTextFile(`${dir}/rules.toml`, rule(target.port, 'log = ["error"]\n'));
   // ulimit -n caps the bouncer alone (the shell execs it).
-  const child = new Deno.Command("sh", {
-    args: [
-      "-c",
-      'ulimit -n 64 && exec "$@"',
-      "sh",
-      Deno.execPath(),
-      "run",
-      ...await portbounceTaskFlags(),
-      `${ROOT}main.ts`,
-      "run",
-      "-c",
-      `${dir}/rules.toml`,
-      "--ready-file",
-      `${dir}/ready.json`,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const log: string[] = [];
-  const reading = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      log.push(...chunk.split("\n"));
-    }
-  })();
+  await using bouncer = await startPortbounce(
+    ["run", "-c", `${dir}/rules.toml`],
+    dir,
+    ["sh", "-c", 'ulimit -n 64 && exec "$@"', "sh"],
+  );
+  const port = bouncer.port();
   const held: Deno.Conn[] = [];
   try {
-    let ready;
-    for (let i = 0; !ready; i++) {
-      ready = await Deno.readTextFile(`${dir}/ready.json`).then(JSON.parse).catch(() => undefined);
-      if (i > 500) throw new Error(`not ready:\n${log.join("\n")}`);
-      await delay(20);
-    }
-    const port = ready.listeners[0].port;
     // Hold connections until the bouncer runs out: 64 descriptors cannot hold 60 sessions.
     for (let i = 0; i < 60; i++) {
       held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
     }
     await delay(1_000);
-    const text = () => log.join("\n");
-    assertMatch(text(), /accept failed: Too many open files|error="[^"]*Too many open files/);
+    assertMatch(
+      bouncer.lines().join("\n"),
+      /accept failed: Too many open files|error="[^"]*Too many open files/,
+    );
     // Free them; new sessions are served again.
     for (const conn of held.splice(0)) conn.close();
     await delay(1_500);
@@ -131,13 +104,8 @@ Deno.test("out of file descriptors: refused with a logged cause, serving again o
     await conn.closeWrite();
     assertEquals(new TextDecoder().decode(await readAll(conn)), "back");
     conn.close();
-    assert(child.pid > 0);
   } finally {
     for (const conn of held) conn.close();
-    child.kill("SIGKILL");
-    await child.status;
-    await reading;
-    await Deno.remove(dir, { recursive: true });
   }
 });
 

@@ -22,10 +22,23 @@ export async function portbounceTaskFlags(): Promise<string[]> {
 /** A command running the CLI from source like `deno task portbounce ARGS`. */
 export async function portbounceCommand(
   args: string[],
-  options: { stdout?: "piped" | "null"; stderr?: "piped" | "null" } = {},
+  options: {
+    stdout?: "piped" | "null";
+    stderr?: "piped" | "null";
+    /** A command that execs the CLI: `["ip", "netns", "exec", NS]`, a `ulimit` shell. */
+    wrapper?: string[];
+  } = {},
 ): Promise<Deno.Command> {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...await portbounceTaskFlags(), `${ROOT}/main.ts`, ...args],
+  const command = [
+    Deno.execPath(),
+    "run",
+    ...await portbounceTaskFlags(),
+    `${ROOT}/main.ts`,
+    ...args,
+  ];
+  const [program, ...rest] = [...(options.wrapper ?? []), ...command];
+  return new Deno.Command(program, {
+    args: rest,
     cwd: ROOT,
     stdin: "null",
     stdout: options.stdout ?? "piped",
@@ -86,12 +99,17 @@ export async function startBouncer(config: string, extraArgs: string[] = []): Pr
  * Starts the CLI with `args` plus `--ready-file DIR/ready.json` and waits for
  * the ready file. `dir` is removed when the result is disposed.
  */
-export async function startPortbounce(args: string[], dir?: string): Promise<Bouncer> {
+export async function startPortbounce(
+  args: string[],
+  dir?: string,
+  wrapper?: string[],
+): Promise<Bouncer> {
   dir ??= await Deno.makeTempDir({ prefix: "portbounce-e2e-" });
   const readyPath = `${dir}/ready.json`;
-  const process =
-    (await portbounceCommand([...args, "--ready-file", readyPath], { stdout: "null" }))
-      .spawn();
+  const process = (await portbounceCommand([...args, "--ready-file", readyPath], {
+    stdout: "null",
+    wrapper,
+  })).spawn();
 
   const collected: string[] = [];
   const waiters = new Set<() => void>();

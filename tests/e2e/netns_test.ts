@@ -15,9 +15,8 @@
  */
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
-import { delay, portbounceTaskFlags } from "./helpers.ts";
+import { delay, startPortbounce } from "./helpers.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const FIXTURES = fileURLToPath(new URL("../fixtures/", import.meta.url));
 const tag = String(Deno.pid % 10000);
 const NS = { client: `pbc${tag}`, transition: `pbt${tag}`, old: `pbo${tag}` };
@@ -175,22 +174,12 @@ http { log_format who '$remote_addr'; access_log ${dir}/access.log who;
         `[[rule]]\nname = "ssh"\nlisten = "203.0.113.22:22"\nfrom = "198.51.100.0/25"\nbounce_to = "192.0.2.10:22"\n` +
         `[[rule]]\nname = "dns"\nprotocol = "udp"\nlisten = "203.0.113.53:53"\nbounce_to = "192.0.2.10:53"\n`;
       await Deno.writeTextFile(`${dir}/rules.toml`, rules(true));
-      const bouncer = spawnInNs(NS.transition, Deno.execPath(), [
-        "run",
-        ...await portbounceTaskFlags(),
-        `${ROOT}main.ts`,
-        "run",
-        "-c",
-        `${dir}/rules.toml`,
-        "--ready-file",
-        `${dir}/ready.json`,
+      await using bouncer = await startPortbounce(["run", "-c", `${dir}/rules.toml`], dir, [
+        "ip",
+        "netns",
+        "exec",
+        NS.transition,
       ]);
-      children.push(bouncer);
-      const bouncerLog = lineReader(bouncer.stderr);
-      for (let i = 0; !(await Deno.stat(`${dir}/ready.json`).catch(() => null)); i++) {
-        if (i > 500) throw new Error(`portbounce did not start:\n${bouncerLog.lines.join("\n")}`);
-        await delay(20);
-      }
 
       // Clients reach every service at its new address, through the bouncer.
       assertEquals(
@@ -218,7 +207,7 @@ http { log_format who '$remote_addr'; access_log ${dir}/access.log who;
         true,
       );
       assertEquals(outsider, "");
-      await bouncerLog.waitFor(
+      await bouncer.waitForLine(
         /block\(-\) tcp block 198\.51\.100\.200:\d+ -> 203\.0\.113\.22:22 reason=no-matching-rule/,
       );
       await delay(200);
@@ -229,9 +218,9 @@ http { log_format who '$remote_addr'; access_log ${dir}/access.log who;
 
       // web moves: remove its rule (SIGHUP), give its new address to the old site.
       await Deno.writeTextFile(`${dir}/rules.toml`, rules(false));
-      await inNs(NS.transition, "kill", ["-HUP", String(bouncer.pid)]);
+      bouncer.signal("SIGHUP");
       assertMatch(
-        await bouncerLog.waitFor(/reload: listeners/),
+        await bouncer.waitForLine(/reload: listeners/),
         /0 added, 2 kept, 1 removed \(tcp 203\.0\.113\.10:80; draining up to 2s\); rules: 0 added, 0 changed, 1 removed \(web\)/,
       );
       await ip("-n", NS.transition, "addr", "del", "203.0.113.10/32", "dev", "lo");
@@ -253,8 +242,8 @@ http { log_format who '$remote_addr'; access_log ${dir}/access.log who;
       assertEquals(await dnsQuery(), "query");
       await sshIn.close();
       await ssh.status;
-      assertMatch(await bouncerLog.waitFor(/pass\(ssh\) tcp disconnect/), /reason=client-closed/);
-      const log = bouncerLog.lines.join("\n");
+      assertMatch(await bouncer.waitForLine(/pass\(ssh\) tcp disconnect/), /reason=client-closed/);
+      const log = bouncer.lines().join("\n");
       assert(!/pass\(ssh\).*reason=(drained|error)/.test(log), "the ssh session was never cut");
       assertIncludes(log, "pass(dns) udp connect 198.51.100.2:");
     } finally {

@@ -40,19 +40,26 @@ async function bidirectional(
   return { clientGot, targetGot, seconds: (performance.now() - started) / 1000 };
 }
 
-Deno.test("64 MiB each way at once arrive intact (SHA-256), IPv4", async () => {
-  const size = 64 * 1024 * 1024;
-  const upload = randomBytes(size);
-  const download = randomBytes(size);
+/** A target that hashes what it receives while it sends `download`, then half-closes. */
+function exchangingTarget(download: Uint8Array, hostname: string) {
   const received = Promise.withResolvers<{ sha256: string; bytes: number }>();
-  await using target = tcpServer(async (conn) => {
+  const target = tcpServer(async (conn) => {
     const hashing = hashUntilEof(conn);
     await writeAll(conn, download);
     await conn.closeWrite();
     received.resolve(await hashing);
-  });
+  }, hostname);
+  return { target, received: received.promise };
+}
+
+Deno.test("64 MiB each way at once arrive intact (SHA-256), IPv4", async () => {
+  const size = 64 * 1024 * 1024;
+  const upload = randomBytes(size);
+  const download = randomBytes(size);
+  const { target, received } = exchangingTarget(download, "127.0.0.1");
+  await using _target = target;
   await using bouncer = await startBouncer(rule("127.0.0.1:0", `127.0.0.1:${target.port}`));
-  const result = await bidirectional("127.0.0.1", bouncer.port(), upload, received.promise);
+  const result = await bidirectional("127.0.0.1", bouncer.port(), upload, received);
   assertEquals(result.targetGot, { sha256: sha256(upload), bytes: size });
   assertEquals(result.clientGot, { sha256: sha256(download), bytes: size });
   const mibPerSecond = (2 * size) / (1024 * 1024) / result.seconds;
@@ -69,15 +76,10 @@ Deno.test("IPv6 clients and targets on ::1, 8 MiB each way intact", async () => 
   const size = 8 * 1024 * 1024;
   const upload = randomBytes(size);
   const download = randomBytes(size);
-  const received = Promise.withResolvers<{ sha256: string; bytes: number }>();
-  await using target = tcpServer(async (conn) => {
-    const hashing = hashUntilEof(conn);
-    await writeAll(conn, download);
-    await conn.closeWrite();
-    received.resolve(await hashing);
-  }, "::1");
+  const { target, received } = exchangingTarget(download, "::1");
+  await using _target = target;
   await using bouncer = await startBouncer(rule("[::1]:0", `[::1]:${target.port}`));
-  const result = await bidirectional("::1", bouncer.port(), upload, received.promise);
+  const result = await bidirectional("::1", bouncer.port(), upload, received);
   assertEquals(result.targetGot.sha256, sha256(upload));
   assertEquals(result.clientGot.sha256, sha256(download));
   assertMatch(
