@@ -60,31 +60,34 @@ export function spawn(
   }).spawn();
 }
 
-function running(children: Deno.ChildProcess[]): Running {
-  return {
-    pid: children[0].pid,
-    async stop() {
-      // Forked helpers (socat's per-client processes) outlive their parent: signal them all.
-      const pids = (await Promise.all(children.map((child) => processTree(child.pid)))).flat();
-      const signal = (name: Deno.Signal) => {
-        for (const pid of pids) {
-          try {
-            Deno.kill(pid, name);
-          } catch {
-            // Already gone.
-          }
-        }
-      };
-      signal("SIGTERM");
-      const timer = setTimeout(() => signal("SIGKILL"), 3_000);
-      await Promise.all(children.map((child) => child.status));
-      clearTimeout(timer);
-    },
+/**
+ * Stops processes and everything they forked (socat's per-client processes
+ * outlive their parent): SIGTERM first, since nginx's master only takes its
+ * workers down on a signal it handles, then SIGKILL after 3 s.
+ */
+export async function stopAll(children: readonly Deno.ChildProcess[]): Promise<void> {
+  const pids = (await Promise.all(children.map((child) => processTree(child.pid)))).flat();
+  const signal = (name: Deno.Signal) => {
+    for (const pid of pids) {
+      try {
+        Deno.kill(pid, name);
+      } catch {
+        // Already gone.
+      }
+    }
   };
+  signal("SIGTERM");
+  const timer = setTimeout(() => signal("SIGKILL"), 3_000);
+  await Promise.all(children.map((child) => child.status));
+  clearTimeout(timer);
+}
+
+function running(children: Deno.ChildProcess[]): Running {
+  return { pid: children[0].pid, stop: () => stopAll(children) };
 }
 
 /** The flags of `deno task portbounce`, so the bench runs what users run. */
-async function portbounceFlags(): Promise<string[]> {
+export async function portbounceFlags(): Promise<string[]> {
   const meta = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
   const words = (meta.tasks.portbounce as string).split(/\s+/);
   return words.slice(2, words.indexOf("main.ts"));

@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { freePort, sleep, treeRssKiB } from "./measure.ts";
+import { portbounceFlags } from "./peers.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
@@ -71,12 +72,10 @@ const rules = (withChurn: boolean) =>
     ? `[[rule]]\nname = "churn"\nlisten = "127.0.0.1:${churnPort}"\nbounce_to = "127.0.0.1:${tcpTarget.addr.port}"\n`
     : "");
 await Deno.writeTextFile(`${dir}/rules.toml`, rules(true));
-const meta = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
-const words = (meta.tasks.portbounce as string).split(/\s+/);
 const bouncer = new Deno.Command(Deno.execPath(), {
   args: [
     "run",
-    ...words.slice(2, words.indexOf("main.ts")),
+    ...await portbounceFlags(),
     `${ROOT}main.ts`,
     "run",
     "-c",

@@ -5,7 +5,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { spawn } from "./peers.ts";
+import { spawn, stopAll } from "./peers.ts";
 import { output, sleep, treeRssKiB, waitForLine, waitForTcp } from "./measure.ts";
 
 const TOOLS = fileURLToPath(new URL("./tools/", import.meta.url));
@@ -41,20 +41,7 @@ export interface Workload {
 }
 
 function stopper(child: Deno.ChildProcess): () => Promise<void> {
-  return async () => {
-    // SIGTERM first: nginx's master only takes its workers down on a signal it can handle.
-    const kill = (signal: Deno.Signal) => {
-      try {
-        child.kill(signal);
-      } catch {
-        // Already gone.
-      }
-    };
-    kill("SIGTERM");
-    const timer = setTimeout(() => kill("SIGKILL"), 3_000);
-    await child.status;
-    clearTimeout(timer);
-  };
+  return () => stopAll([child]);
 }
 
 function denoTool(name: string, args: (string | number)[]): Deno.ChildProcess {

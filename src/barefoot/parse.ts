@@ -40,6 +40,16 @@ export class BarefootSyntaxError extends Error {
   }
 }
 
+/** Timeouts, valid both as server settings and inside rules. */
+const TIMEOUT_KEYWORDS = [
+  "timeout.connect",
+  "timeout.negotiate",
+  "timeout.io",
+  "timeout.io.tcp",
+  "timeout.io.udp",
+  "timeout.tcp_fin_wait",
+] as const;
+
 /** Server settings Barefoot documents (BAREFOOT.md), and families of them. */
 export const SERVER_KEYWORDS = [
   "external",
@@ -48,12 +58,7 @@ export const SERVER_KEYWORDS = [
   "logoutput",
   "errorlog",
   "debug",
-  "timeout.connect",
-  "timeout.negotiate",
-  "timeout.io",
-  "timeout.io.tcp",
-  "timeout.io.udp",
-  "timeout.tcp_fin_wait",
+  ...TIMEOUT_KEYWORDS,
   "udp.connectdst",
   "user.privileged",
   "user.unprivileged",
@@ -79,12 +84,7 @@ export const RULE_KEYWORDS = [
   "session.inheritable",
   "bandwidth",
   "redirect from",
-  "timeout.connect",
-  "timeout.negotiate",
-  "timeout.io",
-  "timeout.io.tcp",
-  "timeout.io.udp",
-  "timeout.tcp_fin_wait",
+  ...TIMEOUT_KEYWORDS,
 ] as const;
 
 const BLOCK_KINDS = ["client", "hostid", "monitor", "route"];

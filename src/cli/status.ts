@@ -6,6 +6,7 @@
  */
 import { ago } from "../status/page.ts";
 import type { StatusReport } from "../status/report.ts";
+import { total } from "../status/stats.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
 import { renderTable } from "./check.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -22,10 +23,6 @@ Options:
   -h, --help      this help
 
 Exit codes: 0 answered, 1 no answer.`;
-
-function sum(record: Partial<Record<string, number>>): number {
-  return Object.values(record).reduce((a: number, b) => a + (b ?? 0), 0);
-}
 
 /** Renders the report as text. */
 export function renderStatusText(report: StatusReport): string {
@@ -49,7 +46,7 @@ export function renderStatusText(report: StatusReport): string {
       String(r.total),
       `${r.clients_1m}/${r.clients_15m}/${r.clients_60m}`,
       ago(r.last_session, now),
-      String(sum(r.blocked)),
+      String(total(r.blocked)),
       String(r.errors),
       `${r.bytes_up}/${r.bytes_down}`,
     ]),
@@ -61,7 +58,7 @@ export function renderStatusText(report: StatusReport): string {
       l.bound ?? `not bound: ${l.error}`,
       String(l.active),
       String(l.total),
-      String(sum(l.blocked)),
+      String(total(l.blocked)),
     ]),
   );
   return `portbounce ${report.version}, ${report.source}, up ${report.uptime_s}s, ${report.totals.active} live sessions\n\n${rules}\n\n${listeners}`;

@@ -4,17 +4,13 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { Counters, Stats } from "../status/stats.ts";
-
-function blockedTotal(counters: Counters): number {
-  return Object.values(counters.blocked).reduce((sum, n) => sum + n, 0);
-}
+import { type Stats, total } from "../status/stats.ts";
 
 /** `12 sessions, 3400 bytes up, 9100 bytes down, 0 errors, 2 blocked`. */
 export function summaryLine(stats: Stats): string {
   const t = stats.totals();
   return `${t.total} sessions, ${t.bytesUp} bytes up, ${t.bytesDown} bytes down, ${t.errors} errors, ${
-    blockedTotal(t)
+    total(t.blocked)
   } blocked`;
 }
 

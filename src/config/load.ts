@@ -58,7 +58,8 @@ export function formatProblem(problem: ConfigProblem): string {
 }
 
 const TOP_KEYS = ["server", "defaults", "rule"] as const;
-const SERVER_KEYS = [
+/** Keys of `[server]`. */
+export const SERVER_KEYS = [
   "log",
   "log_format",
   "log_level",
@@ -77,7 +78,8 @@ const SETTING_KEYS = [
   "max_sessions_per_client",
   "throttle",
 ] as const;
-const RULE_KEYS = ["name", "listen", "bounce_to", ...SETTING_KEYS] as const;
+/** Keys of a `[[rule]]`. */
+export const RULE_KEYS = ["name", "listen", "bounce_to", ...SETTING_KEYS] as const;
 const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {

@@ -14,7 +14,7 @@ import { SessionRegistry } from "../relay/sessions.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
 import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
-import type { ListenerPlan } from "../rules/plan.ts";
+import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { Stats } from "../status/stats.ts";
 
@@ -206,9 +206,7 @@ export class Server implements RelayContext {
     return [...this.#listeners.values()].map((listener) => {
       const bound = formatAddress(listener.address.hostname, listener.address.port);
       const rules = listener.plan.bindings.map((b) =>
-        b.target
-          ? `${formatAddress(b.target.host, b.target.port)} (${b.rule.name})`
-          : `block (${b.rule.name})`
+        b.target ? `${formatTarget(b.target)} (${b.rule.name})` : `block (${b.rule.name})`
       );
       return `${listener.plan.protocol} ${bound} -> ${rules.join(", ")}`;
     });

@@ -6,6 +6,7 @@
  * @module
  */
 import type { RuleReport, StatusReport } from "./report.ts";
+import { total } from "./stats.ts";
 
 const REFRESH_SECONDS = 5;
 
@@ -46,10 +47,6 @@ export function ruleState(rule: RuleReport, now: number): "arriving" | "quiet" |
 
 const STATE_TEXT = { arriving: "traffic arriving", quiet: "quiet", none: "no traffic yet" };
 
-function sum(record: Partial<Record<string, number>>): number {
-  return Object.values(record).reduce((a: number, b) => a + (b ?? 0), 0);
-}
-
 /** Renders the page. */
 export function renderStatusPage(report: StatusReport): string {
   const now = Date.parse(report.now);
@@ -63,7 +60,7 @@ export function renderStatusPage(report: StatusReport): string {
 <td class="n">${rule.clients_1m}</td><td class="n">${rule.clients_15m}</td><td class="n">${rule.clients_60m}</td>
 <td class="n">${rule.active}</td><td class="n">${rule.total}</td>
 <td>${ago(rule.last_session, now)}</td><td>${escape(rule.last_client ?? "")}</td>
-<td class="n">${sum(rule.blocked)}</td><td class="n">${rule.errors}</td>
+<td class="n">${total(rule.blocked)}</td><td class="n">${rule.errors}</td>
 <td class="n">${bytes(rule.bytes_up)} / ${bytes(rule.bytes_down)}</td></tr>`;
   }).join("\n");
   const listenerRows = report.listeners.map((listener) =>
@@ -76,7 +73,7 @@ export function renderStatusPage(report: StatusReport): string {
     }</td><td>${
       listener.rules.map(escape).join(", ")
     }</td><td class="n">${listener.active}</td><td class="n">${listener.total}</td><td class="n">${
-      sum(listener.blocked)
+      total(listener.blocked)
     }</td></tr>`
   ).join("\n");
   return `<!doctype html>

@@ -138,6 +138,11 @@ export function countBytes(
   }
 }
 
+/** The sum of a by-cause record (`blocked`, `dropped`). */
+export function total(byCause: Partial<Record<string, number>>): number {
+  return Object.values(byCause).reduce((sum: number, n) => sum + (n ?? 0), 0);
+}
+
 /** Adds a dropped datagram to counters. */
 export function countDrop(counters: Counters[], reason: DropReason): void {
   for (const c of counters) c.dropped[reason] = (c.dropped[reason] ?? 0) + 1;

@@ -1,17 +1,9 @@
+import { loadRules } from "./rules.ts";
 import { assertEquals } from "../assert.ts";
-import { parseConfig } from "../../src/config/load.ts";
-import { builtInServices } from "../../src/config/services.ts";
-import type { Config } from "../../src/config/types.ts";
 import { diffListeners, diffRules } from "../../src/rules/diff.ts";
 import { buildPlan } from "../../src/rules/plan.ts";
 
-function load(text: string): Config {
-  const result = parseConfig(text, "rules.toml", builtInServices());
-  if (!result.ok) throw new Error(result.problems.map((p) => p.message).join("\n"));
-  return result.config;
-}
-
-const before = load(`
+const before = loadRules(`
 [[rule]]
 name = "web"
 listen = "127.0.0.1:8080"
@@ -26,7 +18,7 @@ listen = "127.0.0.1:2525"
 bounce_to = "127.0.0.1:25"
 `);
 
-const after = load(`
+const after = loadRules(`
 [[rule]]
 name = "ssh"
 listen = "127.0.0.1:2222"
@@ -72,13 +64,17 @@ Deno.test("rule diff: from, log and limits count as changes", () => {
       'idle_timeout = "5s"',
     ]
   ) {
-    assertEquals(diffRules(load(base).rules, load(base + extra).rules).changed, ["r"], extra);
+    assertEquals(
+      diffRules(loadRules(base).rules, loadRules(base + extra).rules).changed,
+      ["r"],
+      extra,
+    );
   }
   // The same log events in another order are the same rule.
   assertEquals(
     diffRules(
-      load(base + 'log = ["error", "block"]').rules,
-      load(base + 'log = ["block", "error"]').rules,
+      loadRules(base + 'log = ["error", "block"]').rules,
+      loadRules(base + 'log = ["block", "error"]').rules,
     )
       .unchanged,
     ["r"],

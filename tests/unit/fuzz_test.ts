@@ -6,7 +6,7 @@
 import fc from "fast-check";
 import { stringify } from "smol-toml";
 import { assert } from "../assert.ts";
-import { parseConfig } from "../../src/config/load.ts";
+import { parseConfig, RULE_KEYS, SERVER_KEYS } from "../../src/config/load.ts";
 import { builtInServices } from "../../src/config/services.ts";
 
 const services = builtInServices();
@@ -67,25 +67,11 @@ const value = fc.oneof(
   }),
 );
 
-const ruleKeys = [
-  "name",
-  "action",
-  "protocol",
-  "listen",
-  "from",
-  "bounce_to",
-  "connect_timeout",
-  "idle_timeout",
-  "udp_idle_timeout",
-  "log",
-  "max_sessions",
-  "max_sessions_per_client",
-  "throttle",
-  "lsten",
-];
+// Every real key, and one misspelt one.
+const ruleKeys = [...RULE_KEYS, "lsten"];
 const table = fc.dictionary(fc.constantFrom(...ruleKeys), value, { maxKeys: 8 });
 const serverTable = fc.dictionary(
-  fc.constantFrom("log", "log_format", "log_level", "status", "drain_timeout", "colour"),
+  fc.constantFrom(...SERVER_KEYS, "colour"),
   value,
   { maxKeys: 4 },
 );

@@ -1,15 +1,9 @@
+import { loadRules } from "./rules.ts";
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
 import { formatProblem, parseConfig } from "../../src/config/load.ts";
 import { builtInServices } from "../../src/config/services.ts";
-import type { Config } from "../../src/config/types.ts";
 
 const services = builtInServices();
-
-function load(text: string): Config {
-  const result = parseConfig(text, "rules.toml", services);
-  if (!result.ok) throw new Error(result.problems.map(formatProblem).join("\n"));
-  return result.config;
-}
 
 /** Every problem of `text`, formatted as printed. */
 function problems(text: string): string[] {
@@ -25,7 +19,7 @@ function onlyProblem(text: string): string {
 }
 
 Deno.test("a minimal rule gets every documented default", () => {
-  const config = load('[[rule]]\nlisten = "127.0.0.1:8080"\nbounce_to = "127.0.0.1:80"\n');
+  const config = loadRules('[[rule]]\nlisten = "127.0.0.1:8080"\nbounce_to = "127.0.0.1:80"\n');
   assertEquals(config.server.log, [{ kind: "stderr" }]);
   assertEquals(config.server.logFormat, "text");
   assertEquals(config.server.logLevel, "info");
@@ -44,7 +38,7 @@ Deno.test("a minimal rule gets every documented default", () => {
 });
 
 Deno.test("the full SPEC example loads, and [defaults] is overridden by rules", () => {
-  const config = load(`
+  const config = loadRules(`
 [server]
 log = ["stderr", "./portbounce.log"]
 log_format = "json"
@@ -280,12 +274,12 @@ Deno.test("rule-level problems: each class with its message", () => {
 
 Deno.test("throttle accepts COUNT/DURATION and COUNT/UNIT", () => {
   const base = '[[rule]]\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:80"\n';
-  assertEquals(load(base + 'throttle = "10/s"\n').rules[0].throttle?.intervalMs, 1_000);
-  assertEquals(load(base + 'throttle = "100/5m"\n').rules[0].throttle?.intervalMs, 300_000);
+  assertEquals(loadRules(base + 'throttle = "10/s"\n').rules[0].throttle?.intervalMs, 1_000);
+  assertEquals(loadRules(base + 'throttle = "100/5m"\n').rules[0].throttle?.intervalMs, 300_000);
 });
 
 Deno.test("bounce_to port mapping: kept, single, or a range of the same length", () => {
-  const ok = load(`
+  const ok = loadRules(`
 [[rule]]
 listen = "127.0.0.1:8000-8002"
 bounce_to = "127.0.0.1"

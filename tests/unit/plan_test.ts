@@ -1,19 +1,11 @@
+import { loadRules } from "./rules.ts";
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
-import { parseConfig } from "../../src/config/load.ts";
 import { parseClientAddress } from "../../src/config/network.ts";
-import { builtInServices } from "../../src/config/services.ts";
-import type { Config } from "../../src/config/types.ts";
 import { firstMatch } from "../../src/rules/match.ts";
 import { buildPlan, formatTarget, listenNames, type ResolvedNames } from "../../src/rules/plan.ts";
 
-function load(text: string): Config {
-  const result = parseConfig(text, "rules.toml", builtInServices());
-  if (!result.ok) throw new Error(result.problems.map((p) => p.message).join("\n"));
-  return result.config;
-}
-
 function plan(text: string, resolved: ResolvedNames = new Map()) {
-  const result = buildPlan(load(text), resolved);
+  const result = buildPlan(loadRules(text), resolved);
   assertEquals(result.problems, []);
   return result.listeners;
 }
@@ -81,7 +73,7 @@ bounce_to = "192.0.2.1"
 listen = "lan0:81"
 bounce_to = "old.example:8081"
 `;
-  assertEquals(listenNames(load(text)), ["lan0"]);
+  assertEquals(listenNames(loadRules(text)), ["lan0"]);
   const listeners = plan(text, new Map([["lan0", { addresses: ["10.9.0.1", "fd00::1"] }]]));
   assertEquals(listeners.map((l) => [l.key, l.everyAddress]), [
     ["tcp [::]:80", true],
@@ -92,7 +84,9 @@ bounce_to = "old.example:8081"
 });
 
 Deno.test("a name that did not resolve is a problem naming the rule", () => {
-  const config = load('[[rule]]\nname = "x"\nlisten = "nowhere:80"\nbounce_to = "127.0.0.1"\n');
+  const config = loadRules(
+    '[[rule]]\nname = "x"\nlisten = "nowhere:80"\nbounce_to = "127.0.0.1"\n',
+  );
   const { problems } = buildPlan(
     config,
     new Map([["nowhere", {

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import { formatAddress } from "../../config/endpoint.ts";
 import { parseClientAddress } from "../../config/network.ts";
 import { formatTarget, type ListenerPlan } from "../../rules/plan.ts";
 import { countStart } from "../../status/stats.ts";
 import { decide, recordRefusal } from "../admission.ts";
+import { peerText } from "../peer.ts";
 import type { RelayContext } from "../context.ts";
 import { describeIoError } from "./pipe.ts";
 import { TcpSession } from "./session.ts";
@@ -85,9 +85,8 @@ export class TcpRelayListener {
     const remote = conn.remoteAddr;
     const local = conn.localAddr;
     const clientIp = parseClientAddress(remote.hostname);
-    const localIp = parseClientAddress(local.hostname);
-    const client = formatAddress(clientIp?.toString() ?? remote.hostname, remote.port);
-    const listen = formatAddress(localIp?.toString() ?? local.hostname, local.port);
+    const client = peerText(remote, clientIp);
+    const listen = peerText(local);
 
     const decision = decide(this.context, this.plan, clientIp, Date.now());
     if (!decision.pass) {

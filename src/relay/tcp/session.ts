@@ -140,9 +140,10 @@ export class TcpSession implements LiveSession {
     this.#armIdleTimer();
 
     const wantsData = this.rule.log.has("data");
+    const tracksIdle = this.rule.idleTimeoutMs > 0;
     const up = pipe(this.client, target, (n) => {
       this.#bytesUp += n;
-      this.#lastActivity = performance.now();
+      if (tracksIdle) this.#lastActivity = performance.now();
       countBytes(this.counters, n, 0);
       if (wantsData) this.#event({ event: "data", bytes: n, direction: "up" });
     }, () => this.#targetEnded).then(
@@ -151,7 +152,7 @@ export class TcpSession implements LiveSession {
     );
     const down = pipe(target, this.client, (n) => {
       this.#bytesDown += n;
-      this.#lastActivity = performance.now();
+      if (tracksIdle) this.#lastActivity = performance.now();
       countBytes(this.counters, 0, n);
       if (wantsData) {
         this.#event({ event: "data", bytes: n, direction: "down" });

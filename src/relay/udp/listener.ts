@@ -10,12 +10,13 @@
 import { parseClientAddress } from "../../config/network.ts";
 import type { ListenerPlan } from "../../rules/plan.ts";
 import { formatTarget } from "../../rules/plan.ts";
-import { countDrop, countStart } from "../../status/stats.ts";
+import { countStart } from "../../status/stats.ts";
 import { decide, recordRefusal } from "../admission.ts";
 import type { RelayContext } from "../context.ts";
 import { OncePer } from "../once_per.ts";
 import { describeIoError } from "../tcp/pipe.ts";
-import { ACTIVE_BUFFER, peerText, UdpSession } from "./session.ts";
+import { peerText } from "../peer.ts";
+import { ACTIVE_BUFFER, UdpSession } from "./session.ts";
 
 const BLOCK_LOG_INTERVAL_MS = 60_000;
 const MAX_BACKOFF_MS = 1_000;
@@ -77,6 +78,7 @@ export class UdpRelayListener {
   }
 
   async #receiveLoop(): Promise<void> {
+    // 65,536 bytes: larger than any UDP payload, so a client datagram is never cut.
     const buffer = new Uint8Array(ACTIVE_BUFFER);
     const listen = peerText(this.address);
     let backoff = 0;
@@ -121,7 +123,7 @@ export class UdpRelayListener {
     reply: (data: Uint8Array, client: Deno.NetAddr) => Promise<number>,
   ): void {
     const clientIp = parseClientAddress(from.hostname);
-    const client = peerText(from);
+    const client = peerText(from, clientIp);
     const now = Date.now();
     const decision = this.#draining
       ? { pass: false as const, rule: null, reason: "draining" as const }
@@ -142,12 +144,6 @@ export class UdpRelayListener {
     }
     const { rule, target, admission } = decision;
     const counters = this.context.stats.of(rule.name, this.plan.key);
-    if (data.length === ACTIVE_BUFFER) {
-      // Cannot happen for UDP (at most 65,535 bytes), but never relay a cut datagram.
-      countDrop(counters, "truncated");
-      admission.release();
-      return;
-    }
     countStart(counters, client, clientIp!.toString(), now);
     const session = new UdpSession(
       this.plan.key,

@@ -20,7 +20,6 @@
  *
  * @module
  */
-import { formatAddress } from "../../config/endpoint.ts";
 import { parseClientAddress } from "../../config/network.ts";
 import type { PassRule } from "../../config/types.ts";
 import type { DisconnectReason, SessionEvent } from "../../log/events.ts";
@@ -329,12 +328,4 @@ async function resolveTarget(host: string): Promise<string> {
 function isLoopback(hostname: string): boolean {
   const address = parseClientAddress(hostname);
   return address !== null && address.range() === "loopback";
-}
-
-/** `ip:port` of a datagram peer, IPv4-mapped addresses shown as IPv4. */
-export function peerText(address: Deno.NetAddr): string {
-  return formatAddress(
-    parseClientAddress(address.hostname)?.toString() ?? address.hostname,
-    address.port,
-  );
 }
