@@ -9,9 +9,9 @@ import { formatProblem } from "../config/load.ts";
 import type { Rule } from "../config/types.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import { parseCommandArgs } from "./args.ts";
-import { ExitCode } from "./exit_codes.ts";
+import { ExitCode } from "../server/exit_codes.ts";
 import { probeAll } from "./probe.ts";
-import { loadRuleFile } from "./rule_file.ts";
+import { loadRuleFile } from "../server/rule_file.ts";
 
 /** Help for `portbounce check`. */
 export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json] [--probe]
@@ -56,7 +56,7 @@ function rows(listeners: readonly ListenerPlan[]): TableRow[] {
       rule: `${binding.rule.name} (#${binding.rule.index})`,
       action: binding.rule.action,
       from: fromText(binding.rule),
-      target: binding.target ? formatTarget(binding.target) : "-",
+      target: binding.targets.length > 0 ? binding.targets.map(formatTarget).join(", ") : "-",
     }))
   );
 }
@@ -120,7 +120,7 @@ export async function checkCommand(args: string[]): Promise<number> {
             index: b.rule.index,
             action: b.rule.action,
             from: b.rule.from.map((n) => n.text),
-            target: b.target ? formatTarget(b.target) : null,
+            target: b.targets.length > 0 ? b.targets.map(formatTarget).join(", ") : null,
           })),
         })),
       },

@@ -9,11 +9,11 @@
 import { stringify } from "smol-toml";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
-import type { Server } from "../server/server.ts";
+import type { Engine } from "../server/engine.ts";
 import { choice, exitAfter, parseCommandArgs, UsageError } from "./args.ts";
-import { ExitCode } from "./exit_codes.ts";
-import { loadRuleText } from "./rule_file.ts";
-import { serveRules } from "./serve.ts";
+import { ExitCode } from "../server/exit_codes.ts";
+import { loadRuleText } from "../server/rule_file.ts";
+import { runDaemon } from "../server/daemon.ts";
 
 /** Help for `portbounce forward`. */
 export const FORWARD_HELP = `Usage: portbounce forward [options] SPEC...
@@ -92,9 +92,9 @@ function nameSpecs(message: string, specs: readonly string[]): string {
 }
 
 /** `listening 127.0.0.1:8080 -> example.com:80 (tcp)`, one per listener. */
-function describe(server: Server): string[] {
-  return server.listenerStates().flatMap((listener) => {
-    const targets = server.rules.filter((rule) => listener.rules.includes(rule.name));
+function describe(engine: Engine): string[] {
+  return engine.listenerStates().flatMap((listener) => {
+    const targets = engine.rules.filter((rule) => listener.rules.includes(rule.name));
     return targets.map((rule) =>
       `${listener.bound} -> ${
         rule.action === "pass" ? rule.bounceTo.text : "block"
@@ -147,7 +147,7 @@ export async function forwardCommand(args: string[]): Promise<number> {
     return ExitCode.ok;
   }
   for (const warning of loaded.warnings) console.error(`warning: ${formatProblem(warning)}`);
-  return await serveRules(loaded, {
+  return await runDaemon(loaded, {
     overrides: { format, level },
     readyFile: values["ready-file"],
     exitAfterMs,

@@ -10,7 +10,7 @@ import { translateBarefoot } from "../barefoot/translate.ts";
 import { formatProblem, parseConfig } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
-import { ExitCode } from "./exit_codes.ts";
+import { ExitCode } from "../server/exit_codes.ts";
 
 /** Help for `portbounce import-barefoot`. */
 export const IMPORT_HELP = `Usage: portbounce import-barefoot FILE > portbounce.toml

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { formatDuration } from "../config/duration.ts";
 import type { PassRule } from "../config/types.ts";
-import { describeConnectError } from "../relay/tcp/session.ts";
+import { type Dialer, DialTimeout, systemDialer } from "../relay/dial.ts";
+import { describeConnectError } from "../relay/errors.ts";
 import { formatTarget, type ListenerPlan, type Target } from "../rules/plan.ts";
 
 /** The outcome of probing one target. */
@@ -29,19 +29,25 @@ export function probeTargets(
   const seen = new Set<string>();
   const targets: { rule: PassRule; target: Target; order: number }[] = [];
   for (const listener of listeners) {
-    for (const { rule, target } of listener.bindings) {
-      if (rule.action !== "pass" || target === null) continue;
-      const key = `${rule.name} ${formatTarget(target)}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      targets.push({ rule, target, order: rule.index });
+    for (const { rule, targets: ruleTargets } of listener.bindings) {
+      if (rule.action !== "pass") continue;
+      for (const target of ruleTargets) {
+        const key = `${rule.name} ${formatTarget(target)}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        targets.push({ rule, target, order: rule.index });
+      }
     }
   }
   return targets.sort((a, b) => a.order - b.order);
 }
 
-/** Probes one target. */
-export async function probe(rule: PassRule, target: Target): Promise<ProbeResult> {
+/** Probes one target, connecting the way a session would. */
+export async function probe(
+  rule: PassRule,
+  target: Target,
+  dialer: Dialer = systemDialer,
+): Promise<ProbeResult> {
   const text = formatTarget(target);
   if (!rule.protocols.includes("tcp")) {
     return {
@@ -53,18 +59,18 @@ export async function probe(rule: PassRule, target: Target): Promise<ProbeResult
     };
   }
   const started = performance.now();
-  const timeout = AbortSignal.timeout(rule.connectTimeoutMs);
   try {
-    const conn = await Deno.connect({ hostname: target.host, port: target.port, signal: timeout });
+    const conn = await dialer.tcp(target, rule.connectTimeoutMs, new AbortController());
     const latencyMs = performance.now() - started;
     conn.close();
     return { rule: rule.name, target: text, result: "ok", latencyMs, detail: "connected" };
   } catch (error) {
     const latencyMs = performance.now() - started;
-    const detail = timeout.aborted
-      ? `no answer within ${formatDuration(rule.connectTimeoutMs)}`
+    const timedOut = error instanceof DialTimeout;
+    const detail = timedOut
+      ? `no answer within ${error.message.replace(/^.* after /, "")}`
       : describeConnectError(error);
-    const result = timeout.aborted
+    const result = timedOut
       ? "timeout"
       : error instanceof Deno.errors.ConnectionRefused
       ? "refused"

@@ -7,10 +7,9 @@
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
 import { choice, exitAfter, parseCommandArgs } from "./args.ts";
-import { ExitCode } from "./exit_codes.ts";
-import { reloadRules } from "./reload.ts";
-import { loadRuleFile } from "./rule_file.ts";
-import { serveRules } from "./serve.ts";
+import { ExitCode } from "../server/exit_codes.ts";
+import { runDaemon } from "../server/daemon.ts";
+import { loadRuleFile } from "../server/rule_file.ts";
 
 /** Help for `portbounce run`. */
 export const RUN_HELP = `Usage: portbounce run [-c FILE] [options]
@@ -64,12 +63,11 @@ export async function runCommand(args: string[]): Promise<number> {
   for (const warning of loaded.warnings) {
     console.error(`warning: ${formatProblem(warning)}`);
   }
-  return await serveRules(loaded, {
+  return await runDaemon(loaded, {
     overrides: { format: logFormat, level: logLevel },
     readyFile: values["ready-file"],
     exitAfterMs: exitAfter(values["exit-after"]),
-    reload: (current, server, log) =>
-      reloadRules(values.config!, current, server, log, { format: logFormat, level: logLevel }),
+    ruleFile: values.config!,
   });
 }
 

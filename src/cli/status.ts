@@ -9,7 +9,7 @@ import type { StatusReport } from "../status/report.ts";
 import { total } from "../status/stats.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
 import { renderTable } from "./check.ts";
-import { ExitCode } from "./exit_codes.ts";
+import { ExitCode } from "../server/exit_codes.ts";
 
 /** Help for `portbounce status`. */
 export const STATUS_HELP = `Usage: portbounce status [--url URL] [--json]

@@ -4,28 +4,10 @@
  *
  * @module
  */
-import type { LogRecord } from "@logtape/logtape";
+import type { Logger, LogRecord } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
-import type { LogEvent, Protocol } from "../config/types.ts";
-
-/** Why a session ended. */
-export type DisconnectReason =
-  | "client-closed"
-  | "target-closed"
-  | "idle-timeout"
-  | "error"
-  | "drained"
-  | "shutdown";
-
-/** Why a client was refused. */
-export type BlockReason =
-  | "rule"
-  | "no-matching-rule"
-  | "max_sessions"
-  | "max_sessions_per_client"
-  | "throttle"
-  /** A UDP listener that is draining takes no new sessions. */
-  | "draining";
+import type { LogEvent, Protocol, Rule } from "../config/types.ts";
+import type { BlockReason, Direction, DisconnectReason } from "../relay/session.ts";
 
 /** One per-session log event; fields are named as in the JSON log. */
 export interface SessionEvent {
@@ -47,7 +29,26 @@ export interface SessionEvent {
   readonly error?: string;
   /** `data` events: bytes in this read and its direction. */
   readonly bytes?: number;
-  readonly direction?: "up" | "down";
+  readonly direction?: Direction;
+  /** `connect` events: the bouncer's own `ip:port` toward the target. */
+  readonly local?: string;
+}
+
+const EVENT_LEVEL = {
+  connect: "info",
+  disconnect: "info",
+  block: "info",
+  error: "warning",
+  data: "debug",
+} as const;
+
+/**
+ * Logs a session event if the rule asks for it. Refusals by no rule at all are
+ * always logged: deny by default must never be silent.
+ */
+export function logSessionEvent(log: Logger, event: SessionEvent, rule: Rule | null): void {
+  if (rule !== null && !rule.log.has(event.event)) return;
+  log[EVENT_LEVEL[event.event]]("{event}", { ...event });
 }
 
 const LEVEL_NAMES: Record<string, string> = {

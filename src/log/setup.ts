@@ -1,24 +1,19 @@
 /**
- * Log outputs through LogTape: stderr, stdout and files, in text or JSON.
+ * Log outputs: stderr, stdout and files, in text or JSON, behind LogTape's
+ * logger. Every output is a {@linkcode LineWriter}: a slow or vanished reader
+ * or a full disk costs lines (counted, see {@linkcode loggingHealth}), never
+ * the process and never the relay's time.
  *
- * LogTape is configured once with a single routing sink; the outputs behind
- * it can be swapped (SIGHUP reopens log files for logrotate) without tearing
- * down the configuration, so no record is dropped while files reopen and the
- * stderr/stdout streams keep their one writer.
+ * LogTape is configured with one routing sink; the outputs behind it can be
+ * swapped (SIGHUP reopens log files for logrotate) without dropping records,
+ * and stderr/stdout keep one writer each for the life of the process.
  *
  * @module
  */
-import {
-  configure,
-  dispose,
-  getLogger,
-  getStreamSink,
-  type Logger,
-  type LogRecord,
-  type Sink,
-} from "@logtape/logtape";
+import { configure, dispose, getLogger, type Logger, type LogRecord } from "@logtape/logtape";
 import type { LogFormat, LogLevel, LogOutput } from "../config/types.ts";
 import { jsonFormatter, textFormatter } from "./events.ts";
+import { LineWriter, type WriterHealth } from "./writer.ts";
 
 /** The logger category every portbounce record uses. */
 export const CATEGORY = ["portbounce"] as const;
@@ -32,61 +27,72 @@ export interface LogSettings {
 
 type Formatter = (record: LogRecord) => string;
 
-/** Stream sinks live as long as the process: a stream takes one writer. */
-const streamSinks = new Map<"stderr" | "stdout", Sink & AsyncDisposable>();
-/** The format in force; stream sinks format through it, so it can change. */
-let currentFormatter: Formatter = textFormatter;
-let current: Sink[] = [];
-let openFiles: (Sink & Disposable)[] = [];
+/** Stream writers live as long as the process. */
+const streamWriters = new Map<"stderr" | "stdout", LineWriter>();
+let formatter: Formatter = textFormatter;
+let outputs: LineWriter[] = [];
+let files: LineWriter[] = [];
+let tap: ((record: LogRecord) => void) | undefined;
 let configured = false;
+/** Health of writers already closed (reopened files), so counts survive a reload. */
+let retired = { failed: 0, dropped: 0, lastError: null as string | null };
 
-function streamSink(kind: "stderr" | "stdout"): Sink {
-  let sink = streamSinks.get(kind);
-  if (!sink) {
-    const stream = kind === "stderr" ? Deno.stderr.writable : Deno.stdout.writable;
-    sink = getStreamSink(stream, {
-      formatter: (record) => currentFormatter(record),
-      closeStream: false,
-    });
-    streamSinks.set(kind, sink);
+function streamWriter(kind: "stderr" | "stdout"): LineWriter {
+  let writer = streamWriters.get(kind);
+  if (!writer) {
+    const stream = kind === "stderr" ? Deno.stderr : Deno.stdout;
+    writer = new LineWriter(kind, { write: (bytes) => stream.write(bytes) });
+    streamWriters.set(kind, writer);
   }
-  return sink;
+  return writer;
+}
+
+async function openFile(path: string): Promise<LineWriter> {
+  const file = await Deno.open(path, { append: true, create: true, write: true });
+  return new LineWriter(path, file);
 }
 
 /**
- * Opens every output and routes records to them. Throws, naming the file, if
- * a log file cannot be opened (and then keeps the previous outputs). Calling it
- * again reopens every file.
+ * Opens every output and routes records to them (and to `recordTap`, if
+ * given). Throws, naming the file, if a log file cannot be opened (and then
+ * keeps the previous outputs). Calling it again reopens every file.
  */
-export async function configureLogging(settings: LogSettings): Promise<void> {
-  const formatter = settings.format === "json" ? jsonFormatter : textFormatter;
-  const files: (Sink & Disposable)[] = [];
-  const sinks: Sink[] = [];
+export async function configureLogging(
+  settings: LogSettings,
+  recordTap?: (record: LogRecord) => void,
+): Promise<void> {
+  const opened: LineWriter[] = [];
+  const writers: LineWriter[] = [];
   for (const output of settings.outputs) {
     if (output.kind !== "file") {
-      sinks.push(streamSink(output.kind));
+      writers.push(streamWriter(output.kind));
       continue;
     }
     try {
-      // Loaded only when a file is logged to: it costs ~30 ms of start-up otherwise.
-      const { getFileSink } = await import("@logtape/file");
-      // Opened now, not on first record, so a bad path fails at once.
-      const sink = getFileSink(output.path, { formatter, lazy: false, bufferSize: 0 });
-      files.push(sink);
-      sinks.push(sink);
+      const writer = await openFile(output.path);
+      opened.push(writer);
+      writers.push(writer);
     } catch (error) {
-      for (const opened of files) opened[Symbol.dispose]();
-      throw new Error(`cannot open log file "${output.path}": ${(error as Error).message}`);
+      for (const writer of opened) await writer.close();
+      throw new Error(
+        `cannot open log file "${output.path}": ${
+          (error as Error).message.replace(/ \(os error \d+\)$/, "")
+        }`,
+      );
     }
   }
-  const previousFiles = openFiles;
-  currentFormatter = formatter;
-  current = sinks;
-  openFiles = files;
-  for (const old of previousFiles) old[Symbol.dispose]();
+  const previousFiles = files;
+  formatter = settings.format === "json" ? jsonFormatter : textFormatter;
+  outputs = writers;
+  files = opened;
+  tap = recordTap;
+  for (const old of previousFiles) {
+    await old.close();
+    retire(old);
+  }
   await configure({
     reset: true,
-    sinks: { outputs: (record: LogRecord) => current.forEach((sink) => sink(record)) },
+    sinks: { outputs: route },
     loggers: [
       { category: [...CATEGORY], sinks: ["outputs"], lowestLevel: settings.level },
       { category: ["logtape", "meta"], sinks: [], lowestLevel: "error" },
@@ -95,13 +101,44 @@ export async function configureLogging(settings: LogSettings): Promise<void> {
   configured = true;
 }
 
+function route(record: LogRecord): void {
+  tap?.(record);
+  if (outputs.length === 0) return;
+  const line = formatter(record);
+  for (const writer of outputs) writer.push(line);
+}
+
+function retire(writer: LineWriter): void {
+  retired = {
+    failed: retired.failed + writer.failed,
+    dropped: retired.dropped + writer.dropped,
+    lastError: writer.lastError ?? retired.lastError,
+  };
+}
+
+/** Lines lost so far, over every output. */
+export function loggingHealth(): WriterHealth {
+  const live = new Set([...streamWriters.values(), ...files]);
+  let { failed, dropped, lastError } = retired;
+  for (const writer of live) {
+    failed += writer.failed;
+    dropped += writer.dropped;
+    lastError = writer.lastError ?? lastError;
+  }
+  return { failed, dropped, lastError };
+}
+
 /** Flushes and closes every output. */
 export async function closeLogging(): Promise<void> {
   if (configured) await dispose();
-  for (const file of openFiles) file[Symbol.dispose]();
-  for (const sink of streamSinks.values()) await sink[Symbol.asyncDispose]();
-  openFiles = [];
-  streamSinks.clear();
+  for (const file of files) {
+    await file.close();
+    retire(file);
+  }
+  for (const writer of streamWriters.values()) await writer.flush();
+  files = [];
+  outputs = [];
+  tap = undefined;
   configured = false;
 }
 

@@ -38,14 +38,4 @@ export class BufferPool {
     this.#outstanding--;
     if (this.#free.length < this.maxFree) this.#free.push(buffer);
   }
-
-  /** Buffers lent out now. */
-  get outstanding(): number {
-    return this.#outstanding;
-  }
-
-  /** Buffers waiting for reuse. */
-  get available(): number {
-    return this.#free.length;
-  }
 }

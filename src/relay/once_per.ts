@@ -35,9 +35,4 @@ export class OncePer {
       this.#last.delete(key);
     }
   }
-
-  /** Keys remembered now. */
-  get size(): number {
-    return this.#last.size;
-  }
 }

@@ -19,8 +19,8 @@ export interface Target {
 /** A rule as it applies on one listener. */
 export interface Binding {
   readonly rule: Rule;
-  /** Null for block rules. */
-  readonly target: Target | null;
+  /** Where the rule sends this listener's sessions, in order of preference; empty for block rules. */
+  readonly targets: readonly Target[];
 }
 
 /** One socket to open. */
@@ -98,10 +98,7 @@ export function buildPlan(
               listeners.set(key, listener);
             }
             if (listener.bindings.some((b) => b.rule === rule)) continue;
-            listener.bindings.push({
-              rule,
-              target: targetFor(rule, endpoint, port),
-            });
+            listener.bindings.push({ rule, targets: targetsFor(rule, endpoint, port) });
           }
         }
       }
@@ -131,15 +128,11 @@ function addressesOf(
   }
 }
 
-function targetFor(
-  rule: Rule,
-  endpoint: ListenEndpoint,
-  port: number,
-): Target | null {
-  if (rule.action === "block") return null;
+function targetsFor(rule: Rule, endpoint: ListenEndpoint, port: number): Target[] {
+  if (rule.action === "block") return [];
   const { host, ports } = rule.bounceTo;
   const hostText = host.kind === "ip" ? host.address : host.name;
-  if (ports === null) return { host: hostText, port };
-  if (ports.first === ports.last) return { host: hostText, port: ports.first };
-  return { host: hostText, port: ports.first + (port - endpoint.ports.first) };
+  if (ports === null) return [{ host: hostText, port }];
+  if (ports.first === ports.last) return [{ host: hostText, port: ports.first }];
+  return [{ host: hostText, port: ports.first + (port - endpoint.ports.first) }];
 }

@@ -5,10 +5,9 @@
  *
  * @module
  */
-import { formatAddress } from "../config/endpoint.ts";
 import type { Rule } from "../config/types.ts";
-import type { BlockReason } from "../log/events.ts";
-import type { Counters, DropReason, Stats } from "./stats.ts";
+import type { BlockReason, DropReason } from "../relay/session.ts";
+import type { Counters, Stats } from "./stats.ts";
 
 /** A listener as the status shows it: bound, or why not. */
 export interface ListenerState {
@@ -125,9 +124,4 @@ export function buildStatusReport(input: StatusInput): StatusReport {
       ...countersReport(stats.listeners.get(listener.key)),
     })),
   };
-}
-
-/** `ip:port` text for a bound address. */
-export function boundText(address: Deno.NetAddr): string {
-  return formatAddress(address.hostname, address.port);
 }

@@ -4,19 +4,8 @@
  *
  * @module
  */
-import type { BlockReason } from "../log/events.ts";
+import type { BlockReason, DropReason } from "../relay/session.ts";
 import { RecentClients } from "./recent.ts";
-
-/** Why a UDP datagram was not relayed, beyond refusals of whole sessions. */
-export type DropReason =
-  /** A reply came from an address other than the target (Barefoot udp.connectdst). */
-  | "not-from-target"
-  /** A datagram arrived while its session was still resolving its target, and the queue was full. */
-  | "queue-full"
-  /** A datagram did not fit the receive buffer (see UdpSession on parked sessions). */
-  | "truncated"
-  /** Sending it failed (target unreachable, buffer full, ...). */
-  | "send-failed";
 
 /** Counters for one rule or one listener. */
 export interface Counters {

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import type { ReadyFileContents } from "../../src/cli/ready_file.ts";
+import type { ReadyFileContents } from "../../src/server/ready_file.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 

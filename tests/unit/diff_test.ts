@@ -41,7 +41,7 @@ Deno.test("listener diff: added, kept (with their new plans) and removed", () =>
   assertEquals(diff.added.map((l) => l.key), ["udp 127.0.0.1:5353"]);
   assertEquals(diff.kept.map((l) => l.key), ["tcp 127.0.0.1:2222", "tcp 127.0.0.1:8080"]);
   assertEquals(diff.removed, ["tcp 127.0.0.1:2525"]);
-  assertEquals(diff.kept[1].bindings[0].target, { host: "127.0.0.1", port: 8000 });
+  assertEquals(diff.kept[1].bindings[0].targets, [{ host: "127.0.0.1", port: 8000 }]);
 });
 
 Deno.test("rule diff: moving a rule in the file is no change; a new target is", () => {

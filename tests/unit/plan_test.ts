@@ -34,7 +34,7 @@ bounce_to = "127.0.0.1:5353"
     "udp 127.0.0.1:53",
   ]);
   assertEquals(listeners[0].bindings.map((b) => b.rule.name), ["block-lab", "ssh"]);
-  assertEquals(listeners[0].bindings[0].target, null);
+  assertEquals(listeners[0].bindings[0].targets, []);
   assertEquals(listeners[1].bindings.map((b) => b.rule.name), ["ssh"]);
 });
 
@@ -51,7 +51,7 @@ listen = "127.0.0.1:8200-8201"
 bounce_to = "127.0.0.3:7000"
 `);
   const targets = Object.fromEntries(
-    listeners.map((l) => [l.port, formatTarget(l.bindings[0].target!)]),
+    listeners.map((l) => [l.port, formatTarget(l.bindings[0].targets[0])]),
   );
   assertEquals(targets, {
     8000: "127.0.0.1:9000",
@@ -80,7 +80,7 @@ bounce_to = "old.example:8081"
     ["tcp 10.9.0.1:81", false],
     ["tcp [fd00::1]:81", false],
   ]);
-  assertEquals(formatTarget(listeners[1].bindings[0].target!), "old.example:8081");
+  assertEquals(formatTarget(listeners[1].bindings[0].targets[0]), "old.example:8081");
 });
 
 Deno.test("a name that did not resolve is a problem naming the rule", () => {

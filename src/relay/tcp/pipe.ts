@@ -10,6 +10,7 @@
  * @module
  */
 import { BufferPool } from "../buffer_pool.ts";
+import { describeIoError } from "../errors.ts";
 
 /**
  * Buffer a direction waits with. A pending `read()` holds its buffer, so this
@@ -17,7 +18,7 @@ import { BufferPool } from "../buffer_pool.ts";
  * connections near 15 KiB each (bench/NOTES.md).
  */
 const SMALL_BUFFER = 2 * 1024;
-/** Buffer while data streams: 256 KiB moved bulk data fastest (PLATFORM.md). */
+/** Buffer while data streams: 256 KiB moved bulk data fastest (docs/PLATFORM.md). */
 const LARGE_BUFFER = 256 * 1024;
 /** Large buffers kept for reuse across all connections: at most 16 MiB. */
 const largeBuffers = new BufferPool(LARGE_BUFFER, 64);
@@ -32,13 +33,14 @@ export class PipeError extends Error {
 /**
  * Copies `source` to `destination` until `source` ends, then half-closes
  * `destination` (unless the other direction has ended too, when the caller
- * closes both). Throws {@linkcode PipeError} on an I/O error either side.
+ * closes both). `delivered` is told every write that completed. Throws
+ * {@linkcode PipeError} on an I/O error either side.
  */
 export async function pipe(
   source: Deno.Conn,
   destination: Deno.Conn,
-  onRead: (bytes: number) => void,
-  otherDirectionDone: () => boolean = () => false,
+  delivered: (bytes: number) => void,
+  otherDirectionDone: () => boolean,
 ): Promise<void> {
   const small = new Uint8Array(SMALL_BUFFER);
   // Borrowed while data streams: a read that fills the small buffer means more is
@@ -55,10 +57,11 @@ export async function pipe(
         throw new PipeError("source", error);
       }
       if (n === null) break;
-      onRead(n);
       try {
         for (let written = 0; written < n;) {
-          written += await destination.write(buffer.subarray(written, n));
+          const wrote = await destination.write(buffer.subarray(written, n));
+          written += wrote;
+          delivered(wrote);
         }
       } catch (error) {
         throw new PipeError("destination", error);
@@ -81,18 +84,4 @@ export async function pipe(
     // The destination already went away completely; its own direction reports that.
     if (!(error instanceof Deno.errors.NotConnected)) throw new PipeError("destination", error);
   }
-}
-
-/** A short, stable description of a socket error. */
-export function describeIoError(error: unknown): string {
-  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
-  if (error instanceof Deno.errors.BrokenPipe) return "broken pipe";
-  if (error instanceof Deno.errors.ConnectionAborted) {
-    return "connection aborted";
-  }
-  if (error instanceof Deno.errors.TimedOut) return "timed out";
-  if (error instanceof Error) {
-    return error.message.replace(/ \(os error \d+\)$/, "");
-  }
-  return String(error);
 }

@@ -1,166 +1,140 @@
 /**
  * A UDP listener: one socket receiving from every client. A datagram from a
- * known client (address, port) goes to its session; one from a new client is
+ * known client (address, port) goes to its flow; one from a new client is
  * decided like a TCP connection (first matching rule, then limits) and starts
- * a {@linkcode UdpSession}. Refused datagrams are dropped; their `block` event
- * is logged at most once per client per minute, so a flood cannot flood the log.
+ * a {@linkcode UdpSession}. Refused datagrams are dropped; the daemon logs
+ * their `block` events rate-limited, so a flood cannot flood the log.
  *
  * @module
  */
 import { parseClientAddress } from "../../config/network.ts";
-import type { ListenerPlan } from "../../rules/plan.ts";
-import { formatTarget } from "../../rules/plan.ts";
-import { countStart } from "../../status/stats.ts";
-import { decide, recordRefusal } from "../admission.ts";
-import type { RelayContext } from "../context.ts";
-import { OncePer } from "../once_per.ts";
-import { describeIoError } from "../tcp/pipe.ts";
+import { formatTarget, type ListenerPlan } from "../../rules/plan.ts";
+import type { RelayHost, RelayListener } from "../host.ts";
 import { peerText } from "../peer.ts";
+import { serveLoop } from "../serve_loop.ts";
+import { FlowTable } from "./flows.ts";
 import { ACTIVE_BUFFER, UdpSession } from "./session.ts";
 
-const BLOCK_LOG_INTERVAL_MS = 60_000;
-const MAX_BACKOFF_MS = 1_000;
-
 /** A bound UDP listener serving one {@linkcode ListenerPlan}. */
-export class UdpRelayListener {
-  readonly #sessions = new Map<string, UdpSession>();
-  readonly #blockLog = new OncePer(BLOCK_LOG_INTERVAL_MS);
+export class UdpRelayListener implements RelayListener {
+  readonly protocol = "udp";
+  readonly #flows = new FlowTable<UdpSession>();
+  readonly #closed = Promise.withResolvers<void>();
   #draining = false;
-  #closed = false;
-  #serving: Promise<void> | undefined;
+  #socketClosed = false;
 
   constructor(
     public plan: ListenerPlan,
     readonly socket: Deno.DatagramConn,
-    readonly context: RelayContext,
+    readonly host: RelayHost,
   ) {}
 
-  /** The address actually bound. */
   get address(): Deno.NetAddr {
     return this.socket.addr as Deno.NetAddr;
   }
 
-  /** Starts receiving; resolves when the socket is closed. */
-  serve(): Promise<void> {
-    this.#serving ??= this.#receiveLoop();
-    return this.#serving;
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  serve(): void {
+    // 65,536 bytes: larger than any UDP payload, so a client datagram is never cut.
+    const buffer = new Uint8Array(ACTIVE_BUFFER);
+    const listen = peerText(this.address);
+    const key = () => this.plan.key;
+    serveLoop(
+      () => this.socket.receive(buffer),
+      ([data, from]) => this.#handle(data, from as Deno.NetAddr, listen),
+      {
+        closed: () => this.#socketClosed,
+        failing: (error) => this.host.listenerFailing(key(), "receive", error),
+        recovered: (failures) => this.host.listenerRecovered(key(), "receive", failures),
+      },
+    );
+  }
+
+  replacePlan(plan: ListenerPlan): void {
+    this.plan = plan;
   }
 
   /**
-   * Takes no new sessions. The socket stays open while sessions live (their
-   * replies leave through it) and closes when the last one ends.
+   * Takes no new flows. The socket stays open while flows live (their replies
+   * leave through it) and closes when the last one ends.
    */
-  close(): void {
+  stopAccepting(): void {
     if (this.#draining) return;
     this.#draining = true;
-    if (this.#sessions.size === 0) this.#closeSocket();
+    this.#flows.onEmpty(() => this.#closeSocket());
   }
 
   /**
-   * Takes new sessions again under `plan` (a reload re-adds a listener whose
-   * sessions are still draining). False if the socket has already closed.
+   * Takes new flows again under `plan` (a reload re-added a listener whose
+   * flows are still draining). False if the socket has already closed.
    */
   revive(plan: ListenerPlan): boolean {
-    if (this.#closed) return false;
+    if (this.#socketClosed) return false;
     this.plan = plan;
     this.#draining = false;
+    this.#flows.cancelOnEmpty();
     return true;
   }
 
   #closeSocket(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#socketClosed) return;
+    this.#socketClosed = true;
     try {
       this.socket.close();
     } catch {
       // Already closed.
     }
+    this.#closed.resolve();
   }
 
-  async #receiveLoop(): Promise<void> {
-    // 65,536 bytes: larger than any UDP payload, so a client datagram is never cut.
-    const buffer = new Uint8Array(ACTIVE_BUFFER);
-    const listen = peerText(this.address);
-    let backoff = 0;
-    let failures = 0;
-    const reply = (data: Uint8Array, client: Deno.NetAddr) => this.socket.send(data, client);
-    while (!this.#closed) {
-      let data: Uint8Array;
-      let from: Deno.NetAddr;
-      try {
-        const [received, address] = await this.socket.receive(buffer);
-        data = received;
-        from = address as Deno.NetAddr;
-      } catch (error) {
-        if (this.#closed) return;
-        if (failures++ === 0) {
-          this.context.log.error("{listener}: receive failed: {error}; backing off and retrying", {
-            listener: this.plan.key,
-            error: describeIoError(error),
-          });
-        }
-        backoff = Math.min(MAX_BACKOFF_MS, backoff === 0 ? 10 : backoff * 2);
-        await new Promise((resolve) => setTimeout(resolve, backoff));
-        continue;
-      }
-      failures = 0;
-      backoff = 0;
-      const key = `${from.hostname} ${from.port}`;
-      const session = this.#sessions.get(key);
-      if (session) {
-        await session.forward(data);
-        continue;
-      }
-      this.#start(key, data, from, listen, reply);
-    }
+  #handle(data: Uint8Array, from: Deno.NetAddr, listen: string): Promise<void> | void {
+    const key = FlowTable.keyOf(from);
+    const flow = this.#flows.get(key);
+    if (flow) return flow.forward(data);
+    this.#start(key, data, from, listen);
   }
 
-  #start(
-    key: string,
-    data: Uint8Array,
-    from: Deno.NetAddr,
-    listen: string,
-    reply: (data: Uint8Array, client: Deno.NetAddr) => Promise<number>,
-  ): void {
+  #start(key: string, data: Uint8Array, from: Deno.NetAddr, listen: string): void {
     const clientIp = parseClientAddress(from.hostname);
     const client = peerText(from, clientIp);
-    const now = Date.now();
     const decision = this.#draining
       ? { pass: false as const, rule: null, reason: "draining" as const }
-      : decide(this.context, this.plan, clientIp, now);
+      : this.host.decide(this.plan, clientIp);
     if (!decision.pass) {
-      const log = this.#blockLog.pass(
-        `${decision.rule?.name ?? "-"} ${clientIp ?? from.hostname}`,
-        now,
-      );
-      recordRefusal(
-        this.context,
-        this.plan.key,
-        decision,
-        { protocol: "udp", client, listen },
-        log,
-      );
+      this.host.refuse(this.plan.key, decision, {
+        protocol: "udp",
+        client,
+        clientIp: clientIp?.toString() ?? from.hostname,
+        listen,
+      });
       return;
     }
-    const { rule, target, admission } = decision;
-    const counters = this.context.stats.of(rule.name, this.plan.key);
-    countStart(counters, client, clientIp!.toString(), now);
-    const session = new UdpSession(
-      this.plan.key,
+    const { rule, targets, admission } = decision;
+    const session = new UdpSession({
+      client: from,
       rule,
-      target,
-      from,
-      { client, listen, target: formatTarget(target) },
-      reply,
-      admission,
-      counters,
-      this.context,
-      () => {
-        this.#sessions.delete(key);
-        if (this.#draining && this.#sessions.size === 0) this.#closeSocket();
+      targets,
+      dialer: this.host.dialer,
+      tuning: this.host.tuning,
+      sendReply: (reply, to) => this.socket.send(reply, to),
+      onEnd: () => this.#flows.delete(key),
+    });
+    this.#flows.add(key, session);
+    const handle = this.host.open({
+      setup: {
+        protocol: "udp",
+        listenerKey: this.plan.key,
+        client,
+        clientIp: clientIp!.toString(),
+        listen,
+        target: formatTarget(targets[0]),
       },
-    );
-    this.#sessions.set(key, session);
-    session.run(data);
+      rule,
+      admission,
+    }, session);
+    session.run(data, handle);
   }
 }

@@ -1,19 +1,19 @@
 /**
- * One UDP session: a client (address, port) on one listener, with its own
+ * One UDP flow: a client (address, port) on one listener, with its own
  * upstream socket (an ephemeral port) toward the target. Replies arriving on
  * that socket from the target, and only from the target (Barefoot's
  * `udp.connectdst: yes`), go back to the client from the listening socket.
  *
  * Memory: a pending `receive()` holds its buffer, about 60 KiB for a 64 KiB
- * buffer, which would make 10,000 idle sessions cost 600 MiB (and freed
+ * buffer, which would make 10,000 idle flows cost 600 MiB (and freed
  * 64 KiB buffers are not given back to the system). So:
  * - 64 KiB receive buffers come from one pool of {@linkcode LARGE_BUFFERS}
  *   (32 MiB), reused, never freed;
- * - a session quiet for {@linkcode PARK_AFTER_MS} is *parked*: its receive is
+ * - a flow quiet for `udpParkAfterMs` (10 s) is *parked*: its receive is
  *   woken by an empty datagram the socket sends to itself and re-issued with
  *   its own 4 KiB buffer, and the large one goes back to the pool. Any traffic
  *   unparks it.
- * A reply that fills a 4 KiB buffer (the session was parked, or every large
+ * A reply that fills a 4 KiB buffer (the flow was parked, or every large
  * buffer was in use) cannot be held whole: it is counted as `truncated` and
  * logged as an error, never relayed cut short. Otherwise replies of up to
  * 65,535 bytes are relayed whole.
@@ -22,38 +22,42 @@
  */
 import { parseClientAddress } from "../../config/network.ts";
 import type { PassRule } from "../../config/types.ts";
-import type { DisconnectReason, SessionEvent } from "../../log/events.ts";
 import type { Target } from "../../rules/plan.ts";
-import { countBytes, countDrop, type Counters, type DropReason } from "../../status/stats.ts";
-import { logEvent, type RelayContext } from "../context.ts";
-import type { Admission } from "../limits.ts";
-import type { LiveSession } from "../sessions.ts";
 import { BufferPool } from "../buffer_pool.ts";
-import { describeIoError } from "../tcp/pipe.ts";
+import type { Dialer } from "../dial.ts";
+import { describeIoError } from "../errors.ts";
+import type { RelayTuning } from "../host.ts";
+import { peerText } from "../peer.ts";
+import type { Closable, DisconnectReason, SessionHandle } from "../session.ts";
 
-/** Receive buffer while the session moves traffic: any datagram fits. */
+/** Receive buffer while the flow moves traffic: any datagram fits. */
 export const ACTIVE_BUFFER = 65_536;
 /** Receive buffer while parked. */
 export const PARKED_BUFFER = 4_096;
-/** Sessions that may wait with a 64 KiB buffer at once (32 MiB in all). */
+/** Flows that may wait with a 64 KiB buffer at once (32 MiB in all). */
 export const LARGE_BUFFERS = 512;
 const largeBuffers = new BufferPool(ACTIVE_BUFFER, LARGE_BUFFERS, LARGE_BUFFERS);
-/** Quiet time after which a session parks. */
-export const PARK_AFTER_MS = 10_000;
 /** Datagrams held while the target is resolved and the socket bound. */
 const OPENING_QUEUE = 16;
 
-/** How a UDP session sends replies back: through its listening socket. */
+/** How a UDP flow sends replies back: through its listening socket. */
 export type ReplySender = (data: Uint8Array, client: Deno.NetAddr) => Promise<unknown>;
 
+/** What a UDP flow starts from. */
+export interface UdpSessionSetup {
+  readonly client: Deno.NetAddr;
+  readonly rule: PassRule;
+  readonly targets: readonly Target[];
+  readonly dialer: Dialer;
+  readonly tuning: RelayTuning;
+  readonly sendReply: ReplySender;
+  /** Called once, when the flow has ended. */
+  readonly onEnd: () => void;
+}
+
 /** A relayed UDP flow from its first datagram to its idle expiry. */
-export class UdpSession implements LiveSession {
-  readonly #started = Date.now();
+export class UdpSession implements Closable {
   #lastActivity = performance.now();
-  #bytesUp = 0;
-  #bytesDown = 0;
-  #datagramsUp = 0;
-  #datagramsDown = 0;
   #socket: Deno.DatagramConn | undefined;
   #target: Deno.NetAddr | undefined;
   #queue: Uint8Array[] | undefined = [];
@@ -61,37 +65,20 @@ export class UdpSession implements LiveSession {
   #closed = false;
   #reason: DisconnectReason | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  readonly #done = Promise.withResolvers<void>();
+  #handle: SessionHandle | undefined;
 
-  constructor(
-    readonly listenerKey: string,
-    readonly rule: PassRule,
-    readonly target: Target,
-    readonly client: Deno.NetAddr,
-    readonly names: { readonly client: string; readonly listen: string; readonly target: string },
-    readonly sendReply: ReplySender,
-    readonly admission: Admission,
-    readonly counters: Counters[],
-    readonly context: RelayContext,
-    readonly onEnd: () => void,
-  ) {}
-
-  /** Resolves when the session has ended and logged its disconnect. */
-  get done(): Promise<void> {
-    return this.#done.promise;
-  }
+  constructor(readonly setup: UdpSessionSetup) {}
 
   /**
    * Opens the upstream socket and relays `first` and anything queued meanwhile.
-   * Runs until the session ends; never throws.
+   * Runs until the flow ends; never throws.
    */
-  async run(first: Uint8Array): Promise<void> {
-    this.context.sessions.add(this);
+  async run(first: Uint8Array, handle: SessionHandle): Promise<void> {
+    this.#handle = handle;
     this.#queue!.push(first.slice());
     try {
-      const opened = await this.#open();
-      if (opened) {
-        this.#event({ event: "connect" });
+      if (await this.#open()) {
+        handle.connected(peerText(this.#socket!.addr as Deno.NetAddr));
         this.#armTimer();
         const queued = this.#queue!;
         this.#queue = undefined;
@@ -99,7 +86,9 @@ export class UdpSession implements LiveSession {
         await this.#receiveReplies();
       }
     } finally {
-      this.#finish();
+      this.close(this.#reason ?? "error");
+      this.setup.onEnd();
+      handle.ended(this.#reason ?? "error");
     }
   }
 
@@ -108,13 +97,12 @@ export class UdpSession implements LiveSession {
     if (this.#closed) return;
     if (this.#queue) {
       if (this.#queue.length < OPENING_QUEUE) this.#queue.push(data.slice());
-      else this.#drop("queue-full");
+      else this.#handle!.dropped("queue-full");
       return;
     }
     await this.#send(data);
   }
 
-  /** Ends the session now; the first reason given is the one reported. */
   close(reason: DisconnectReason): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -129,19 +117,17 @@ export class UdpSession implements LiveSession {
 
   async #open(): Promise<boolean> {
     try {
-      const address = await resolveTarget(this.target.host);
-      const family = address.includes(":") ? 6 : 4;
-      this.#target = { transport: "udp", hostname: address, port: this.target.port };
-      if (this.#closed) return false;
-      this.#socket = Deno.listenDatagram({
-        transport: "udp",
-        hostname: family === 6 ? "::" : "0.0.0.0",
-        port: 0,
-      });
+      const upstream = await this.setup.dialer.udp(this.setup.targets[0]);
+      if (this.#closed) {
+        upstream.socket.close();
+        return false;
+      }
+      this.#socket = upstream.socket;
+      this.#target = upstream.target;
       return true;
     } catch (error) {
       if (this.#closed) return false;
-      this.#error(describeIoError(error));
+      this.#handle!.error(describeIoError(error));
       this.close("error");
       return false;
     }
@@ -151,15 +137,10 @@ export class UdpSession implements LiveSession {
     this.#touch();
     try {
       await this.#socket!.send(data, this.#target!);
-      this.#datagramsUp++;
-      this.#bytesUp += data.length;
-      countBytes(this.counters, data.length, 0);
-      if (this.rule.log.has("data")) {
-        this.#event({ event: "data", bytes: data.length, direction: "up" });
-      }
+      this.#handle!.delivered("up", data.length);
     } catch (error) {
       if (this.#closed) return;
-      this.#drop("send-failed", `send to target failed: ${describeIoError(error)}`);
+      this.#handle!.dropped("send-failed", `send to target failed: ${describeIoError(error)}`);
     }
   }
 
@@ -174,8 +155,7 @@ export class UdpSession implements LiveSession {
           largeBuffers.give(large);
           large = null;
         } else if (!this.#parked) large ??= largeBuffers.tryTake();
-        const buffer = large ?? small;
-        await this.#receiveOne(socket, own, buffer, large === null);
+        await this.#receiveOne(socket, own, large ?? small, large === null);
       }
     } finally {
       if (large) largeBuffers.give(large);
@@ -189,6 +169,7 @@ export class UdpSession implements LiveSession {
     buffer: Uint8Array,
     small: boolean,
   ): Promise<void> {
+    const handle = this.#handle!;
     let data: Uint8Array;
     let from: Deno.NetAddr;
     try {
@@ -197,13 +178,13 @@ export class UdpSession implements LiveSession {
       from = address as Deno.NetAddr;
     } catch (error) {
       if (this.#closed) return;
-      this.#error(`receive from target failed: ${describeIoError(error)}`);
+      handle.error(`receive from target failed: ${describeIoError(error)}`);
       this.close("error");
       return;
     }
     if (from.port === own.port && isLoopback(from.hostname)) return; // Our own wake-up.
     if (!this.#fromTarget(from)) {
-      this.#drop("not-from-target");
+      handle.dropped("not-from-target");
       return;
     }
     const wasParked = this.#parked;
@@ -212,23 +193,18 @@ export class UdpSession implements LiveSession {
       const why = wasParked
         ? "the session was parked"
         : `all ${LARGE_BUFFERS} large receive buffers were in use`;
-      this.#drop(
+      handle.dropped(
         "truncated",
         `reply of ${buffer.length} bytes or more arrived while ${why} and was dropped`,
       );
       return;
     }
     try {
-      await this.sendReply(data, this.client);
-      this.#datagramsDown++;
-      this.#bytesDown += data.length;
-      countBytes(this.counters, 0, data.length);
-      if (this.rule.log.has("data")) {
-        this.#event({ event: "data", bytes: data.length, direction: "down" });
-      }
+      await this.setup.sendReply(data, this.setup.client);
+      handle.delivered("down", data.length);
     } catch (error) {
       if (this.#closed) return;
-      this.#drop("send-failed", `send to client failed: ${describeIoError(error)}`);
+      handle.dropped("send-failed", `send to client failed: ${describeIoError(error)}`);
     }
   }
 
@@ -260,69 +236,20 @@ export class UdpSession implements LiveSession {
   }
 
   #armTimer(): void {
-    const idle = this.rule.udpIdleTimeoutMs;
+    const idle = this.setup.rule.udpIdleTimeoutMs;
+    const parkAfter = this.setup.tuning.udpParkAfterMs;
     const check = () => {
       const quiet = performance.now() - this.#lastActivity;
       if (quiet >= idle) return this.close("idle-timeout");
-      if (!this.#parked && quiet >= PARK_AFTER_MS) {
+      if (!this.#parked && quiet >= parkAfter) {
         this.#parked = true;
         this.#wake();
       }
-      const untilPark = this.#parked ? Infinity : PARK_AFTER_MS - quiet;
+      const untilPark = this.#parked ? Infinity : parkAfter - quiet;
       this.#timer = setTimeout(check, Math.max(1, Math.min(idle - quiet, untilPark)));
     };
-    this.#timer = setTimeout(check, Math.min(idle, PARK_AFTER_MS));
+    this.#timer = setTimeout(check, Math.min(idle, parkAfter));
   }
-
-  #drop(reason: DropReason, error?: string): void {
-    countDrop(this.counters, reason);
-    if (error !== undefined) this.#error(error);
-  }
-
-  #error(message: string): void {
-    for (const c of this.counters) c.errors++;
-    this.#event({ event: "error", error: message });
-  }
-
-  #event(fields: Pick<SessionEvent, "event"> & Partial<SessionEvent>): void {
-    logEvent(this.context.log, {
-      action: "pass",
-      rule: this.rule.name,
-      protocol: "udp",
-      client: this.names.client,
-      listen: this.names.listen,
-      target: this.names.target,
-      ...fields,
-    }, this.rule);
-  }
-
-  #finish(): void {
-    this.close(this.#reason ?? "error");
-    const connected = this.#socket !== undefined;
-    if (connected) {
-      this.#event({
-        event: "disconnect",
-        bytes_up: this.#bytesUp,
-        bytes_down: this.#bytesDown,
-        datagrams_up: this.#datagramsUp,
-        datagrams_down: this.#datagramsDown,
-        duration_ms: Date.now() - this.#started,
-        reason: this.#reason ?? "error",
-      });
-    }
-    this.admission.release();
-    for (const c of this.counters) c.active--;
-    this.context.sessions.delete(this);
-    this.onEnd();
-    this.#done.resolve();
-  }
-}
-
-/** The target's address: as written, or the first the resolver gives for a name. */
-async function resolveTarget(host: string): Promise<string> {
-  if (parseClientAddress(host)) return host;
-  const { address } = await (await import("node:dns/promises")).lookup(host);
-  return address;
 }
 
 function isLoopback(hostname: string): boolean {

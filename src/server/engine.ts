@@ -1,22 +1,40 @@
 /**
- * The running bouncer: binds every planned listener (all or none), serves
- * them, and drains sessions on shutdown.
+ * The relay engine: the listeners of the rules in force, bound all or none,
+ * kept, added and removed by reloads, drained on shutdown. It is the
+ * {@linkcode RelayHost} its listeners decide, refuse and open sessions through.
  *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
+import type { IpAddress } from "../config/network.ts";
 import type { Rule } from "../config/types.ts";
+import { logSessionEvent } from "../log/events.ts";
+import { decide, type Decision, type Refusal } from "../relay/admission.ts";
+import { type Dialer, systemDialer } from "../relay/dial.ts";
+import { describeBindError, describeIoError } from "../relay/errors.ts";
+import {
+  type Admitted,
+  DEFAULT_TUNING,
+  type RefusalPlace,
+  type RelayHost,
+  type RelayListener,
+  type RelayTuning,
+} from "../relay/host.ts";
 import { RuleLimiter } from "../relay/limits.ts";
-import type { RelayContext } from "../relay/context.ts";
-import { SessionRegistry } from "../relay/sessions.ts";
+import { OncePer } from "../relay/once_per.ts";
+import type { Closable, SessionHandle } from "../relay/session.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
 import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
-import { Stats } from "../status/stats.ts";
+import { countBlock, Stats } from "../status/stats.ts";
+import { SessionTracker } from "./tracker.ts";
+
+/** UDP block events are logged at most once per rule and client in this interval. */
+const UDP_BLOCK_LOG_INTERVAL_MS = 60_000;
 
 /** A listener that could not be bound, and why. */
 export interface BindFailure {
@@ -44,26 +62,36 @@ export interface ReloadSummary {
   readonly rules: RuleDiff;
 }
 
-type RelayListener = TcpRelayListener | UdpRelayListener;
+/** What an engine may be given instead of the defaults (tests shorten timings). */
+export interface EngineOptions {
+  readonly dialer?: Dialer;
+  readonly tuning?: RelayTuning;
+}
 
 /** A set of bound listeners with their sessions. */
-export class Server implements RelayContext {
-  readonly sessions = new SessionRegistry();
+export class Engine implements RelayHost {
   readonly stats = new Stats();
+  readonly sessions: SessionTracker;
+  readonly dialer: Dialer;
+  readonly tuning: RelayTuning;
+  /** When the engine started (epoch ms). */
+  readonly startedAt = Date.now();
   readonly #limiters = new WeakMap<Rule, RuleLimiter>();
+  readonly #udpBlockLog = new OncePer(UDP_BLOCK_LOG_INTERVAL_MS);
   /** Listeners taking new sessions, by key. */
   readonly #listeners = new Map<string, RelayListener>();
-  /** UDP listeners removed by a reload whose sessions still drain through them. */
+  /** UDP listeners removed by a reload whose flows still drain through them. */
   readonly #retiring = new Map<string, UdpRelayListener>();
   readonly #drainTimers = new Set<ReturnType<typeof setTimeout>>();
   /** Listeners a reload could not bind, with why. */
   readonly #failed = new Map<string, { plan: ListenerPlan; error: string }>();
   #rules: readonly Rule[];
-  /** When the server started (epoch ms). */
-  readonly startedAt = Date.now();
 
-  private constructor(readonly log: Logger, rules: readonly Rule[]) {
+  private constructor(readonly log: Logger, rules: readonly Rule[], options: EngineOptions) {
     this.#rules = rules;
+    this.sessions = new SessionTracker(log, this.stats);
+    this.dialer = options.dialer ?? systemDialer;
+    this.tuning = options.tuning ?? DEFAULT_TUNING;
   }
 
   /**
@@ -74,23 +102,68 @@ export class Server implements RelayContext {
     rules: readonly Rule[],
     plan: readonly ListenerPlan[],
     log: Logger,
-  ): { ok: true; server: Server } | { ok: false; failures: BindFailure[] } {
-    const server = new Server(log, rules);
+    options: EngineOptions = {},
+  ): { ok: true; engine: Engine } | { ok: false; failures: BindFailure[] } {
+    const engine = new Engine(log, rules, options);
     const failures: BindFailure[] = [];
     for (const listenerPlan of plan) {
-      const opened = openListener(listenerPlan, server);
+      const opened = openListener(listenerPlan, engine);
       if ("error" in opened) failures.push({ key: listenerPlan.key, error: opened.error });
-      else server.#listeners.set(listenerPlan.key, opened);
+      else engine.#listeners.set(listenerPlan.key, opened);
     }
     if (failures.length > 0) {
-      for (const listener of server.#listeners.values()) listener.close();
+      for (const listener of engine.#listeners.values()) listener.stopAccepting();
       return { ok: false, failures };
     }
-    return { ok: true, server };
+    return { ok: true, engine };
   }
 
-  /** The limiter of a rule object. */
-  limiter(rule: Rule): RuleLimiter {
+  // --- RelayHost ---
+
+  decide(plan: ListenerPlan, client: IpAddress | null): Decision {
+    return decide(plan, client, (rule) => this.#limiter(rule), performance.now());
+  }
+
+  refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
+    countBlock(this.stats.of(refusal.rule?.name ?? null, listenerKey), refusal.reason);
+    if (
+      place.protocol === "udp" &&
+      !this.#udpBlockLog.pass(`${refusal.rule?.name ?? "-"} ${place.clientIp}`, performance.now())
+    ) return;
+    logSessionEvent(this.log, {
+      event: "block",
+      action: "block",
+      rule: refusal.rule?.name ?? null,
+      protocol: place.protocol,
+      client: place.client,
+      listen: place.listen,
+      reason: refusal.reason,
+    }, refusal.rule);
+  }
+
+  open(admitted: Admitted, session: Closable): SessionHandle {
+    return this.sessions.open(admitted, session);
+  }
+
+  listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void {
+    this.log.error("{listener}: {verb} failed: {error}; backing off and retrying", {
+      listener: listenerKey,
+      verb,
+      error: describeIoError(error),
+    });
+  }
+
+  listenerRecovered(listenerKey: string, verb: "accept" | "receive", failures: number): void {
+    this.log.warn("{listener}: {verb}ing again after {failures} failures", {
+      listener: listenerKey,
+      verb,
+      failures,
+    });
+  }
+
+  // --- lifecycle ---
+
+  #limiter(rule: Rule): RuleLimiter {
     let limiter = this.#limiters.get(rule);
     if (!limiter) this.#limiters.set(rule, limiter = new RuleLimiter(rule));
     return limiter;
@@ -114,15 +187,14 @@ export class Server implements RelayContext {
     // An unchanged rule keeps its limiter: its live sessions still count.
     const oldByName = new Map(this.#rules.map((rule) => [rule.name, rule]));
     for (const name of ruleDiff.unchanged) {
-      const old = oldByName.get(name)!;
-      const limiter = this.#limiters.get(old);
+      const limiter = this.#limiters.get(oldByName.get(name)!);
       if (limiter) this.#limiters.set(rules.find((rule) => rule.name === name)!, limiter);
     }
     this.#rules = rules;
 
     const diff = diffListeners(this.#listeners.keys(), plan);
     this.#failed.clear();
-    for (const next of diff.kept) this.#listeners.get(next.key)!.plan = next;
+    for (const next of diff.kept) this.#listeners.get(next.key)!.replacePlan(next);
     const failed: BindFailure[] = [];
     const added: string[] = [];
     for (const next of diff.added) {
@@ -146,8 +218,13 @@ export class Server implements RelayContext {
     for (const key of diff.removed) {
       const listener = this.#listeners.get(key)!;
       this.#listeners.delete(key);
-      listener.close();
-      if (listener instanceof UdpRelayListener) this.#retiring.set(key, listener);
+      listener.stopAccepting();
+      if (listener instanceof UdpRelayListener) {
+        this.#retiring.set(key, listener);
+        listener.closed.then(() => {
+          if (this.#retiring.get(key) === listener) this.#retiring.delete(key);
+        });
+      }
       this.#drainLater(key, drainMs);
     }
     return {
@@ -162,7 +239,7 @@ export class Server implements RelayContext {
       this.#drainTimers.delete(timer);
       // A listener re-added meanwhile under the same key keeps its sessions.
       if (this.#listeners.has(key)) return;
-      this.sessions.closeAll("drained", (session) => session.listenerKey === key);
+      this.sessions.closeAll("drained", (session) => session.setup.listenerKey === key);
     }, drainMs);
     this.#drainTimers.add(timer);
   }
@@ -206,7 +283,9 @@ export class Server implements RelayContext {
     return [...this.#listeners.values()].map((listener) => {
       const bound = formatAddress(listener.address.hostname, listener.address.port);
       const rules = listener.plan.bindings.map((b) =>
-        b.target ? `${formatTarget(b.target)} (${b.rule.name})` : `block (${b.rule.name})`
+        b.targets.length > 0
+          ? `${b.targets.map(formatTarget).join(", ")} (${b.rule.name})`
+          : `block (${b.rule.name})`
       );
       return `${listener.plan.protocol} ${bound} -> ${rules.join(", ")}`;
     });
@@ -214,7 +293,7 @@ export class Server implements RelayContext {
 
   /** Stops accepting new sessions on every listener. */
   stopAccepting(): void {
-    for (const listener of this.#listeners.values()) listener.close();
+    for (const listener of this.#listeners.values()) listener.stopAccepting();
   }
 
   /**
@@ -249,17 +328,14 @@ export class Server implements RelayContext {
 }
 
 /** Binds one planned listener, or says why it cannot be bound. */
-function openListener(
-  plan: ListenerPlan,
-  context: RelayContext,
-): TcpRelayListener | UdpRelayListener | { error: string } {
-  const open = (hostname: string) =>
+function openListener(plan: ListenerPlan, host: RelayHost): RelayListener | { error: string } {
+  const open = (hostname: string): RelayListener =>
     plan.protocol === "tcp"
-      ? new TcpRelayListener(plan, Deno.listen({ hostname, port: plan.port }), context)
+      ? new TcpRelayListener(plan, Deno.listen({ hostname, port: plan.port }), host)
       : new UdpRelayListener(
         plan,
         Deno.listenDatagram({ hostname, port: plan.port, transport: "udp" }),
-        context,
+        host,
       );
   try {
     return open(plan.address);
@@ -274,23 +350,4 @@ function openListener(
     }
     return { error: describeBindError(error, plan.port) };
   }
-}
-
-/** Names why an address could not be bound, with the usual cure. */
-export function describeBindError(error: unknown, port: number): string {
-  if (error instanceof Deno.errors.AddrInUse) {
-    return "address already in use (another program, or another listener of these rules, holds it)";
-  }
-  if (error instanceof Deno.errors.AddrNotAvailable) {
-    return "address not available: it is not an address of this host";
-  }
-  if (error instanceof Deno.errors.PermissionDenied) {
-    return port < 1024
-      ? "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE"
-      : "permission denied";
-  }
-  if (error instanceof Deno.errors.NotCapable) {
-    return `not permitted: ${error.message}`;
-  }
-  return error instanceof Error ? error.message.replace(/ \(os error \d+\)$/, "") : String(error);
 }

@@ -1,11 +1,12 @@
 /**
- * Starting, moving and stopping the status endpoint of a running server.
+ * Starting, moving and stopping the status endpoint of a running daemon.
  *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
 import type { Config } from "../config/types.ts";
-import { describeBindError, type Server } from "../server/server.ts";
+import { describeBindError } from "../relay/errors.ts";
+import type { Engine } from "./engine.ts";
 import { serveStatus, type StatusEndpoint } from "../status/http.ts";
 import type { StatusInput } from "../status/report.ts";
 import { VERSION } from "../version.ts";
@@ -15,16 +16,16 @@ export class StatusService {
   #endpoint: StatusEndpoint | null = null;
   #address: string | null = null;
 
-  constructor(readonly server: Server, readonly log: Logger, private config: Config) {}
+  constructor(readonly engine: Engine, readonly log: Logger, private config: Config) {}
 
   #input = (): StatusInput => ({
     version: VERSION,
     source: this.config.source,
-    startedAt: this.server.startedAt,
+    startedAt: this.engine.startedAt,
     now: Date.now(),
-    rules: this.server.rules,
-    listeners: this.server.listenerStates(),
-    stats: this.server.stats,
+    rules: this.engine.rules,
+    listeners: this.engine.listenerStates(),
+    stats: this.engine.stats,
   });
 
   /**

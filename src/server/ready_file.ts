@@ -7,7 +7,7 @@
  */
 import { dirname, join } from "node:path";
 import { formatAddress } from "../config/endpoint.ts";
-import type { BoundAddress } from "../server/server.ts";
+import type { BoundAddress } from "./engine.ts";
 
 /** The ready file's JSON. */
 export interface ReadyFileContents {

@@ -1,0 +1,75 @@
+/**
+ * What a relay listener needs from the daemon around it, and what the daemon
+ * can ask of a listener. The relay never sees counters, logs or the session
+ * list: it decides, refuses and opens sessions through a {@linkcode RelayHost}.
+ *
+ * @module
+ */
+import type { IpAddress } from "../config/network.ts";
+import type { PassRule, Protocol } from "../config/types.ts";
+import type { ListenerPlan } from "../rules/plan.ts";
+import type { Decision, Refusal } from "./admission.ts";
+import type { Dialer } from "./dial.ts";
+import type { Closable, SessionHandle, SessionSetup } from "./session.ts";
+import type { Admission } from "./limits.ts";
+
+/** Timings a test may shorten; the defaults are what operators get. */
+export interface RelayTuning {
+  /** Quiet time after which a UDP flow parks on its small buffer. */
+  readonly udpParkAfterMs: number;
+}
+
+/** The tuning operators get. */
+export const DEFAULT_TUNING: RelayTuning = { udpParkAfterMs: 10_000 };
+
+/** Where a refused client came from and went to. */
+export interface RefusalPlace {
+  readonly protocol: Protocol;
+  readonly client: string;
+  /** The client's address alone, or the raw text when it did not parse. */
+  readonly clientIp: string;
+  readonly listen: string;
+}
+
+/** An admitted session before its relay starts. */
+export interface Admitted {
+  readonly setup: SessionSetup;
+  readonly rule: PassRule;
+  readonly admission: Admission;
+}
+
+/** The daemon, as relay listeners see it. */
+export interface RelayHost {
+  /** Decides a new client of `plan`'s listener: first matching rule, then its limits. */
+  decide(plan: ListenerPlan, client: IpAddress | null): Decision;
+  /** Counts a refusal and logs it (rate-limited per client and cause). */
+  refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void;
+  /** Starts tracking an admitted session; `session` is how the daemon can end it. */
+  open(admitted: Admitted, session: Closable): SessionHandle;
+  /** A listener's accept or receive started failing (logged once per burst). */
+  listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void;
+  /** ... and works again after `failures` failures. */
+  listenerRecovered(listenerKey: string, verb: "accept" | "receive", failures: number): void;
+  readonly dialer: Dialer;
+  readonly tuning: RelayTuning;
+}
+
+/** A bound listener of either protocol, as the daemon drives it. */
+export interface RelayListener {
+  readonly protocol: Protocol;
+  /** The plan it serves now. */
+  readonly plan: ListenerPlan;
+  /** The address actually bound (the real port when the plan asked for port 0). */
+  readonly address: Deno.NetAddr;
+  /** Starts accepting or receiving. */
+  serve(): void;
+  /** New sessions are decided by `plan` from now on (a reload kept this listener). */
+  replacePlan(plan: ListenerPlan): void;
+  /**
+   * Takes no new sessions. TCP closes its socket at once; UDP keeps it while
+   * its flows still need it for replies, then closes it.
+   */
+  stopAccepting(): void;
+  /** Resolves once the socket is closed. */
+  readonly closed: Promise<void>;
+}

@@ -1,0 +1,80 @@
+/**
+ * The contract between a relay engine (TCP or UDP) and the daemon around it.
+ * A relay reports what happens to a session through one {@linkcode SessionHandle};
+ * the daemon turns that into counters, log events and the live-session list,
+ * and can end any session through its {@linkcode Closable}. Nothing here does I/O.
+ *
+ * @module
+ */
+import type { Protocol } from "../config/types.ts";
+
+/** Why a session ended. */
+export type DisconnectReason =
+  | "client-closed"
+  | "target-closed"
+  | "idle-timeout"
+  | "error"
+  | "drained"
+  | "shutdown";
+
+/** Why a new client was refused. */
+export type BlockReason =
+  | "rule"
+  | "no-matching-rule"
+  | "max_sessions"
+  | "max_sessions_per_client"
+  | "throttle"
+  /** A UDP listener that is draining takes no new sessions. */
+  | "draining";
+
+/** Why a UDP datagram was not relayed, beyond refusals of whole sessions. */
+export type DropReason =
+  /** A reply came from an address other than the target (Barefoot udp.connectdst). */
+  | "not-from-target"
+  /** A datagram arrived while its session was still opening, and the queue was full. */
+  | "queue-full"
+  /** A datagram did not fit the receive buffer (see the UDP session on parked sessions). */
+  | "truncated"
+  /** Sending it failed (target unreachable, buffer full, ...). */
+  | "send-failed";
+
+/** Direction of relayed bytes: `up` is client to target, `down` target to client. */
+export type Direction = "up" | "down";
+
+/** Something the daemon can end: a live session. */
+export interface Closable {
+  /** Ends the session now; the first reason given is the one reported. */
+  close(reason: DisconnectReason): void;
+}
+
+/** Who and where a new session is, as its log events and the session list name them. */
+export interface SessionSetup {
+  readonly protocol: Protocol;
+  /** The listener it arrived on (`tcp 127.0.0.1:80`). */
+  readonly listenerKey: string;
+  /** `ip:port` of the client (IPv4-mapped addresses shown as IPv4). */
+  readonly client: string;
+  /** The client's address alone, as matched (`198.51.100.7`). */
+  readonly clientIp: string;
+  /** `ip:port` the client reached. */
+  readonly listen: string;
+  /** The target as configured (`db.example:5432`). */
+  readonly target: string;
+}
+
+/**
+ * What a relay tells the daemon about one admitted session. `ended` must be
+ * called exactly once, last; it releases the session's admission slot.
+ */
+export interface SessionHandle {
+  /** The session reaches its target; `local` is the bouncer's own `ip:port` toward it. */
+  connected(local: string): void;
+  /** `bytes` were delivered in `direction` (written to the far side, not merely read). */
+  delivered(direction: Direction, bytes: number): void;
+  /** A connect or I/O error, logged as an `error` event and counted. */
+  error(message: string): void;
+  /** A datagram was not relayed; `message`, when given, is logged as an error. */
+  dropped(reason: DropReason, message?: string): void;
+  /** The session is over: logs `disconnect` (when it had connected) and releases everything. */
+  ended(reason: DisconnectReason, error?: string): void;
+}

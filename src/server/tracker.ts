@@ -1,0 +1,165 @@
+/**
+ * The live sessions of every protocol, and the one place a session's life is
+ * accounted for: its counters, its log events, its admission slot. Relays
+ * report through the {@linkcode SessionHandle} that {@linkcode SessionTracker.open}
+ * gives them; shutdown and reload end sessions through the tracker.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { PassRule } from "../config/types.ts";
+import { logSessionEvent, type SessionEvent } from "../log/events.ts";
+import type { Admitted } from "../relay/host.ts";
+import type { Admission } from "../relay/limits.ts";
+import type {
+  Closable,
+  Direction,
+  DisconnectReason,
+  DropReason,
+  SessionHandle,
+  SessionSetup,
+} from "../relay/session.ts";
+import { countBytes, countDrop, type Counters, countStart, type Stats } from "../status/stats.ts";
+
+/** One live session as the tracker keeps it. */
+export class TrackedSession implements SessionHandle {
+  /** Wall-clock start (epoch ms). */
+  readonly startedAt = Date.now();
+  /** Monotonic time of the last delivered byte or datagram. */
+  lastActivity = performance.now();
+  bytesUp = 0;
+  bytesDown = 0;
+  datagramsUp = 0;
+  datagramsDown = 0;
+  /** The bouncer's own `ip:port` toward the target, once connected. */
+  local: string | null = null;
+  #ended = false;
+  readonly setup: SessionSetup;
+  readonly rule: PassRule;
+  readonly #admission: Admission;
+
+  constructor(
+    readonly tracker: SessionTracker,
+    admitted: Admitted,
+    readonly session: Closable,
+    readonly counters: Counters[],
+  ) {
+    this.setup = admitted.setup;
+    this.rule = admitted.rule;
+    this.#admission = admitted.admission;
+  }
+
+  connected(local: string): void {
+    this.local = local;
+    this.#event({ event: "connect", local });
+  }
+
+  delivered(direction: Direction, bytes: number): void {
+    this.lastActivity = performance.now();
+    const udp = this.setup.protocol === "udp";
+    if (direction === "up") {
+      this.bytesUp += bytes;
+      if (udp) this.datagramsUp++;
+      countBytes(this.counters, bytes, 0);
+    } else {
+      this.bytesDown += bytes;
+      if (udp) this.datagramsDown++;
+      countBytes(this.counters, 0, bytes);
+    }
+    if (this.rule.log.has("data")) this.#event({ event: "data", bytes, direction });
+  }
+
+  error(message: string): void {
+    for (const c of this.counters) c.errors++;
+    this.#event({ event: "error", error: message });
+  }
+
+  dropped(reason: DropReason, message?: string): void {
+    countDrop(this.counters, reason);
+    if (message !== undefined) this.error(message);
+  }
+
+  ended(reason: DisconnectReason, error?: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (this.local !== null) {
+      const udp = this.setup.protocol === "udp";
+      this.#event({
+        event: "disconnect",
+        bytes_up: this.bytesUp,
+        bytes_down: this.bytesDown,
+        ...(udp ? { datagrams_up: this.datagramsUp, datagrams_down: this.datagramsDown } : {}),
+        duration_ms: Date.now() - this.startedAt,
+        reason,
+        ...(error !== undefined ? { error } : {}),
+      });
+    }
+    this.#admission.release();
+    for (const c of this.counters) c.active--;
+    this.tracker.forget(this);
+  }
+
+  #event(fields: Pick<SessionEvent, "event"> & Partial<SessionEvent>): void {
+    const { setup } = this;
+    logSessionEvent(this.tracker.log, {
+      action: "pass",
+      rule: this.rule.name,
+      protocol: setup.protocol,
+      client: setup.client,
+      listen: setup.listen,
+      target: setup.target,
+      ...fields,
+    }, this.rule);
+  }
+}
+
+/** Every live session. */
+export class SessionTracker {
+  readonly #live = new Set<TrackedSession>();
+  #waiters: (() => void)[] = [];
+
+  constructor(readonly log: Logger, readonly stats: Stats) {}
+
+  /** Starts accounting for an admitted session. */
+  open(admitted: Admitted, session: Closable): SessionHandle {
+    const { setup, rule } = admitted;
+    const counters = this.stats.of(rule.name, setup.listenerKey);
+    countStart(counters, setup.client, setup.clientIp, Date.now());
+    const tracked = new TrackedSession(this, admitted, session, counters);
+    this.#live.add(tracked);
+    return tracked;
+  }
+
+  /** Called by a session's `ended`. */
+  forget(session: TrackedSession): void {
+    this.#live.delete(session);
+    if (this.#live.size === 0) {
+      const waiters = this.#waiters;
+      this.#waiters = [];
+      for (const wake of waiters) wake();
+    }
+  }
+
+  /** Number of live sessions. */
+  get size(): number {
+    return this.#live.size;
+  }
+
+  /** The live sessions, oldest first. */
+  list(): TrackedSession[] {
+    return [...this.#live];
+  }
+
+  /** Closes every live session (or those `where` selects) with `reason`. */
+  closeAll(reason: DisconnectReason, where: (s: TrackedSession) => boolean = () => true): void {
+    for (const tracked of [...this.#live]) {
+      if (where(tracked)) tracked.session.close(reason);
+    }
+  }
+
+  /** Resolves once no session is live. */
+  whenEmpty(): Promise<void> {
+    if (this.#live.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+}
