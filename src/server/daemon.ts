@@ -10,7 +10,7 @@ import type { Logger, LogRecord } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
-import type { Config, LogFormat, LogLevel } from "../config/types.ts";
+import type { Config, LogFormat, LogLevel, LogOutput } from "../config/types.ts";
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { VERSION } from "../version.ts";
@@ -22,10 +22,12 @@ import { installSignalHandlers } from "./signals.ts";
 import { StatusService } from "./status_service.ts";
 import { logStatus, summaryLine } from "./summary.ts";
 
-/** Log settings from the command line that win over `[server]`. */
+/** Log settings from the command line (or a test) that win over `[server]`. */
 export interface LogOverrides {
   readonly format?: LogFormat;
   readonly level?: LogLevel;
+  /** Where lines go instead of `[server] log` (in-process tests: nowhere). */
+  readonly outputs?: readonly LogOutput[];
 }
 
 /** How to run. */
@@ -56,7 +58,7 @@ export interface LoadedRules {
 /** Log settings from a rule file, with the command line's overrides. */
 export function logSettingsOf(config: Config, overrides: LogOverrides = {}): LogSettings {
   return {
-    outputs: config.server.log,
+    outputs: overrides.outputs ?? config.server.log,
     format: overrides.format ?? config.server.logFormat,
     level: overrides.level ?? config.server.logLevel,
   };

@@ -220,7 +220,12 @@ Deno.test("an imported file relays real traffic, blocking where Barefoot blocked
   await using bouncer = await startBouncer(imported.stdout);
   assertEquals((await exchangeFrom("127.0.0.3", listen, "through")).data, "through");
   assertEquals((await exchangeFrom("127.0.0.2", listen, "blocked")).data, "");
-  assertMatch(await bouncer.waitForLine(/block\(block-1\)/), /127\.0\.0\.2:\d+ .* reason=rule/);
-  assertMatch(await bouncer.waitForLine(/pass\(pass-2\) tcp connect/), /127\.0\.0\.3/);
+  await bouncer.log.waitFor({
+    event: "block",
+    rule: "block-1",
+    client: /^127\.0\.0\.2:\d+$/,
+    reason: "rule",
+  });
+  await bouncer.log.waitFor({ event: "connect", rule: "pass-2", client: /^127\.0\.0\.3:/ });
   assertEquals(target.clients, ["127.0.0.1"]);
 });

@@ -192,9 +192,9 @@ Deno.test("SIGTERM drains: live sessions finish, new ones are refused, exit 0", 
   const readyPath = `${bouncer.dir}/ready.json`;
   const live = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
   await writeAll(live, new TextEncoder().encode("before"));
-  await bouncer.waitForLine(/tcp connect/);
+  await bouncer.log.waitFor({ event: "connect" });
   bouncer.signal("SIGTERM");
-  await bouncer.waitForLine(/SIGTERM: stopping/);
+  await bouncer.log.waitFor({ message: /^SIGTERM: stopping/ });
   // The listener is closed: a new client is refused.
   const refused = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() }).then(
     (c) => (c.close(), false),
@@ -206,10 +206,11 @@ Deno.test("SIGTERM drains: live sessions finish, new ones are refused, exit 0", 
   await live.closeWrite();
   assertEquals(new TextDecoder().decode(await readAll(live)), "before and after");
   live.close();
-  const { code, log } = await bouncer.exited();
-  assertEquals(code, 0);
-  assertMatch(log, /disconnect .* reason=client-closed/);
-  assertMatch(log, /stopped: 1 sessions, 16 bytes up, 16 bytes down, 0 errors, 0 blocked/);
+  assertEquals((await bouncer.exited()).code, 0);
+  assertEquals(bouncer.log.filter({ event: "disconnect", reason: "client-closed" }).length, 1);
+  await bouncer.log.waitFor({
+    message: "stopped: 1 sessions, 16 bytes up, 16 bytes down, 0 errors, 0 blocked",
+  });
   assert(!(await Deno.stat(readyPath).catch(() => null)), "the ready file is removed on exit");
 });
 
@@ -219,16 +220,16 @@ Deno.test("drain_timeout ends lingering sessions with reason shutdown", async ()
     `[server]\ndrain_timeout = "500ms"\n[[rule]]\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target.port}"\n`,
   );
   const live = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
-  await bouncer.waitForLine(/tcp connect/);
+  await bouncer.log.waitFor({ event: "connect" });
   const started = performance.now();
   bouncer.signal("SIGINT");
   assertEquals(await live.read(new Uint8Array(1)), null);
   live.close();
-  const { code, log } = await bouncer.exited();
+  const { code } = await bouncer.exited();
   const waited = performance.now() - started;
   assertEquals(code, 0);
   assert(waited >= 450, `sessions were cut after ${waited} ms, before drain_timeout`);
-  assertMatch(log, /disconnect .* reason=shutdown/);
+  assertEquals(bouncer.log.filter({ event: "disconnect", reason: "shutdown" }).length, 1);
 });
 
 Deno.test("a second SIGTERM stops at once", async () => {
@@ -237,15 +238,15 @@ Deno.test("a second SIGTERM stops at once", async () => {
     `[server]\ndrain_timeout = "1h"\n[[rule]]\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target.port}"\n`,
   );
   const live = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
-  await bouncer.waitForLine(/tcp connect/);
+  await bouncer.log.waitFor({ event: "connect" });
   bouncer.signal("SIGTERM");
-  await bouncer.waitForLine(/SIGTERM: stopping/);
+  await bouncer.log.waitFor({ message: /^SIGTERM: stopping/ });
   bouncer.signal("SIGTERM");
-  const { code, log } = await bouncer.exited();
+  const { code } = await bouncer.exited();
   live.close();
   assertEquals(code, 0);
-  assertMatch(log, /SIGTERM again: closing 1 sessions now/);
-  assertMatch(log, /reason=shutdown/);
+  await bouncer.log.waitFor({ message: /^SIGTERM again: closing 1 sessions? now/ });
+  assertEquals(bouncer.log.filter({ event: "disconnect", reason: "shutdown" }).length, 1);
 });
 
 Deno.test("log to a file, reopened on SIGHUP (logrotate)", async () => {
@@ -262,22 +263,22 @@ Deno.test("log to a file, reopened on SIGHUP (logrotate)", async () => {
     conn.close();
   };
   await exchange();
-  await bouncer.waitForLine(/disconnect/);
-  assertMatch(await Deno.readTextFile(logPath), /tcp disconnect/);
+  await bouncer.log.waitFor({ event: "disconnect" });
+  assertMatch(await Deno.readTextFile(logPath), /"event":"disconnect"/);
   // logrotate moves the file away, then sends SIGHUP.
   await Deno.rename(logPath, `${logPath}.1`);
   bouncer.signal("SIGHUP");
-  await bouncer.waitForLine(/reload: listeners/);
+  await bouncer.log.waitFor({ message: /^reload: listeners/ });
   await exchange();
   for (
     let i = 0;
-    i < 50 && !/tcp disconnect/.test(await Deno.readTextFile(logPath).catch(() => ""));
+    i < 50 && !/"event":"disconnect"/.test(await Deno.readTextFile(logPath).catch(() => ""));
     i++
   ) {
     await delay(50);
   }
-  assertMatch(await Deno.readTextFile(logPath), /tcp disconnect/);
-  assertMatch(await Deno.readTextFile(`${logPath}.1`), /tcp disconnect/);
+  assertMatch(await Deno.readTextFile(logPath), /"event":"disconnect"/);
+  assertMatch(await Deno.readTextFile(`${logPath}.1`), /"event":"disconnect"/);
 });
 
 Deno.test("SIGUSR2 writes the counters to the log", async () => {
@@ -290,12 +291,20 @@ Deno.test("SIGUSR2 writes the counters to the log", async () => {
   await conn.closeWrite();
   await readAll(conn);
   conn.close();
-  await bouncer.waitForLine(/disconnect/);
+  await bouncer.log.waitFor({ event: "disconnect" });
   bouncer.signal("SIGUSR2");
-  assertMatch(
-    await bouncer.waitForLine(/status rule web/),
-    /active=0 total=1 up=3 down=3 errors=0 blocked: 0 dropped: 0 last client 127\.0\.0\.1:\d+/,
-  );
+  await bouncer.log.waitFor({
+    kind: "rule",
+    name: "web",
+    active: 0,
+    total: 1,
+    up: 3,
+    down: 3,
+    errors: 0,
+    blocked: "0",
+    dropped: "0",
+    lastClient: /^127\.0\.0\.1:\d+$/,
+  });
 });
 
 Deno.test("the ready file lists the addresses actually bound", async () => {

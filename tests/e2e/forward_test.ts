@@ -5,26 +5,16 @@
 import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import {
   echo,
+  exchange,
   freePortRange,
   portbounceCommand,
-  readAll,
   runCli,
   startPortbounce,
   tcpServer,
   tempDir,
   udpEcho,
   udpSocket,
-  writeAll,
 } from "./helpers.ts";
-
-async function tcpExchange(hostname: string, port: number, text: string): Promise<string> {
-  const conn = await Deno.connect({ hostname, port });
-  await writeAll(conn, new TextEncoder().encode(text));
-  await conn.closeWrite();
-  const reply = new TextDecoder().decode(await readAll(conn));
-  conn.close();
-  return reply;
-}
 
 Deno.test("forward: several SPECs, TCP, UDP and IPv6 in one process, one line per listener", async () => {
   await using tcpTarget = tcpServer(echo);
@@ -42,17 +32,20 @@ Deno.test("forward: several SPECs, TCP, UDP and IPv6 in one process, one line pe
     "--udp",
     `${c}=127.0.0.1:${udpTarget.port}`,
   ]);
-  const lines = bouncer.lines().join("\n");
-  assertIncludes(lines, `listening 127.0.0.1:${a} -> 127.0.0.1:${tcpTarget.port} (tcp)`);
-  assertIncludes(lines, `listening 127.0.0.1:${a} -> 127.0.0.1:${tcpTarget.port} (udp)`);
-  assertIncludes(lines, `listening [::1]:${b} -> [::1]:${v6Target.port} (tcp)`);
-  assertIncludes(
-    udpOnly.lines().join("\n"),
-    `listening 127.0.0.1:${c} -> 127.0.0.1:${udpTarget.port} (udp)`,
-  );
+  const listening = (log: typeof bouncer.log) =>
+    log.filter({ message: /^listening / }).map((entry) => entry.line);
+  assertEquals(listening(bouncer.log), [
+    `127.0.0.1:${a} -> 127.0.0.1:${tcpTarget.port} (tcp)`,
+    `127.0.0.1:${a} -> 127.0.0.1:${tcpTarget.port} (udp)`,
+    `[::1]:${b} -> [::1]:${v6Target.port} (tcp)`,
+    `[::1]:${b} -> [::1]:${v6Target.port} (udp)`,
+  ]);
+  assertEquals(listening(udpOnly.log), [
+    `127.0.0.1:${c} -> 127.0.0.1:${udpTarget.port} (udp)`,
+  ]);
 
-  assertEquals(await tcpExchange("127.0.0.1", a, "v4"), "v4");
-  assertEquals(await tcpExchange("::1", b, "v6"), "v6");
+  assertEquals(await exchange(a, "v4", "127.0.0.1"), "v4");
+  assertEquals(await exchange(b, "v6", "::1"), "v6");
   const client = udpSocket();
   try {
     await client.send(new TextEncoder().encode("dgram"), {
@@ -66,14 +59,18 @@ Deno.test("forward: several SPECs, TCP, UDP and IPv6 in one process, one line pe
     client.close();
   }
   // Connect and disconnect lines by default.
-  assertMatch(
-    await bouncer.waitForLine(/pass\(forward-1\) tcp disconnect/),
-    /reason=client-closed/,
-  );
-  assertMatch(
-    await udpOnly.waitForLine(/pass\(forward-1\) udp connect/),
-    new RegExp(`-> 127\\.0\\.0\\.1:${c} ->`),
-  );
+  await bouncer.log.waitFor({
+    event: "disconnect",
+    rule: "forward-1",
+    protocol: "tcp",
+    reason: "client-closed",
+  });
+  await udpOnly.log.waitFor({
+    event: "connect",
+    rule: "forward-1",
+    protocol: "udp",
+    listen: `127.0.0.1:${c}`,
+  });
 });
 
 Deno.test("forward listens on 127.0.0.1 by default, never on every interface", async () => {
@@ -91,8 +88,8 @@ Deno.test("forward --from admits only the given clients", async () => {
     "127.0.0.5/32",
     `${port}=127.0.0.1:${target.port}`,
   ]);
-  assertEquals(await tcpExchange("127.0.0.1", port, "x"), "");
-  assertMatch(await bouncer.waitForLine(/block/), /reason=no-matching-rule/);
+  assertEquals(await exchange(port, "x", "127.0.0.1"), "");
+  await bouncer.log.waitFor({ event: "block", reason: "no-matching-rule" });
 });
 
 Deno.test("forward --print-config prints a rule file that check accepts", async () => {
@@ -149,7 +146,7 @@ Deno.test("--exit-after stops cleanly with a summary line; the ready file is gon
     "json",
     `${port}=127.0.0.1:${target.port}`,
   ]);
-  assertEquals(await tcpExchange("127.0.0.1", port, "abc"), "abc");
+  assertEquals(await exchange(port, "abc", "127.0.0.1"), "abc");
   const { code, log } = await bouncer.exited();
   assertEquals(code, 0);
   assert(performance.now() - started >= 1400, "stopped before --exit-after");

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import type { ReadyFileContents } from "../../src/server/ready_file.ts";
+import { EntryLog, type EntryLog as EntryLogType, parseEntry } from "../log_entries.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -75,8 +76,10 @@ export interface Bouncer extends AsyncDisposable {
   readonly dir: string;
   /** Port actually bound for the n-th listener of the ready file. */
   port(index?: number): number;
-  /** Every log line so far. */
+  /** Every log line so far, as text. */
   lines(): string[];
+  /** The log as structured entries (the CLI runs with `--log-format json` unless told otherwise). */
+  readonly log: EntryLogType;
   /** Waits until a log line matches, returning it (fails after `timeoutMs`). */
   waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Sends a signal. */
@@ -106,12 +109,16 @@ export async function startPortbounce(
 ): Promise<Bouncer> {
   dir ??= await Deno.makeTempDir({ prefix: "portbounce-e2e-" });
   const readyPath = `${dir}/ready.json`;
-  const process = (await portbounceCommand([...args, "--ready-file", readyPath], {
+  const format = args.includes("--log-format") || !["run", "forward"].includes(args[0])
+    ? []
+    : ["--log-format", "json"];
+  const process = (await portbounceCommand([...args, ...format, "--ready-file", readyPath], {
     stdout: "null",
     wrapper,
   })).spawn();
 
   const collected: string[] = [];
+  const log = new EntryLog();
   const waiters = new Set<() => void>();
   const reading = (async () => {
     let partial = "";
@@ -120,9 +127,13 @@ export async function startPortbounce(
       const parts = partial.split("\n");
       partial = parts.pop()!;
       collected.push(...parts);
+      for (const part of parts) log.add(parseEntry(part));
       for (const wake of waiters) wake();
     }
-    if (partial) collected.push(partial);
+    if (partial) {
+      collected.push(partial);
+      log.add(parseEntry(partial));
+    }
     for (const wake of waiters) wake();
   })();
   let exitStatus: Deno.CommandStatus | undefined;
@@ -151,6 +162,7 @@ export async function startPortbounce(
     dir,
     port: (index = 0) => ready!.listeners[index].port,
     lines: () => [...collected],
+    log,
     async waitForLine(pattern, timeoutMs = 10_000) {
       const end = Date.now() + timeoutMs;
       for (;;) {
@@ -399,4 +411,43 @@ export function udpEcho(hostname = "127.0.0.1") {
       await loop;
     },
   };
+}
+
+/** Connects, sends `text`, half-closes, and returns everything the far side sent back. */
+export async function exchange(
+  port: number,
+  text: string,
+  hostname = "127.0.0.1",
+): Promise<string> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await writeAll(conn, new TextEncoder().encode(text));
+    await conn.closeWrite();
+    return new TextDecoder().decode(await readAll(conn));
+  } finally {
+    conn.close();
+  }
+}
+
+/** Receives one datagram, or null after `ms`. */
+export async function receiveWithin(socket: Udp, ms: number): Promise<Uint8Array | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), ms));
+  const received = socket.receive(new Uint8Array(65_536)).then(([data]) => data.slice());
+  const result = await Promise.race([received, timeout]);
+  clearTimeout(timer);
+  if (result === null) received.catch(() => {}); // Left pending until the socket closes.
+  return result;
+}
+
+/** Resident memory of a process, KiB. */
+export async function rssKiB(pid: number): Promise<number> {
+  return Number(/VmRSS:\s+(\d+)/.exec(await Deno.readTextFile(`/proc/${pid}/status`))![1]);
+}
+
+/** Open descriptors of a process. */
+export async function fdCount(pid: number): Promise<number> {
+  let n = 0;
+  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++;
+  return n;
 }

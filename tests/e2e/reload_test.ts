@@ -3,7 +3,16 @@
  * rule, removed listeners drain, bad files change nothing.
  */
 import { assert, assertEquals, assertMatch } from "../assert.ts";
-import { delay, echo, portIsFree, readAll, startBouncer, tcpServer, writeAll } from "./helpers.ts";
+import {
+  delay,
+  echo,
+  exchange,
+  portIsFree,
+  readAll,
+  startBouncer,
+  tcpServer,
+  writeAll,
+} from "./helpers.ts";
 import { freePortRange, udpEcho } from "./helpers.ts";
 
 /** Rewrites the bouncer's rule file and sends SIGHUP; waits for the reload's outcome line. */
@@ -14,27 +23,12 @@ async function reload(
 ): Promise<string> {
   await Deno.writeTextFile(`${bouncer.dir}/rules.toml`, rules);
   bouncer.signal("SIGHUP");
-  const end = Date.now() + 10_000;
-  for (;;) {
-    const outcomes = bouncer.lines().filter((l) => /reload: listeners|reload failed/.test(l));
-    if (outcomes.length >= count) return outcomes[count - 1];
-    if (Date.now() > end) {
-      throw new Error(`reload ${count} did not finish:\n${bouncer.lines().join("\n")}`);
-    }
-    await delay(20);
-  }
-}
-
-/** Opens a connection, exchanges `text`, and returns what came back (or throws). */
-async function exchange(port: number, text: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await writeAll(conn, new TextEncoder().encode(text));
-    await conn.closeWrite();
-    return new TextDecoder().decode(await readAll(conn));
-  } finally {
-    conn.close();
-  }
+  const outcome = await bouncer.log.waitFor(
+    { message: /^(reload: listeners|reload failed)/ },
+    10_000,
+    count,
+  );
+  return outcome.message!;
 }
 
 function tagged(tag: string) {
@@ -132,8 +126,8 @@ Deno.test("20 reloads under continuous load: kept listeners never refuse, live s
   assertEquals(failures, []);
   assert(attempts > 100, `only ${attempts} connections were tried`);
   // One UDP session the whole time: it was never cut by a reload.
-  assertEquals(bouncer.lines().filter((l) => /pass\(udp-kept\) udp connect/.test(l)).length, 1);
-  assertEquals(bouncer.lines().filter((l) => /udp disconnect/.test(l)), []);
+  assertEquals(bouncer.log.filter({ event: "connect", rule: "udp-kept" }).length, 1);
+  assertEquals(bouncer.log.filter({ event: "disconnect", protocol: "udp" }), []);
 });
 
 Deno.test("a removed listener stops accepting; its live session drains, then closes as drained", async () => {
@@ -144,7 +138,7 @@ Deno.test("a removed listener stops accepting; its live session drains, then clo
   await using bouncer = await startBouncer(rules);
   const live = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(live, new TextEncoder().encode("a"));
-  await bouncer.waitForLine(/tcp connect/);
+  await bouncer.log.waitFor({ event: "connect" });
   const started = performance.now();
   const outcome = await reload(bouncer, '[server]\ndrain_timeout = "700ms"\n', 1);
   assertMatch(
@@ -162,10 +156,7 @@ Deno.test("a removed listener stops accepting; its live session drains, then clo
   live.close();
   assertEquals(new TextDecoder().decode(got), "ab");
   assert(waited >= 600, `closed after ${waited} ms, before drain_timeout`);
-  assertMatch(
-    await bouncer.waitForLine(/disconnect/),
-    /pass\(leaving\) tcp disconnect .* reason=drained/,
-  );
+  await bouncer.log.waitFor({ event: "disconnect", rule: "leaving", reason: "drained" });
 });
 
 Deno.test("a changed rule applies to new sessions; a live session keeps its old target", async () => {
@@ -177,7 +168,7 @@ Deno.test("a changed rule applies to new sessions; a live session keeps its old 
   await using bouncer = await startBouncer(rule(oldTarget.port));
   const live = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(live, new TextEncoder().encode("live"));
-  await bouncer.waitForLine(/tcp connect/);
+  await bouncer.log.waitFor({ event: "connect" });
   assertMatch(
     await reload(bouncer, rule(newTarget.port), 1),
     /0 added, 1 kept, 0 removed; rules: 0 added, 1 changed \(web\)/,
@@ -203,12 +194,12 @@ Deno.test("an invalid reload logs every problem and keeps the old rules running"
     outcome,
     /reload failed: 2 problem\(s\) in .*rules\.toml; the running rules are unchanged/,
   );
-  const log = bouncer.lines().join("\n");
-  assertMatch(
-    log,
-    /ERROR reload: .*rules\.toml:\d+: rule "bad" \(rule #2\): frm: unknown key; did you mean "from"\?/,
-  );
-  assertMatch(log, /ERROR reload: .*port 99999 is out of range/);
+  await bouncer.log.waitFor({
+    level: "error",
+    message:
+      /^reload: .*rules\.toml:\d+: rule "bad" \(rule #2\): frm: unknown key; did you mean "from"\?/,
+  });
+  await bouncer.log.waitFor({ level: "error", message: /^reload: .*port 99999 is out of range/ });
   assertEquals(await exchange(port, "still here"), "still here");
   // A later good reload applies normally.
   assertMatch(await reload(bouncer, good, 2), /reload: listeners: 0 added, 1 kept/);
@@ -234,10 +225,11 @@ Deno.test("a listener that cannot be bound on reload is reported; the rest appli
         `1 added \\(tcp 127\\.0\\.0\\.1:${added}\\), 1 kept, 0 removed, 1 failed to bind \\(tcp 127\\.0\\.0\\.1:${taken}\\)`,
       ),
     );
-    assertMatch(
-      bouncer.lines().join("\n"),
-      new RegExp(`reload: cannot bind tcp 127\\.0\\.0\\.1:${taken}: address already in use`),
-    );
+    await bouncer.log.waitFor({
+      message: new RegExp(
+        `^reload: cannot bind tcp 127\\.0\\.0\\.1:${taken}: address already in use`,
+      ),
+    });
     assertEquals(await exchange(added, "new"), "new");
     assertEquals(await exchange(port, "old"), "old");
   } finally {

@@ -48,8 +48,8 @@ async function withTraffic() {
   await exchange(port, 2345);
   assertEquals((await exchangeFrom("127.0.0.2", port, "x")).data, "x");
   assertEquals((await exchangeFrom("127.0.0.9", port, "y")).data, "");
-  await bouncer.waitForLine(/127\.0\.0\.2.* tcp disconnect|tcp disconnect .*127\.0\.0\.2/);
-  await bouncer.waitForLine(/block\(lab-blocked\)/);
+  await bouncer.log.waitFor({ event: "disconnect", client: /^127\.0\.0\.2:/ });
+  await bouncer.log.waitFor({ event: "block", rule: "lab-blocked" });
   return { target, bouncer, base: `http://${bouncer.ready.status}` };
 }
 

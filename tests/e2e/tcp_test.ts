@@ -2,7 +2,7 @@
  * The TCP relay end to end: the real CLI as a subprocess, real sockets on
  * loopback (127.0.0.0/8 and ::1), data checked by SHA-256.
  */
-import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
+import { assert, assertEquals, assertMatch } from "../assert.ts";
 import {
   delay,
   echo,
@@ -16,9 +16,10 @@ import {
   tcpServer,
   writeAll,
 } from "./helpers.ts";
+import { passRule } from "../fixtures/rules.ts";
 
 function rule(listen: string, target: string, extra = ""): string {
-  return `[[rule]]\nname = "r"\nlisten = "${listen}"\nbounce_to = "${target}"\n${extra}\n`;
+  return passRule({ listen, target, extra });
 }
 
 /**
@@ -68,8 +69,8 @@ Deno.test("64 MiB each way at once arrive intact (SHA-256), IPv4", async () => {
       mibPerSecond.toFixed(0)
     } MiB/s total (${(mibPerSecond * 8 * 1.048576 / 1000).toFixed(2)} Gbit/s)`,
   );
-  const line = await bouncer.waitForLine(/tcp disconnect/);
-  assertIncludes(line, `up=${size} down=${size}`);
+  const ended = await bouncer.log.waitFor({ event: "disconnect" });
+  assertEquals([ended.bytes_up, ended.bytes_down], [size, size]);
 });
 
 Deno.test("IPv6 clients and targets on ::1, 8 MiB each way intact", async () => {
@@ -82,10 +83,10 @@ Deno.test("IPv6 clients and targets on ::1, 8 MiB each way intact", async () => 
   const result = await bidirectional("::1", bouncer.port(), upload, received);
   assertEquals(result.targetGot.sha256, sha256(upload));
   assertEquals(result.clientGot.sha256, sha256(download));
-  assertMatch(
-    await bouncer.waitForLine(/tcp connect/),
-    /\[::1\]:\d+ -> \[::1\]:\d+ -> \[::1\]:\d+/,
-  );
+  const connect = await bouncer.log.waitFor({ event: "connect" });
+  for (const field of ["client", "listen", "target", "local"]) {
+    assertMatch(connect[field] as string, /^\[::1\]:\d+$/);
+  }
 });
 
 Deno.test("half-close: a client that shuts its sending side still gets the whole reply", async () => {
@@ -105,7 +106,7 @@ Deno.test("half-close: a client that shuts its sending side still gets the whole
   conn.close();
   assertEquals(new TextDecoder().decode(got.subarray(0, 7)), "request");
   assertEquals(sha256(got.subarray(7)), sha256(reply));
-  assertMatch(await bouncer.waitForLine(/disconnect/), /reason=client-closed/);
+  await bouncer.log.waitFor({ event: "disconnect", reason: "client-closed" });
 });
 
 Deno.test("target closes first: reason target-closed, client sees EOF", async () => {
@@ -116,7 +117,12 @@ Deno.test("target closes first: reason target-closed, client sees EOF", async ()
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
   assertEquals(new TextDecoder().decode(await readAll(conn)), "bye");
   conn.close();
-  assertMatch(await bouncer.waitForLine(/disconnect/), /up=0 down=3 .*reason=target-closed/);
+  await bouncer.log.waitFor({
+    event: "disconnect",
+    bytes_up: 0,
+    bytes_down: 3,
+    reason: "target-closed",
+  });
 });
 
 Deno.test("1,000 concurrent connections are all relayed correctly", async () => {
@@ -141,7 +147,7 @@ Deno.test("1,000 concurrent connections are all relayed correctly", async () => 
     return sha256(got) === sha256(payload);
   }));
   assertEquals(results.filter((ok) => ok).length, count);
-  assertEquals(bouncer.lines().filter((l) => / error /.test(l)), []);
+  assertEquals(bouncer.log.filter({ event: "error" }), []);
 });
 
 Deno.test("first match decides pass or block by client source address; deny by default", async () => {
@@ -172,15 +178,20 @@ bounce_to = "127.0.0.1:${target.port}"
 
   // Checked at the target, not only in the log: only .3 ever reached it.
   assertEquals(target.clients, ["127.0.0.1"]);
-  assertMatch(
-    await bouncer.waitForLine(/block\(lab-blocked\)/),
-    /block\(lab-blocked\) tcp block 127\.0\.0\.2:\d+ -> 127\.0\.0\.1:\d+ reason=rule/,
-  );
-  assertMatch(
-    await bouncer.waitForLine(/127\.0\.0\.9.*reason=no-matching-rule/),
-    /block\(-\) tcp block 127\.0\.0\.9:\d+/,
-  );
-  assertMatch(await bouncer.waitForLine(/pass\(office\) tcp connect/), /127\.0\.0\.3:\d+ ->/);
+  await bouncer.log.waitFor({
+    event: "block",
+    rule: "lab-blocked",
+    client: /^127\.0\.0\.2:\d+$/,
+    listen: `127.0.0.1:${port}`,
+    reason: "rule",
+  });
+  await bouncer.log.waitFor({
+    event: "block",
+    rule: null,
+    client: /^127\.0\.0\.9:\d+$/,
+    reason: "no-matching-rule",
+  });
+  await bouncer.log.waitFor({ event: "connect", rule: "office", client: /^127\.0\.0\.3:\d+$/ });
 });
 
 Deno.test("port ranges map listen port N to the N-th target port", async () => {
@@ -228,10 +239,13 @@ Deno.test("target down: the client is closed and the error names the cause", asy
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
   assertEquals((await readAll(conn)).length, 0);
   conn.close();
-  assertMatch(
-    await bouncer.waitForLine(/ error /),
-    /WARNING pass\(r\) tcp error 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+ error="connection refused"/,
-  );
+  await bouncer.log.waitFor({
+    level: "warning",
+    event: "error",
+    rule: "r",
+    target: `127.0.0.1:${closedPort}`,
+    error: "connection refused",
+  });
 });
 
 Deno.test("connect timeout: a target whose accept queue is full", async () => {
@@ -261,7 +275,7 @@ Deno.test("connect timeout: a target whose accept queue is full", async () => {
     conn.close();
     const waited = performance.now() - started;
     assert(waited >= 450, `closed after ${waited} ms, before the connect timeout`);
-    assertMatch(await bouncer.waitForLine(/ error /), /error="connect timeout after 500ms"/);
+    await bouncer.log.waitFor({ event: "error", error: "connect timeout after 500ms" });
   } finally {
     for (const conn of fillers) conn.close();
     blackhole.close();
@@ -281,11 +295,16 @@ Deno.test("idle timeout closes a quiet session; traffic keeps it alive", async (
     assertEquals(await conn.read(new Uint8Array(1)), 1);
     await delay(200);
   }
-  assertEquals(bouncer.lines().filter((l) => /disconnect/.test(l)), []);
+  assertEquals(bouncer.log.filter({ event: "disconnect" }), []);
   // Then quiet: closed by the bouncer.
   assertEquals(await conn.read(new Uint8Array(1)), null);
   conn.close();
-  assertMatch(await bouncer.waitForLine(/disconnect/), /up=6 down=6 .*reason=idle-timeout/);
+  await bouncer.log.waitFor({
+    event: "disconnect",
+    bytes_up: 6,
+    bytes_down: 6,
+    reason: "idle-timeout",
+  });
 });
 
 Deno.test("max_sessions refuses the session over the limit with a block naming it", async () => {
@@ -294,11 +313,11 @@ Deno.test("max_sessions refuses the session over the limit with a block naming i
     rule("127.0.0.1:0", `127.0.0.1:${target.port}`, "max_sessions = 1"),
   );
   const first = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
-  await bouncer.waitForLine(/tcp connect/);
+  await bouncer.log.waitFor({ event: "connect" });
   const second = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
   assertEquals(await second.read(new Uint8Array(1)), null);
   second.close();
-  assertMatch(await bouncer.waitForLine(/reason=max_sessions/), /block\(r\) tcp block/);
+  await bouncer.log.waitFor({ event: "block", rule: "r", reason: "max_sessions" });
   first.close();
 });
 
@@ -306,14 +325,13 @@ Deno.test("JSON logs carry every field named", async () => {
   await using target = tcpServer(echo);
   await using bouncer = await startBouncer(
     rule("127.0.0.1:0", `127.0.0.1:${target.port}`),
-    ["--log-format", "json"],
   );
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
   await writeAll(conn, new TextEncoder().encode("12345"));
   await conn.closeWrite();
   await readAll(conn);
   conn.close();
-  const line = JSON.parse(await bouncer.waitForLine(/"event":"disconnect"/));
+  const line = await bouncer.log.waitFor({ event: "disconnect" });
   assertEquals(line.level, "info");
   assertEquals(line.rule, "r");
   assertEquals(line.action, "pass");
@@ -323,6 +341,6 @@ Deno.test("JSON logs carry every field named", async () => {
   assertEquals(line.reason, "client-closed");
   assertEquals(line.target, `127.0.0.1:${target.port}`);
   assertEquals(line.listen, `127.0.0.1:${bouncer.port()}`);
-  assertMatch(line.client, /^127\.0\.0\.1:\d+$/);
+  assertMatch(line.client as string, /^127\.0\.0\.1:\d+$/);
   assert(typeof line.duration_ms === "number" && typeof line.time === "string");
 });

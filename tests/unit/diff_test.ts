@@ -1,4 +1,4 @@
-import { loadRules } from "./rules.ts";
+import { loadRules } from "../fixtures/rules.ts";
 import { assertEquals } from "../assert.ts";
 import { diffListeners, diffRules } from "../../src/rules/diff.ts";
 import { buildPlan } from "../../src/rules/plan.ts";

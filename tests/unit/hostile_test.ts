@@ -3,18 +3,13 @@
  * accepted when it is valid), never a crash, a hang or a megabyte of message.
  */
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
+import { problems } from "../fixtures/rules.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { builtInServices } from "../../src/config/services.ts";
 
 const services = builtInServices();
 const rule = (extra = "") =>
   `[[rule]]\nlisten = "127.0.0.1:1"\nbounce_to = "127.0.0.1:2"\n${extra}`;
-
-function problems(text: string): string[] {
-  const result = parseConfig(text, "hostile.toml", services);
-  assert(!result.ok, "expected problems");
-  return result.problems.map((p) => `${p.where}: ${p.message}`);
-}
 
 Deno.test("deep nesting is refused, not a stack overflow", () => {
   assertIncludes(
@@ -60,7 +55,7 @@ Deno.test("a 1 MB string gives a short message", () => {
 Deno.test("duplicate keys and tables, NUL bytes, odd types", () => {
   assertIncludes(
     problems('[server]\nlog_level = "info"\nlog_level = "debug"\n')[0],
-    "hostile.toml:3:1",
+    "rules.toml:3:1",
   );
   assertIncludes(problems("[server]\n[server]\n")[0], "TOML syntax error");
   assertIncludes(problems('a = "\u0000"\n')[0], "control characters");

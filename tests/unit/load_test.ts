@@ -1,16 +1,9 @@
-import { loadRules } from "./rules.ts";
+import { loadRules, problems } from "../fixtures/rules.ts";
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
-import { formatProblem, parseConfig } from "../../src/config/load.ts";
+import { parseConfig } from "../../src/config/load.ts";
 import { builtInServices } from "../../src/config/services.ts";
 
 const services = builtInServices();
-
-/** Every problem of `text`, formatted as printed. */
-function problems(text: string): string[] {
-  const result = parseConfig(text, "rules.toml", services);
-  assert(!result.ok, "expected the rule file to be rejected");
-  return result.problems.map(formatProblem);
-}
 
 function onlyProblem(text: string): string {
   const found = problems(text);

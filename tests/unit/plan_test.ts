@@ -1,4 +1,4 @@
-import { loadRules } from "./rules.ts";
+import { loadRules } from "../fixtures/rules.ts";
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
 import { parseClientAddress } from "../../src/config/network.ts";
 import { firstMatch } from "../../src/rules/match.ts";

@@ -1,0 +1,122 @@
+/**
+ * The relay's small parts, without sockets: deciding a session, "once per
+ * interval", the buffer pool, the serve loop's back-off, the UDP flow table.
+ */
+import { assert, assertEquals } from "../assert.ts";
+import { decide } from "../../src/relay/admission.ts";
+import { BufferPool } from "../../src/relay/buffer_pool.ts";
+import { RuleLimiter } from "../../src/relay/limits.ts";
+import { OncePer } from "../../src/relay/once_per.ts";
+import { serveLoop } from "../../src/relay/serve_loop.ts";
+import { FlowTable } from "../../src/relay/udp/flows.ts";
+import { parseClientAddress } from "../../src/config/network.ts";
+import type { Rule } from "../../src/config/types.ts";
+import { buildPlan } from "../../src/rules/plan.ts";
+import { loadRules } from "../fixtures/rules.ts";
+
+const RULES = loadRules(`
+[[rule]]
+name = "lab"
+action = "block"
+listen = "127.0.0.1:80"
+from = "10.1.0.0/16"
+
+[[rule]]
+name = "office"
+listen = "127.0.0.1:80"
+from = "10.0.0.0/8"
+bounce_to = "127.0.0.1:8080"
+max_sessions = 1
+`);
+const [LISTENER] = buildPlan(RULES, new Map()).listeners;
+
+function limiters() {
+  const made = new Map<Rule, RuleLimiter>();
+  return (rule: Rule) => {
+    if (!made.has(rule)) made.set(rule, new RuleLimiter(rule));
+    return made.get(rule)!;
+  };
+}
+
+Deno.test("decide: first match, block rules, deny by default, then limits", () => {
+  const limiterOf = limiters();
+  const ip = (text: string) => parseClientAddress(text);
+  const blocked = decide(LISTENER, ip("10.1.2.3"), limiterOf, 0);
+  assertEquals(blocked.pass ? null : [blocked.rule?.name, blocked.reason], ["lab", "rule"]);
+  const none = decide(LISTENER, ip("192.168.1.1"), limiterOf, 0);
+  assertEquals(none.pass ? null : [none.rule, none.reason], [null, "no-matching-rule"]);
+  const unparsable = decide(LISTENER, null, limiterOf, 0);
+  assertEquals(unparsable.pass ? null : unparsable.reason, "no-matching-rule");
+  const passed = decide(LISTENER, ip("10.2.0.1"), limiterOf, 0);
+  assert(passed.pass);
+  assertEquals(passed.targets, [{ host: "127.0.0.1", port: 8080 }]);
+  const full = decide(LISTENER, ip("10.2.0.2"), limiterOf, 0);
+  assertEquals(full.pass ? null : [full.rule?.name, full.reason], ["office", "max_sessions"]);
+  passed.admission.release();
+  assert(decide(LISTENER, ip("10.2.0.2"), limiterOf, 0).pass, "the slot is free again");
+});
+
+Deno.test("OncePer: a key passes once per interval; memory is bounded", () => {
+  const once = new OncePer(1_000, 3);
+  assert(once.pass("a", 0));
+  assert(!once.pass("a", 999));
+  assert(once.pass("a", 1_000));
+  assert(once.pass("b", 1_000));
+  assert(once.pass("c", 1_000));
+  assert(!once.pass("d", 1_500), "a fourth key waits while three are remembered");
+  assert(once.pass("d", 2_100), "old keys age out and make room");
+});
+
+Deno.test("BufferPool: reuses what is given back, bounds what it lends", () => {
+  const pool = new BufferPool(16, 1, 2);
+  const a = pool.take();
+  const b = pool.tryTake()!;
+  assertEquals(pool.tryTake(), null, "two lent out at most");
+  pool.give(a);
+  pool.give(b); // Beyond maxFree: left to the garbage collector.
+  assert(pool.take() === a, "the kept buffer comes back");
+  assertEquals(pool.take().length, 16);
+});
+
+Deno.test("serveLoop: hands items on, reports a failing burst once, then recovery", async () => {
+  const script: (number | Error)[] = [1, new Error("EMFILE"), new Error("EMFILE"), 2, 3];
+  const handled: number[] = [];
+  const failing: string[] = [];
+  const recovered: number[] = [];
+  await serveLoop(
+    () => {
+      const next = script.shift()!;
+      return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
+    },
+    (item) => void handled.push(item),
+    {
+      closed: () => script.length === 0,
+      failing: (error) => failing.push((error as Error).message),
+      recovered: (n) => recovered.push(n),
+    },
+  );
+  assertEquals(handled, [1, 2, 3]);
+  assertEquals(failing, ["EMFILE"]);
+  assertEquals(recovered, [2]);
+});
+
+Deno.test("FlowTable: keys by address and port, tells a draining listener when it is empty", () => {
+  const flows = new FlowTable<string>();
+  const a = FlowTable.keyOf({ transport: "udp", hostname: "127.0.0.1", port: 5000 });
+  const b = FlowTable.keyOf({ transport: "udp", hostname: "127.0.0.1", port: 5001 });
+  flows.add(a, "first");
+  flows.add(b, "second");
+  let empty = 0;
+  flows.onEmpty(() => empty++);
+  flows.delete(a);
+  assertEquals([flows.get(b), empty], ["second", 0]);
+  flows.delete(b);
+  assertEquals(empty, 1);
+  flows.onEmpty(() => empty++);
+  assertEquals(empty, 2, "called at once when already empty");
+  flows.add(a, "again");
+  flows.onEmpty(() => empty++);
+  flows.cancelOnEmpty();
+  flows.delete(a);
+  assertEquals(empty, 2, "a revived listener is not closed");
+});
