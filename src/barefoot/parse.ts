@@ -50,7 +50,7 @@ const TIMEOUT_KEYWORDS = [
   "timeout.tcp_fin_wait",
 ] as const;
 
-/** Server settings Barefoot documents (BAREFOOT.md), and families of them. */
+/** Server settings Barefoot documents (docs/BAREFOOT.md), and families of them. */
 export const SERVER_KEYWORDS = [
   "external",
   "external.protocol",

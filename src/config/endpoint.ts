@@ -50,18 +50,6 @@ export function rangeSize(range: PortRange): number {
   return range.last - range.first + 1;
 }
 
-/** Formats a host for display and for socket calls' `hostname` (IPv6 in brackets). */
-export function formatHost(host: Host): string {
-  switch (host.kind) {
-    case "ip":
-      return host.family === 6 ? `[${host.address}]` : host.address;
-    case "any":
-      return "*";
-    case "name":
-      return host.name;
-  }
-}
-
 /** Formats an address and port, bracketing IPv6: `[::1]:80`. */
 export function formatAddress(address: string, port: number): string {
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;

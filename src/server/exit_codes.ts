@@ -1,4 +1,4 @@
-/** Process exit codes (SPEC.md). */
+/** Process exit codes (README, "Exit codes"). */
 export const ExitCode = {
   /** Clean stop. */
   ok: 0,

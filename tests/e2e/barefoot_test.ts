@@ -1,6 +1,6 @@
 /**
  * import-barefoot end to end: six barefootd.conf samples covering every
- * keyword of BAREFOOT.md, each output checked by `portbounce check`, and one
+ * keyword of docs/BAREFOOT.md, each output checked by `portbounce check`, and one
  * relaying real traffic.
  */
 import { fileURLToPath } from "node:url";
