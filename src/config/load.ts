@@ -9,6 +9,8 @@ import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join } from "node:path";
 import { clip, clipMiddle, describe } from "./describe.ts";
 import { parseDuration } from "./duration.ts";
+import { parseSize } from "./size.ts";
+import { DEFAULT_BUFFER_MEMORY } from "../relay/buffer_pool.ts";
 import {
   type ListenEndpoint,
   parseListen,
@@ -65,6 +67,10 @@ export const SERVER_KEYS = [
   "log_level",
   "status",
   "drain_timeout",
+  "reload_drain_timeout",
+  "reload_enforces_rules",
+  "buffer_memory",
+  "pid_file",
 ] as const;
 const SETTING_KEYS = [
   "action",
@@ -72,6 +78,7 @@ const SETTING_KEYS = [
   "from",
   "connect_timeout",
   "idle_timeout",
+  "stall_timeout",
   "udp_idle_timeout",
   "log",
   "max_sessions",
@@ -88,6 +95,7 @@ const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {
   from: ANY_NETWORKS,
   connectTimeoutMs: 10_000,
   idleTimeoutMs: 0,
+  stallTimeoutMs: 300_000,
   udpIdleTimeoutMs: 60_000,
   log: new Set<LogEvent>(["connect", "disconnect", "block", "error"]),
   maxSessions: 0,
@@ -101,6 +109,10 @@ const BUILT_IN_SERVER: ServerSettings = {
   logLevel: "info",
   status: null,
   drainTimeoutMs: 30_000,
+  reloadDrainTimeoutMs: 0,
+  reloadEnforcesRules: true,
+  bufferMemory: DEFAULT_BUFFER_MEMORY,
+  pidFile: null,
 };
 
 type Table = Record<string, unknown>;
@@ -240,11 +252,59 @@ function readServer(
   const drainTimeoutMs = value.drain_timeout === undefined
     ? BUILT_IN_SERVER.drainTimeoutMs
     : readDuration(value.drain_timeout, scope, "drain_timeout", 0);
+  const reloadDrainTimeoutMs = value.reload_drain_timeout === undefined
+    ? BUILT_IN_SERVER.reloadDrainTimeoutMs
+    : readDuration(value.reload_drain_timeout, scope, "reload_drain_timeout", 0);
+  const reloadEnforcesRules = value.reload_enforces_rules === undefined
+    ? BUILT_IN_SERVER.reloadEnforcesRules
+    : readBoolean(value.reload_enforces_rules, scope, "reload_enforces_rules");
+  const bufferMemory = value.buffer_memory === undefined
+    ? BUILT_IN_SERVER.bufferMemory
+    : readBufferMemory(value.buffer_memory, scope);
+  const pidFile = value.pid_file === undefined
+    ? null
+    : readPath(value.pid_file, scope, "pid_file", source);
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
-    status === undefined || drainTimeoutMs === undefined
+    status === undefined || drainTimeoutMs === undefined || reloadDrainTimeoutMs === undefined ||
+    reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined
   ) return undefined;
-  return { log, logFormat, logLevel, status, drainTimeoutMs };
+  return {
+    log,
+    logFormat,
+    logLevel,
+    status,
+    drainTimeoutMs,
+    reloadDrainTimeoutMs,
+    reloadEnforcesRules,
+    bufferMemory,
+    pidFile,
+  };
+}
+
+function readBoolean(value: unknown, scope: Scope, key: string): boolean | undefined {
+  if (typeof value === "boolean") return value;
+  return scope.fail(key, `expected true or false, got ${describe(value)}`);
+}
+
+/** A path; relative paths are relative to the rule file. */
+function readPath(value: unknown, scope: Scope, key: string, source: string): string | undefined {
+  if (typeof value !== "string" || value === "" || value.includes("\0")) {
+    return scope.fail(key, `expected a file path, got ${describe(value)}`);
+  }
+  return isAbsolute(value) ? value : join(dirname(source), value);
+}
+
+/** At least 1 MiB: below that, hardly one streaming TCP direction gets a large buffer. */
+const MIN_BUFFER_MEMORY = 1024 * 1024;
+
+function readBufferMemory(value: unknown, scope: Scope): number | undefined {
+  const bytes = parseSize(value);
+  if (typeof bytes !== "number") return scope.fail("buffer_memory", bytes.error);
+  if (bytes < MIN_BUFFER_MEMORY) {
+    return scope.fail("buffer_memory", `"${value}" is too small (at least 1MiB)`);
+  }
+  return bytes;
 }
 
 function readLogOutputs(
@@ -350,6 +410,9 @@ function readSettings(table: Table, scope: Scope): Partial<Settings> {
       "idle_timeout",
       0,
     );
+  }
+  if (table.stall_timeout !== undefined) {
+    settings.stallTimeoutMs = readDuration(table.stall_timeout, scope, "stall_timeout", 0);
   }
   if (table.udp_idle_timeout !== undefined) {
     settings.udpIdleTimeoutMs = readDuration(

@@ -51,6 +51,8 @@ export interface RuleSettings {
   readonly connectTimeoutMs: number;
   /** 0 means no limit. */
   readonly idleTimeoutMs: number;
+  /** TCP: a write without progress for this long ends the session as `stalled`; 0 = never. */
+  readonly stallTimeoutMs: number;
   readonly udpIdleTimeoutMs: number;
   readonly log: ReadonlySet<LogEvent>;
   /** 0 means unlimited. */
@@ -89,6 +91,14 @@ export interface ServerSettings {
   /** Address of the status endpoint, or null when it is off. */
   readonly status: { readonly hostname: string; readonly port: number } | null;
   readonly drainTimeoutMs: number;
+  /** How long sessions of rules or listeners removed by a reload may go on; 0 = no limit. */
+  readonly reloadDrainTimeoutMs: number;
+  /** Whether a reload closes live sessions whose client the new rules refuse. */
+  readonly reloadEnforcesRules: boolean;
+  /** Bytes of large relay buffers (TCP streaming, UDP receives) allowed at once. */
+  readonly bufferMemory: number;
+  /** Where to write the process id, or null. */
+  readonly pidFile: string | null;
 }
 
 /** A whole, valid rule file. */

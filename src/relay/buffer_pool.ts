@@ -1,41 +1,76 @@
 /**
- * Large relay buffers, reused: a direction borrows one while data streams and
- * gives it back when the stream pauses, so idle connections hold only their
- * small buffers and bursts do not churn the garbage collector.
+ * Relay buffers, reused. Large buffers (for data that streams, and for UDP
+ * receives that must hold any datagram) are counted against one memory
+ * budget shared by TCP and UDP; when it is spent, relays fall back to small
+ * buffers (TCP: slower, never unbounded; UDP: counted where a reply did not
+ * fit). Small buffers are cheap and only kept for reuse.
  *
  * @module
  */
 
-/** A bounded pool of equal-sized buffers. */
+/** Bytes of large buffers lent out, against a limit the operator sets. */
+export class MemoryBudget {
+  #inUse = 0;
+  /** Times a large buffer was wanted and the budget was spent. */
+  refused = 0;
+
+  constructor(public limitBytes: number) {}
+
+  /** Reserves `bytes` if the budget allows. */
+  tryReserve(bytes: number): boolean {
+    if (this.#inUse + bytes > this.limitBytes) {
+      this.refused++;
+      return false;
+    }
+    this.#inUse += bytes;
+    return true;
+  }
+
+  release(bytes: number): void {
+    this.#inUse -= bytes;
+  }
+
+  /** Bytes lent out now. */
+  get inUse(): number {
+    return this.#inUse;
+  }
+}
+
+/** Equal-sized buffers, kept for reuse (at most `maxFree` of them). */
 export class BufferPool {
   readonly #free: Uint8Array[] = [];
-  #outstanding = 0;
 
   /**
    * @param size bytes per buffer
    * @param maxFree buffers kept for reuse at most; beyond that they are left to the GC
-   * @param maxOutstanding buffers lent out at once at most, for {@linkcode tryTake}
+   * @param budget when given, every buffer lent out counts against it
    */
   constructor(
     readonly size: number,
     readonly maxFree: number,
-    readonly maxOutstanding = Infinity,
+    readonly budget?: MemoryBudget,
   ) {}
 
-  /** A buffer of `size` bytes (its contents are whatever the last user left). */
-  take(): Uint8Array {
-    this.#outstanding++;
+  /** A buffer (its contents are whatever the last user left), or null when the budget is spent. */
+  tryTake(): Uint8Array | null {
+    if (this.budget && !this.budget.tryReserve(this.size)) return null;
     return this.#free.pop() ?? new Uint8Array(this.size);
   }
 
-  /** A buffer, or null when `maxOutstanding` are already lent out. */
-  tryTake(): Uint8Array | null {
-    return this.#outstanding < this.maxOutstanding ? this.take() : null;
+  /** A buffer; only for pools without a budget. */
+  take(): Uint8Array {
+    return this.tryTake()!;
   }
 
   /** Returns a buffer taken from this pool. */
   give(buffer: Uint8Array): void {
-    this.#outstanding--;
+    this.budget?.release(this.size);
     if (this.#free.length < this.maxFree) this.#free.push(buffer);
   }
 }
+
+/** The default budget for large relay buffers: 128 MiB. */
+export const DEFAULT_BUFFER_MEMORY = 128 * 1024 * 1024;
+
+/** The budget every relay's large buffers count against (`[server] buffer_memory`). */
+export const relayBuffers = new MemoryBudget(DEFAULT_BUFFER_MEMORY);

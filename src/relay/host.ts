@@ -12,15 +12,18 @@ import type { Decision, Refusal } from "./admission.ts";
 import type { Dialer } from "./dial.ts";
 import type { Closable, SessionHandle, SessionSetup } from "./session.ts";
 import type { Admission } from "./limits.ts";
+import type { Sweeper } from "./sweeper.ts";
 
 /** Timings a test may shorten; the defaults are what operators get. */
 export interface RelayTuning {
   /** Quiet time after which a UDP flow parks on its small buffer. */
   readonly udpParkAfterMs: number;
+  /** How often idle and stall deadlines of TCP sessions are checked. */
+  readonly sweepIntervalMs: number;
 }
 
 /** The tuning operators get. */
-export const DEFAULT_TUNING: RelayTuning = { udpParkAfterMs: 10_000 };
+export const DEFAULT_TUNING: RelayTuning = { udpParkAfterMs: 10_000, sweepIntervalMs: 500 };
 
 /** Where a refused client came from and went to. */
 export interface RefusalPlace {
@@ -52,6 +55,8 @@ export interface RelayHost {
   listenerRecovered(listenerKey: string, verb: "accept" | "receive", failures: number): void;
   readonly dialer: Dialer;
   readonly tuning: RelayTuning;
+  /** Checks TCP sessions' idle and stall deadlines. */
+  readonly sweeper: Sweeper;
 }
 
 /** A bound listener of either protocol, as the daemon drives it. */

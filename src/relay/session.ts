@@ -13,8 +13,15 @@ export type DisconnectReason =
   | "client-closed"
   | "target-closed"
   | "idle-timeout"
+  /** A side ended the connection abortively (RST). */
+  | "reset"
+  /** A write made no progress for the rule's `stall_timeout`. */
+  | "stalled"
   | "error"
+  /** Its listener or rule was removed by a reload, or it was quiet while the daemon stopped. */
   | "drained"
+  /** A reload's rules refuse its client (`reload_enforces_rules`). */
+  | "revoked"
   | "shutdown";
 
 /** Why a new client was refused. */

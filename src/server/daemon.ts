@@ -13,6 +13,7 @@ import { formatProblem } from "../config/load.ts";
 import type { Config, LogFormat, LogLevel, LogOutput } from "../config/types.ts";
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
+import { relayBuffers } from "../relay/buffer_pool.ts";
 import { VERSION } from "../version.ts";
 import { Engine, type EngineOptions, type ReloadSummary } from "./engine.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -97,6 +98,7 @@ export class Daemon {
       return ExitCode.runtime;
     }
     const log = logger();
+    relayBuffers.limitBytes = config.server.bufferMemory;
     const bound = Engine.bind(config.rules, listeners, log, options.engine);
     if (!bound.ok) {
       for (const failure of bound.failures) {
@@ -229,6 +231,7 @@ export class Daemon {
     for (const warning of loaded.warnings) {
       log.warn("reload: {warning}", { warning: formatProblem(warning) });
     }
+    relayBuffers.limitBytes = loaded.config.server.bufferMemory;
     const drainMs = loaded.config.server.drainTimeoutMs;
     const summary = this.engine.reload(loaded.config.rules, loaded.listeners, drainMs);
     for (const failure of summary.listeners.failed) {

@@ -24,6 +24,7 @@ import {
 } from "../relay/host.ts";
 import { RuleLimiter } from "../relay/limits.ts";
 import { OncePer } from "../relay/once_per.ts";
+import { Sweeper } from "../relay/sweeper.ts";
 import type { Closable, SessionHandle } from "../relay/session.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
@@ -74,6 +75,7 @@ export class Engine implements RelayHost {
   readonly sessions: SessionTracker;
   readonly dialer: Dialer;
   readonly tuning: RelayTuning;
+  readonly sweeper: Sweeper;
   /** When the engine started (epoch ms). */
   readonly startedAt = Date.now();
   readonly #limiters = new WeakMap<Rule, RuleLimiter>();
@@ -92,6 +94,7 @@ export class Engine implements RelayHost {
     this.sessions = new SessionTracker(log, this.stats);
     this.dialer = options.dialer ?? systemDialer;
     this.tuning = options.tuning ?? DEFAULT_TUNING;
+    this.sweeper = new Sweeper(this.tuning.sweepIntervalMs);
   }
 
   /**

@@ -16,10 +16,17 @@ export function summaryLine(stats: Stats): string {
 
 /** Writes one line per rule and per listener with its counters. */
 export function logStatus(log: Logger, stats: Stats): void {
-  log.info("status: {summary}, {active} active", {
-    summary: summaryLine(stats),
-    active: stats.totals().active,
-  });
+  const memory = Deno.memoryUsage();
+  log.info(
+    "status: {summary}, {active} active; memory: rss {rss} KiB, heap {heap} KiB, external {external} KiB",
+    {
+      summary: summaryLine(stats),
+      active: stats.totals().active,
+      rss: Math.round(memory.rss / 1024),
+      heap: Math.round(memory.heapUsed / 1024),
+      external: Math.round(memory.external / 1024),
+    },
+  );
   for (
     const [kind, map] of [["rule", stats.rules], [
       "listener",

@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals } from "../assert.ts";
 import { decide } from "../../src/relay/admission.ts";
-import { BufferPool } from "../../src/relay/buffer_pool.ts";
+import { BufferPool, MemoryBudget } from "../../src/relay/buffer_pool.ts";
 import { RuleLimiter } from "../../src/relay/limits.ts";
 import { OncePer } from "../../src/relay/once_per.ts";
 import { serveLoop } from "../../src/relay/serve_loop.ts";
@@ -67,15 +67,18 @@ Deno.test("OncePer: a key passes once per interval; memory is bounded", () => {
   assert(once.pass("d", 2_100), "old keys age out and make room");
 });
 
-Deno.test("BufferPool: reuses what is given back, bounds what it lends", () => {
-  const pool = new BufferPool(16, 1, 2);
-  const a = pool.take();
+Deno.test("BufferPool: reuses what is given back, within a memory budget", () => {
+  const budget = new MemoryBudget(32);
+  const pool = new BufferPool(16, 1, budget);
+  const a = pool.tryTake()!;
   const b = pool.tryTake()!;
-  assertEquals(pool.tryTake(), null, "two lent out at most");
+  assertEquals(pool.tryTake(), null, "the budget holds two");
+  assertEquals([budget.inUse, budget.refused], [32, 1]);
   pool.give(a);
   pool.give(b); // Beyond maxFree: left to the garbage collector.
-  assert(pool.take() === a, "the kept buffer comes back");
-  assertEquals(pool.take().length, 16);
+  assertEquals(budget.inUse, 0);
+  assert(pool.tryTake() === a, "the kept buffer comes back");
+  assertEquals(new BufferPool(8, 0).take().length, 8, "without a budget, always a buffer");
 });
 
 Deno.test("serveLoop: hands items on, reports a failing burst once, then recovery", async () => {

@@ -77,7 +77,13 @@ export class TcpRelayListener implements RelayListener {
       return;
     }
     const { rule, targets, admission } = decision;
-    const session = new TcpSession({ client: conn, rule, targets, dialer: this.host.dialer });
+    const session = new TcpSession({
+      client: conn,
+      rule,
+      targets,
+      dialer: this.host.dialer,
+      sweeper: this.host.sweeper,
+    });
     const handle = this.host.open({
       setup: {
         protocol: "tcp",

@@ -1,83 +1,129 @@
 /**
- * One direction of a TCP relay: read from one connection, write everything to
- * the other, and pass the end of stream on as a half-close. Writes are awaited
- * before the next read, so a slow reader holds back the fast writer (memory
- * stays at one buffer per direction).
+ * One direction of a TCP relay: read from one connection, write everything
+ * to the other, pass the end of stream on as a half-close.
+ *
+ * While a write is under way, the next read is already issued (into a second
+ * buffer): so a reset or close of the source is noticed even while the
+ * destination does not read, and reading and writing overlap. At most one
+ * read and one write are in flight per direction: a slow reader holds back the
+ * fast writer, and memory stays at two buffers per direction.
+ *
+ * Buffers: a direction waits on a 2 KiB buffer (a pending `read()` holds its
+ * buffer, so this is what an idle connection costs) and reads into 256 KiB
+ * ones while data streams, as long as the memory budget allows (docs/PLATFORM.md).
  *
  * Plain read/write loops, not streams: `readable.pipeTo` closes the whole
  * socket at EOF and so breaks half-close (denoland/deno#22258).
  *
  * @module
  */
-import { BufferPool } from "../buffer_pool.ts";
+import { BufferPool, relayBuffers } from "../buffer_pool.ts";
 import { describeIoError } from "../errors.ts";
 
-/**
- * Buffer a direction waits with. A pending `read()` holds its buffer, so this
- * is what an idle connection costs: 2 KiB per direction keeps 5,000 idle
- * connections near 15 KiB each (bench/NOTES.md).
- */
 const SMALL_BUFFER = 2 * 1024;
-/** Buffer while data streams: 256 KiB moved bulk data fastest (docs/PLATFORM.md). */
 const LARGE_BUFFER = 256 * 1024;
-/** Large buffers kept for reuse across all connections: at most 16 MiB. */
-const largeBuffers = new BufferPool(LARGE_BUFFER, 64);
+const smallBuffers = new BufferPool(SMALL_BUFFER, 4_096);
+const largeBuffers = new BufferPool(LARGE_BUFFER, 64, relayBuffers);
 
 /** An I/O error, with the side of the relay it happened on. */
 export class PipeError extends Error {
   constructor(readonly side: "source" | "destination", cause: unknown) {
     super(describeIoError(cause), { cause });
   }
+
+  /** Whether the peer ended the connection abortively (a reset). */
+  get isReset(): boolean {
+    return this.cause instanceof Deno.errors.ConnectionReset ||
+      this.cause instanceof Deno.errors.BrokenPipe;
+  }
+}
+
+/** What a direction tells its session, and what the session watches. */
+export class Direction {
+  /** Monotonic time of the last completed read or write. */
+  lastActivity = performance.now();
+  /** Monotonic time the pending write started, or 0 when none is pending. */
+  writingSince = 0;
+  /** Whether this direction's source has ended and the end was passed on. */
+  ended = false;
+
+  constructor(
+    /** Bytes written to the destination. */
+    readonly delivered: (bytes: number) => void,
+    /** The source failed while a write was pending (the loop itself is blocked). */
+    readonly sourceFailed: (error: PipeError) => void,
+  ) {}
+}
+
+/** What a read resolves to when it failed (the error is kept aside). */
+const FAILED = -1;
+
+function release(buffer: Uint8Array): void {
+  (buffer.length === LARGE_BUFFER ? largeBuffers : smallBuffers).give(buffer);
 }
 
 /**
  * Copies `source` to `destination` until `source` ends, then half-closes
- * `destination` (unless the other direction has ended too, when the caller
- * closes both). `delivered` is told every write that completed. Throws
- * {@linkcode PipeError} on an I/O error either side.
+ * `destination` (unless `other` has ended too: then the session closes both).
+ * Throws {@linkcode PipeError} on an I/O error either side.
  */
 export async function pipe(
   source: Deno.Conn,
   destination: Deno.Conn,
-  delivered: (bytes: number) => void,
-  otherDirectionDone: () => boolean,
+  state: Direction,
+  other: Direction,
 ): Promise<void> {
-  const small = new Uint8Array(SMALL_BUFFER);
-  // Borrowed while data streams: a read that fills the small buffer means more is
-  // waiting; a large read that comes back short means the stream paused, so the
-  // next (possibly long) wait happens on the small buffer again.
-  let large: Uint8Array | null = null;
+  let failure: unknown;
+  const read = (into: Uint8Array) =>
+    source.read(into).then((n) => n, (error) => {
+      failure = error;
+      if (state.writingSince !== 0) state.sourceFailed(new PipeError("source", error));
+      return FAILED;
+    });
+  let buffer = smallBuffers.take();
+  let reading = read(buffer);
+  /** The buffer the pending read fills, when that is not `buffer`. */
+  let ahead: Uint8Array | null = null;
   try {
     for (;;) {
-      const buffer = large ?? small;
-      let n: number | null;
-      try {
-        n = await source.read(buffer);
-      } catch (error) {
-        throw new PipeError("source", error);
-      }
+      const n = await reading;
+      if (n === FAILED) throw new PipeError("source", failure);
       if (n === null) break;
+      const now = performance.now();
+      state.lastActivity = now;
+      // A full read means more is waiting: read on into a large buffer if the budget allows.
+      // A short one means the stream paused: wait on a small one.
+      const next = (n === buffer.length ? largeBuffers.tryTake() : null) ?? smallBuffers.take();
+      reading = read(next);
+      ahead = next;
+      state.writingSince = now;
       try {
         for (let written = 0; written < n;) {
           const wrote = await destination.write(buffer.subarray(written, n));
           written += wrote;
-          delivered(wrote);
+          state.lastActivity = performance.now();
+          state.delivered(wrote);
         }
       } catch (error) {
         throw new PipeError("destination", error);
+      } finally {
+        state.writingSince = 0;
       }
-      if (large === null) {
-        if (n === small.length) large = largeBuffers.take();
-      } else if (n < large.length) {
-        largeBuffers.give(large);
-        large = null;
-      }
+      release(buffer);
+      buffer = next;
+      ahead = null;
     }
   } finally {
-    if (large) largeBuffers.give(large);
+    release(buffer);
+    // A read still pending keeps its buffer until the session closes the socket.
+    if (ahead) {
+      const pending = ahead;
+      reading.then(() => release(pending));
+    }
   }
+  state.ended = true;
   // Both directions done: the session closes both sockets now, no half-close needed.
-  if (otherDirectionDone()) return;
+  if (other.ended) return;
   try {
     await destination.closeWrite();
   } catch (error) {

@@ -1,7 +1,7 @@
 /**
  * One TCP session: connect to the target, relay both directions with
- * half-close, enforce the idle timeout, and report through its
- * {@linkcode SessionHandle} how it went and how it ended.
+ * half-close, end it when it is idle or a write stalls, and report through
+ * its {@linkcode SessionHandle} how it went and how it ended.
  *
  * @module
  */
@@ -11,7 +11,8 @@ import { type Dialer, DialTimeout } from "../dial.ts";
 import { describeConnectError } from "../errors.ts";
 import { peerText } from "../peer.ts";
 import type { Closable, DisconnectReason, SessionHandle } from "../session.ts";
-import { pipe, PipeError } from "./pipe.ts";
+import type { Sweepable, Sweeper } from "../sweeper.ts";
+import { Direction, pipe, PipeError } from "./pipe.ts";
 
 /** What a TCP session starts from. */
 export interface TcpSessionSetup {
@@ -22,21 +23,25 @@ export interface TcpSessionSetup {
   /** Where to connect, in order of preference. */
   readonly targets: readonly Target[];
   readonly dialer: Dialer;
+  /** Checks the session's idle and stall deadlines. */
+  readonly sweeper: Sweeper;
 }
 
+/** How long a write may wait before the blocked direction's source is probed for a reset. */
+const PROBE_AFTER_MS = 1_000;
+const EMPTY = new Uint8Array(0);
+
 /** A relayed TCP connection from accept to close. */
-export class TcpSession implements Closable {
-  #lastActivity = performance.now();
+export class TcpSession implements Closable, Sweepable {
   #reason: DisconnectReason | undefined;
   #error: string | undefined;
   #firstEnd: "client" | "target" | undefined;
-  /** Whether each side's sending has ended (its EOF was relayed). */
-  #clientEnded = false;
-  #targetEnded = false;
   #targetConn: Deno.TcpConn | undefined;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** Aborts the connect in progress; dropped once connected (idle sessions stay small). */
   #connecting: AbortController | undefined;
+  #handle: SessionHandle | undefined;
+  #up: Direction | undefined;
+  #down: Direction | undefined;
 
   constructor(readonly setup: TcpSessionSetup) {}
 
@@ -48,13 +53,44 @@ export class TcpSession implements Closable {
     if (this.#targetConn) closeQuietly(this.#targetConn);
   }
 
+  /**
+   * Ends the session if it has been idle, or a write has stalled, too long;
+   * probes the source of a blocked direction for a reset.
+   */
+  sweep(now: number): void {
+    const up = this.#up, down = this.#down;
+    if (!up || !down) return;
+    const { idleTimeoutMs, stallTimeoutMs } = this.setup.rule;
+    const writingSince = Math.min(up.writingSince || Infinity, down.writingSince || Infinity);
+    if (writingSince !== Infinity) {
+      if (stallTimeoutMs > 0 && now - writingSince >= stallTimeoutMs) {
+        const side = writingSince === up.writingSince ? "target" : "client";
+        this.#fail("stalled", `${side}: not reading; no write progress for the stall timeout`);
+        return;
+      }
+      // A blocked direction no longer reads its source, so a reset there would go
+      // unseen (queued data hides it from reads): an empty write reports it.
+      if (up.writingSince && now - up.writingSince >= PROBE_AFTER_MS) {
+        this.#probe(this.setup.client, "client");
+      }
+      if (down.writingSince && now - down.writingSince >= PROBE_AFTER_MS && this.#targetConn) {
+        this.#probe(this.#targetConn, "target");
+      }
+    } else if (
+      idleTimeoutMs > 0 && now - Math.max(up.lastActivity, down.lastActivity) >= idleTimeoutMs
+    ) {
+      this.close("idle-timeout");
+    }
+  }
+
   /** Runs the session to its end, reporting to `handle`. Never throws. */
   async run(handle: SessionHandle): Promise<void> {
+    this.#handle = handle;
     try {
       const target = await this.#connect(handle);
       if (target) await this.#relay(target, handle);
     } finally {
-      clearTimeout(this.#idleTimer);
+      this.setup.sweeper.delete(this);
       closeQuietly(this.setup.client);
       if (this.#targetConn) closeQuietly(this.#targetConn);
       const reason = this.#reason ??
@@ -98,51 +134,48 @@ export class TcpSession implements Closable {
       }
     }
     handle.connected(peerText(target.localAddr));
-    this.#armIdleTimer();
-
-    const tracksIdle = this.setup.rule.idleTimeoutMs > 0;
-    const up = pipe(client, target, (n) => {
-      if (tracksIdle) this.#lastActivity = performance.now();
-      handle.delivered("up", n);
-    }, () => this.#targetEnded).then(
-      () => this.#ended("client"),
-      (error) => this.#failed(error, "client", handle),
+    const up = this.#up = new Direction(
+      (n) => handle.delivered("up", n),
+      (error) => this.#pipeFailed(error, "client"),
     );
-    const down = pipe(target, client, (n) => {
-      if (tracksIdle) this.#lastActivity = performance.now();
-      handle.delivered("down", n);
-    }, () => this.#clientEnded).then(
-      () => this.#ended("target"),
-      (error) => this.#failed(error, "target", handle),
+    const down = this.#down = new Direction(
+      (n) => handle.delivered("down", n),
+      (error) => this.#pipeFailed(error, "target"),
     );
-    await Promise.all([up, down]);
+    this.setup.sweeper.add(this);
+    await Promise.all([
+      pipe(client, target, up, down).then(
+        () => this.#firstEnd ??= "client",
+        (error) => this.#pipeFailed(error, "client"),
+      ),
+      pipe(target, client, down, up).then(
+        () => this.#firstEnd ??= "target",
+        (error) => this.#pipeFailed(error, "target"),
+      ),
+    ]);
   }
 
-  #ended(side: "client" | "target"): void {
-    this.#firstEnd ??= side;
-    if (side === "client") this.#clientEnded = true;
-    else this.#targetEnded = true;
+  #probe(conn: Deno.TcpConn, side: "client" | "target"): void {
+    conn.write(EMPTY).catch((error) => this.#pipeFailed(new PipeError("source", error), side));
   }
 
-  #failed(error: unknown, reading: "client" | "target", handle: SessionHandle): void {
-    if (this.#reason) return; // We closed the sockets ourselves; that is not an I/O error.
+  /** A direction reading from `reading` failed (on either of its sockets). */
+  #pipeFailed(error: unknown, reading: "client" | "target"): void {
     const writing = reading === "client" ? "target" : "client";
     const side = error instanceof PipeError && error.side === "destination" ? writing : reading;
-    this.#error = `${side}: ${error instanceof Error ? error.message : String(error)}`;
-    this.#reason = "error";
-    handle.error(this.#error);
-    this.close("error");
+    const reset = error instanceof PipeError && error.isReset;
+    this.#fail(
+      reset ? "reset" : "error",
+      `${side}: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
 
-  #armIdleTimer(): void {
-    const idle = this.setup.rule.idleTimeoutMs;
-    if (idle <= 0) return;
-    const check = () => {
-      const quiet = performance.now() - this.#lastActivity;
-      if (quiet >= idle) this.close("idle-timeout");
-      else this.#idleTimer = setTimeout(check, idle - quiet);
-    };
-    this.#idleTimer = setTimeout(check, idle);
+  #fail(reason: DisconnectReason, message: string): void {
+    if (this.#reason) return; // We closed the sockets ourselves; that is not an I/O error.
+    this.#reason = reason;
+    this.#error = message;
+    this.#handle!.error(message);
+    this.close(reason);
   }
 }
 

@@ -7,14 +7,14 @@
  * Memory: a pending `receive()` holds its buffer, about 60 KiB for a 64 KiB
  * buffer, which would make 10,000 idle flows cost 600 MiB (and freed
  * 64 KiB buffers are not given back to the system). So:
- * - 64 KiB receive buffers come from one pool of {@linkcode LARGE_BUFFERS}
- *   (32 MiB), reused, never freed;
+ * - 64 KiB receive buffers are reused and count against the relay's
+ *   buffer memory budget (`[server] buffer_memory`);
  * - a flow quiet for `udpParkAfterMs` (10 s) is *parked*: its receive is
  *   woken by an empty datagram the socket sends to itself and re-issued with
  *   its own 4 KiB buffer, and the large one goes back to the pool. Any traffic
  *   unparks it.
- * A reply that fills a 4 KiB buffer (the flow was parked, or every large
- * buffer was in use) cannot be held whole: it is counted as `truncated` and
+ * A reply that fills a 4 KiB buffer (the flow was parked, or the budget
+ * was spent) cannot be held whole: it is counted as `truncated` and
  * logged as an error, never relayed cut short. Otherwise replies of up to
  * 65,535 bytes are relayed whole.
  *
@@ -23,7 +23,7 @@
 import { parseClientAddress } from "../../config/network.ts";
 import type { PassRule } from "../../config/types.ts";
 import type { Target } from "../../rules/plan.ts";
-import { BufferPool } from "../buffer_pool.ts";
+import { BufferPool, relayBuffers } from "../buffer_pool.ts";
 import type { Dialer } from "../dial.ts";
 import { describeIoError } from "../errors.ts";
 import type { RelayTuning } from "../host.ts";
@@ -34,9 +34,8 @@ import type { Closable, DisconnectReason, SessionHandle } from "../session.ts";
 export const ACTIVE_BUFFER = 65_536;
 /** Receive buffer while parked. */
 export const PARKED_BUFFER = 4_096;
-/** Flows that may wait with a 64 KiB buffer at once (32 MiB in all). */
-export const LARGE_BUFFERS = 512;
-const largeBuffers = new BufferPool(ACTIVE_BUFFER, LARGE_BUFFERS, LARGE_BUFFERS);
+/** Large receive buffers kept for reuse once freed (they count against the memory budget). */
+const largeBuffers = new BufferPool(ACTIVE_BUFFER, 512, relayBuffers);
 /** Datagrams held while the target is resolved and the socket bound. */
 const OPENING_QUEUE = 16;
 
@@ -192,7 +191,7 @@ export class UdpSession implements Closable {
     if (small && data.length === buffer.length) {
       const why = wasParked
         ? "the session was parked"
-        : `all ${LARGE_BUFFERS} large receive buffers were in use`;
+        : "the buffer memory budget (buffer_memory) was spent";
       handle.dropped(
         "truncated",
         `reply of ${buffer.length} bytes or more arrived while ${why} and was dropped`,
