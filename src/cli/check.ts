@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { countOf } from "../config/describe.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
 import type { Rule } from "../config/types.ts";
@@ -67,7 +68,8 @@ export function renderTable(
   rows: readonly (readonly string[])[],
 ): string {
   const all = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...all.map((row) => row[i].length)));
+  // A loop, not Math.max(...rows): 131,070 rows would overflow the call stack.
+  const widths = header.map((_, i) => all.reduce((max, row) => Math.max(max, row[i].length), 0));
   return all.map((row) =>
     row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i])).join("  ")
   ).join("\n");
@@ -136,10 +138,9 @@ export async function checkCommand(args: string[]): Promise<number> {
     ["LISTEN", "PROTO", "RULE", "ACTION", "FROM", "TARGET"],
     rows(loaded.listeners).map((r) => [r.listen, r.protocol, r.rule, r.action, r.from, r.target]),
   ));
-  const n = loaded.listeners.length;
   console.log(
-    `\n${values.config}: OK, ${loaded.config.rules.length} rules, ${n} listener${
-      n === 1 ? "" : "s"
+    `\n${values.config}: OK, ${countOf(loaded.config.rules.length, "rule")}, ${
+      countOf(loaded.listeners.length, "listener")
     }`,
   );
   if (!probes) return ExitCode.ok;

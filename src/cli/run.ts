@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { countOf } from "../config/describe.ts";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
 import { choice, exitAfter, parseCommandArgs } from "./args.ts";
@@ -69,8 +70,4 @@ export async function runCommand(args: string[]): Promise<number> {
     exitAfterMs: exitAfter(values["exit-after"]),
     ruleFile: values.config!,
   });
-}
-
-function countOf(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }

@@ -19,3 +19,8 @@ export function clipMiddle(text: string, max: number): string {
   const tail = Math.floor(max / 3);
   return `${text.slice(0, max - tail)}…${text.slice(-tail)}`;
 }
+
+/** `1 rule`, `3 rules`. */
+export function countOf(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}

@@ -181,8 +181,11 @@ export function parseConfig(
   } catch (error) {
     if (error instanceof TomlError) {
       const [first, ...excerpt] = error.message.split("\n");
-      const message = first.replace(/^Invalid TOML document: /, "");
-      const frame = excerpt.filter((line) => line.trim() !== "").map((l) => `    ${l}`);
+      const message = clip(first.replace(/^Invalid TOML document: /, ""), 200);
+      // The excerpt repeats the offending line: a 1 MB line must not make a 1 MB message.
+      const frame = excerpt.filter((line) => line.trim() !== "").map((l) =>
+        `    ${clipAround(l, error.column)}`
+      );
       return {
         ok: false,
         problems: [{
@@ -222,6 +225,15 @@ export function parseConfig(
     });
   }
   return { ok: true, config: { source, server: server!, rules }, warnings };
+}
+
+/** At most about 120 characters of `line`, keeping the part around `column` (1-based). */
+function clipAround(line: string, column: number): string {
+  if (line.length <= 120) return line;
+  const start = Math.max(0, Math.min(column - 60, line.length - 120));
+  return `${start > 0 ? "…" : ""}${line.slice(start, start + 120)}${
+    start + 120 < line.length ? "…" : ""
+  }`;
 }
 
 function isTable(value: unknown): value is Table {

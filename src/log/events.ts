@@ -95,12 +95,26 @@ function renderMessage(record: LogRecord): string {
     .join("");
 }
 
-/** Text lines: `TIME LEVEL message`. */
+/**
+ * Control characters written as escapes: a value from a rule file or a peer
+ * (a `listen` with a newline) must not forge a log line of its own.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(
+    // deno-lint-ignore no-control-regex
+    /[\u0000-\u001f\u007f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** Text lines: `TIME LEVEL message`, one line each, whatever the values hold. */
 export function textFormatter(record: LogRecord): string {
   const body = isSessionEvent(record.properties)
     ? renderSessionEvent(record.properties as unknown as SessionEvent)
     : renderMessage(record);
-  return `${new Date(record.timestamp).toISOString()} ${LEVEL_NAMES[record.level]} ${body}\n`;
+  return `${new Date(record.timestamp).toISOString()} ${LEVEL_NAMES[record.level]} ${
+    escapeControls(body)
+  }\n`;
 }
 
 /** JSON lines: `{"time", "level", ...fields}`; other messages carry `message`. */

@@ -8,6 +8,7 @@
 import { formatDuration } from "../config/duration.ts";
 import { parseClientAddress } from "../config/network.ts";
 import type { Target } from "../rules/plan.ts";
+import { setLongTimeout } from "./timers.ts";
 
 /** A connect that did not finish within its timeout. */
 export class DialTimeout extends Error {
@@ -45,7 +46,7 @@ export async function resolveHost(host: string): Promise<string> {
 export const systemDialer: Dialer = {
   async tcp(target, timeoutMs, cancel) {
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const cancelTimer = setLongTimeout(() => {
       timedOut = true;
       cancel.abort();
     }, timeoutMs);
@@ -58,7 +59,7 @@ export const systemDialer: Dialer = {
     } catch (error) {
       throw timedOut ? new DialTimeout(timeoutMs) : error;
     } finally {
-      clearTimeout(timer);
+      cancelTimer();
     }
   },
 

@@ -20,10 +20,19 @@ export interface RelayTuning {
   readonly udpParkAfterMs: number;
   /** How often idle and stall deadlines of TCP sessions are checked. */
   readonly sweepIntervalMs: number;
+  /** While draining, a UDP flow ends once quiet this long. */
+  readonly udpDrainGraceMs: number;
+  /** Window of the rate limits on refusals and errors in the log. */
+  readonly eventWindowMs: number;
 }
 
 /** The tuning operators get. */
-export const DEFAULT_TUNING: RelayTuning = { udpParkAfterMs: 10_000, sweepIntervalMs: 500 };
+export const DEFAULT_TUNING: RelayTuning = {
+  udpParkAfterMs: 10_000,
+  sweepIntervalMs: 500,
+  udpDrainGraceMs: 1_000,
+  eventWindowMs: 10_000,
+};
 
 /** Where a refused client came from and went to. */
 export interface RefusalPlace {

@@ -27,7 +27,8 @@ export class RuleLimiter {
   /** Start times within the throttle interval, oldest first. */
   readonly #starts: number[] = [];
 
-  constructor(readonly limits: Limited) {}
+  /** @param limits the rule's limits; a reload that changes them sets new ones here */
+  constructor(public limits: Limited) {}
 
   /** Admits a new session from `client` at `now` (ms), or names the limit that refuses it. */
   admit(client: string, now: number): Admission | { refused: LimitName } {

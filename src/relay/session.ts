@@ -52,6 +52,11 @@ export type Direction = "up" | "down";
 export interface Closable {
   /** Ends the session now; the first reason given is the one reported. */
   close(reason: DisconnectReason): void;
+  /**
+   * UDP flows have no end of stream: this one ends (as `drained`) once it has
+   * been quiet for `graceMs`. TCP sessions end by themselves and have no such method.
+   */
+  drainWhenQuiet?(graceMs: number): void;
 }
 
 /** Who and where a new session is, as its log events and the session list name them. */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { countOf } from "../config/describe.ts";
 import type { Logger, LogRecord } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
@@ -14,11 +15,12 @@ import type { Config, LogFormat, LogLevel, LogOutput } from "../config/types.ts"
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
+import { setLongTimeout, sleep } from "../relay/timers.ts";
 import { VERSION } from "../version.ts";
-import { Engine, type EngineOptions, type ReloadSummary } from "./engine.ts";
+import { type BindFailure, Engine, type EngineOptions, type ReloadSummary } from "./engine.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { removeReadyFile, writeReadyFile } from "./ready_file.ts";
-import { loadRuleFile } from "./rule_file.ts";
+import { type LoadedRules as LoadedRuleFile, loadRuleFile } from "./rule_file.ts";
 import { installSignalHandlers } from "./signals.ts";
 import { StatusService } from "./status_service.ts";
 import { logStatus, summaryLine } from "./summary.ts";
@@ -65,14 +67,20 @@ export function logSettingsOf(config: Config, overrides: LogOverrides = {}): Log
   };
 }
 
+/** A second stop of the same kind within this window is the same request (see `stop`). */
+const REPEAT_WINDOW_MS = 500;
+/** How long a reload waits for the rule file to be read. */
+const RELOAD_READ_TIMEOUT_MS = 5_000;
+
 /** A bouncer running a rule set. */
 export class Daemon {
   readonly #done = Promise.withResolvers<number>();
   readonly #stopped = Promise.withResolvers<void>();
   #current: Config;
-  #stops = 0;
+  /** The first stop request, once one came. */
+  #stopping: { readonly why: string; readonly at: number } | undefined;
   #reloading = Promise.resolve();
-  #exitTimer: ReturnType<typeof setTimeout> | undefined;
+  #cancelExitTimer: (() => void) | undefined;
   #signals: { remove(): void } | undefined;
 
   private constructor(
@@ -101,16 +109,7 @@ export class Daemon {
     relayBuffers.limitBytes = config.server.bufferMemory;
     const bound = Engine.bind(config.rules, listeners, log, options.engine);
     if (!bound.ok) {
-      for (const failure of bound.failures) {
-        log.error("cannot bind {listener}: {error}", {
-          listener: failure.key,
-          error: failure.error,
-        });
-      }
-      log.error("{count} of {total} listeners could not be bound; none were kept", {
-        count: bound.failures.length,
-        total: listeners.length,
-      });
+      logBindFailures(log, bound.failures, listeners.length);
       await closeLogging();
       return ExitCode.bind;
     }
@@ -148,12 +147,8 @@ export class Daemon {
     }
     if (options.readyFile) {
       try {
-        await writeReadyFile(options.readyFile, engine.boundAddresses(), status.address);
-      } catch (error) {
-        log.error("cannot write the ready file {path}: {error}", {
-          path: options.readyFile,
-          error: (error as Error).message,
-        });
+        await daemon.#writeReadyFile();
+      } catch {
         daemon.#signals?.remove();
         engine.stopAccepting();
         engine.closeAllSessions();
@@ -163,7 +158,10 @@ export class Daemon {
       }
     }
     if (options.exitAfterMs !== undefined) {
-      daemon.#exitTimer = setTimeout(() => daemon.stop("--exit-after"), options.exitAfterMs);
+      daemon.#cancelExitTimer = setLongTimeout(
+        () => daemon.stop(`--exit-after ${formatDuration(options.exitAfterMs!)}`),
+        options.exitAfterMs,
+      );
     }
     daemon.#finish();
     return daemon;
@@ -181,24 +179,36 @@ export class Daemon {
 
   /**
    * Stops: the first call drains (sessions may finish for up to
-   * `drain_timeout`), a second one closes every session at once.
+   * `drain_timeout`), a second one closes every session at once. The same
+   * signal again within a moment counts once: a terminal's Ctrl-C reaches
+   * the process group, and `deno task` passes it on a second time.
    */
   stop(why: string): void {
-    const count = ++this.#stops;
     const { log, engine } = this;
-    if (count === 1) {
-      log.info(
-        "{why}: stopping; sessions may drain for up to {drain} ({why} again to stop at once)",
-        { why, drain: formatDuration(this.#current.server.drainTimeoutMs) },
-      );
-      engine.shutdown(this.#current.server.drainTimeoutMs).then(() => this.#stopped.resolve());
-    } else {
-      log.warn("{why} again: closing {sessions} sessions now", {
-        why,
-        sessions: engine.sessions.size,
-      });
-      engine.closeAllSessions();
+    const now = performance.now();
+    if (
+      this.#stopping && why === this.#stopping.why && now - this.#stopping.at < REPEAT_WINDOW_MS
+    ) {
+      return;
     }
+    if (!this.#stopping) {
+      this.#stopping = { why, at: now };
+      const drain = formatDuration(this.#current.server.drainTimeoutMs);
+      log.info("{why}: stopping; sessions may drain for up to {drain} ({again})", {
+        why,
+        drain,
+        again: why.startsWith("SIG")
+          ? `${why} again to stop at once`
+          : "SIGTERM or SIGINT to stop at once",
+      });
+      engine.shutdown(this.#current.server.drainTimeoutMs).then(() => this.#stopped.resolve());
+      return;
+    }
+    log.warn("{why}: closing {sessions} now", {
+      why: why === this.#stopping.why ? `${why} again` : why,
+      sessions: countOf(engine.sessions.size, "session"),
+    });
+    engine.closeAllSessions();
   }
 
   /** Reloads the rule file (SIGHUP). One reload at a time, in the order asked. */
@@ -209,31 +219,56 @@ export class Daemon {
 
   async #reloadOnce(): Promise<void> {
     const { log, options } = this;
-    if (this.#stops > 0) return log.warn("SIGHUP ignored: stopping");
+    if (this.#stopping) return log.warn("SIGHUP ignored: stopping");
     if (!options.ruleFile) {
       await this.#reopenLogs(this.#current);
       return log.info("SIGHUP: no rule file to reload; log files reopened");
     }
     const path = options.ruleFile;
-    const loaded = await loadRuleFile(path);
+    // A stuck read (the file replaced by a FIFO, a hung network mount) must not hold
+    // up later reloads or the shutdown: give up on it after a while.
+    const loaded = await Promise.race([
+      loadRuleFile(path),
+      sleep(RELOAD_READ_TIMEOUT_MS).then((): LoadedRuleFile => ({
+        ok: false,
+        problems: [{
+          where: path,
+          message: `cannot read the rule file: no answer within ${
+            formatDuration(RELOAD_READ_TIMEOUT_MS)
+          }`,
+        }],
+      })),
+    ]);
     if (!loaded.ok) {
       await this.#reopenLogs(this.#current);
       for (const problem of loaded.problems) {
         log.error("reload: {problem}", { problem: formatProblem(problem) });
       }
-      log.error("reload failed: {count} problem(s) in {path}; the running rules are unchanged", {
-        count: loaded.problems.length,
+      log.error("reload failed: {count} in {path}; the running rules are unchanged", {
+        count: countOf(loaded.problems.length, "problem"),
         path,
       });
+      return;
+    }
+    if (loaded.config.rules.length === 0) {
+      await this.#reopenLogs(this.#current);
+      log.error(
+        "reload refused: {path} has no rules (a file caught while being written?); the running rules are unchanged",
+        { path },
+      );
       return;
     }
     await this.#reopenLogs(loaded.config);
     for (const warning of loaded.warnings) {
       log.warn("reload: {warning}", { warning: formatProblem(warning) });
     }
-    relayBuffers.limitBytes = loaded.config.server.bufferMemory;
-    const drainMs = loaded.config.server.drainTimeoutMs;
-    const summary = this.engine.reload(loaded.config.rules, loaded.listeners, drainMs);
+    const { server } = loaded.config;
+    relayBuffers.limitBytes = server.bufferMemory;
+    const drainMs = server.reloadDrainTimeoutMs;
+    const summary = this.engine.reload(loaded.config.rules, loaded.listeners, {
+      drainMs,
+      enforce: server.reloadEnforcesRules,
+    });
     for (const failure of summary.listeners.failed) {
       log.error("reload: cannot bind {listener}: {error}", {
         listener: failure.key,
@@ -244,6 +279,25 @@ export class Daemon {
     this.#current = loaded.config;
     const error = await this.status.apply(loaded.config);
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });
+    await this.#writeReadyFile();
+  }
+
+  /** Writes the ready file (again: a reload may have bound new listeners). */
+  async #writeReadyFile(): Promise<void> {
+    if (!this.options.readyFile) return;
+    try {
+      await writeReadyFile(
+        this.options.readyFile,
+        this.engine.boundAddresses(),
+        this.status.address,
+      );
+    } catch (error) {
+      this.log.error("cannot write the ready file {path}: {error}", {
+        path: this.options.readyFile,
+        error: (error as Error).message,
+      });
+      throw error;
+    }
   }
 
   async #reopenLogs(config: Config): Promise<void> {
@@ -259,7 +313,7 @@ export class Daemon {
   /** Waits for the stop, then cleans up and resolves `done`. */
   async #finish(): Promise<void> {
     await this.#stopped.promise;
-    clearTimeout(this.#exitTimer);
+    this.#cancelExitTimer?.();
     this.#signals?.remove();
     await this.#reloading;
     await this.status.close();
@@ -276,8 +330,31 @@ export async function runDaemon(loaded: LoadedRules, options: DaemonOptions): Pr
   return typeof daemon === "number" ? daemon : await daemon.done;
 }
 
-function countOf(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+/** Failures listed one per line, at most 10 per cause, with the cure where there is one. */
+const FAILURES_SHOWN_PER_CAUSE = 10;
+
+function logBindFailures(log: Logger, failures: readonly BindFailure[], total: number): void {
+  const byCause = Map.groupBy(failures, (failure) => failure.error);
+  for (const [error, group] of byCause) {
+    for (const failure of group.slice(0, FAILURES_SHOWN_PER_CAUSE)) {
+      log.error("cannot bind {listener}: {error}", { listener: failure.key, error });
+    }
+    if (group.length > FAILURES_SHOWN_PER_CAUSE) {
+      log.error("... and {more} more listeners: {error}", {
+        more: group.length - FAILURES_SHOWN_PER_CAUSE,
+        error,
+      });
+    }
+    if (/too many open files/i.test(error)) {
+      log.error(
+        "out of file descriptors: each listener takes one and each TCP session two; raise the limit (ulimit -n, or LimitNOFILE= under systemd)",
+      );
+    }
+  }
+  log.error("{count} of {total} listeners could not be bound; none were kept", {
+    count: failures.length,
+    total,
+  });
 }
 
 /**
@@ -288,9 +365,7 @@ export function describeReload(summary: ReloadSummary, drainMs: number): string 
   const list = (items: readonly string[]) => items.length > 0 ? ` (${items.join(", ")})` : "";
   const { listeners, rules } = summary;
   const removed = listeners.removed.length > 0
-    ? `${listeners.removed.length} removed (${listeners.removed.join(", ")}; draining up to ${
-      formatDuration(drainMs)
-    })`
+    ? `${listeners.removed.length} removed (${listeners.removed.join(", ")})`
     : "0 removed";
   const failed = listeners.failed.length > 0
     ? `, ${listeners.failed.length} failed to bind${list(listeners.failed.map((f) => f.key))}`
@@ -301,5 +376,9 @@ export function describeReload(summary: ReloadSummary, drainMs: number): string 
     list(rules.added)
   }, ${rules.changed.length} changed${list(rules.changed)}, ${rules.removed.length} removed${
     list(rules.removed)
-  }, ${rules.unchanged.length} unchanged`;
+  }, ${rules.unchanged.length} unchanged; sessions: ${summary.draining} draining${
+    summary.draining > 0
+      ? ` (${drainMs > 0 ? `up to ${formatDuration(drainMs)}` : "until they end"})`
+      : ""
+  }, ${summary.revoked} revoked`;
 }

@@ -5,10 +5,11 @@
  *
  * @module
  */
+import { countOf } from "../config/describe.ts";
 import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
-import type { IpAddress } from "../config/network.ts";
+import { type IpAddress, parseClientAddress } from "../config/network.ts";
 import type { Rule } from "../config/types.ts";
 import { logSessionEvent } from "../log/events.ts";
 import { decide, type Decision, type Refusal } from "../relay/admission.ts";
@@ -23,8 +24,10 @@ import {
   type RelayTuning,
 } from "../relay/host.ts";
 import { RuleLimiter } from "../relay/limits.ts";
-import { OncePer } from "../relay/once_per.ts";
+import { EventGate } from "../log/rate_limit.ts";
 import { Sweeper } from "../relay/sweeper.ts";
+import { setLongTimeout, sleep } from "../relay/timers.ts";
+import { firstMatch } from "../rules/match.ts";
 import type { Closable, SessionHandle } from "../relay/session.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
@@ -32,10 +35,7 @@ import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
-import { SessionTracker } from "./tracker.ts";
-
-/** UDP block events are logged at most once per rule and client in this interval. */
-const UDP_BLOCK_LOG_INTERVAL_MS = 60_000;
+import { SessionTracker, type TrackedSession } from "./tracker.ts";
 
 /** A listener that could not be bound, and why. */
 export interface BindFailure {
@@ -61,6 +61,18 @@ export interface ReloadSummary {
     readonly failed: readonly BindFailure[];
   };
   readonly rules: RuleDiff;
+  /** Sessions of removed listeners or rules, left to drain. */
+  readonly draining: number;
+  /** Sessions closed because the new rules refuse their client. */
+  readonly revoked: number;
+}
+
+/** How a reload treats live sessions. */
+export interface ReloadPolicy {
+  /** How long sessions of removed listeners or rules may go on; 0: until they end. */
+  readonly drainMs: number;
+  /** Whether sessions whose client the new rules refuse are closed. */
+  readonly enforce: boolean;
 }
 
 /** What an engine may be given instead of the defaults (tests shorten timings). */
@@ -78,22 +90,27 @@ export class Engine implements RelayHost {
   readonly sweeper: Sweeper;
   /** When the engine started (epoch ms). */
   readonly startedAt = Date.now();
-  readonly #limiters = new WeakMap<Rule, RuleLimiter>();
-  readonly #udpBlockLog = new OncePer(UDP_BLOCK_LOG_INTERVAL_MS);
+  /** Limits by rule name: a reload that changes a rule keeps its live counts. */
+  readonly #limiters = new Map<string, RuleLimiter>();
+  /** Rate limits for the events clients can cause. */
+  readonly gate: EventGate;
+  #gateTimer: ReturnType<typeof setInterval> | undefined;
   /** Listeners taking new sessions, by key. */
   readonly #listeners = new Map<string, RelayListener>();
   /** UDP listeners removed by a reload whose flows still drain through them. */
   readonly #retiring = new Map<string, UdpRelayListener>();
-  readonly #drainTimers = new Set<ReturnType<typeof setTimeout>>();
+  /** Cancels the drain deadlines of sessions left by reloads. */
+  readonly #drainTimers = new Set<() => void>();
   /** Listeners a reload could not bind, with why. */
   readonly #failed = new Map<string, { plan: ListenerPlan; error: string }>();
   #rules: readonly Rule[];
 
   private constructor(readonly log: Logger, rules: readonly Rule[], options: EngineOptions) {
     this.#rules = rules;
-    this.sessions = new SessionTracker(log, this.stats);
     this.dialer = options.dialer ?? systemDialer;
     this.tuning = options.tuning ?? DEFAULT_TUNING;
+    this.gate = new EventGate(this.tuning.eventWindowMs);
+    this.sessions = new SessionTracker(log, this.stats, this.gate);
     this.sweeper = new Sweeper(this.tuning.sweepIntervalMs);
   }
 
@@ -128,11 +145,14 @@ export class Engine implements RelayHost {
   }
 
   refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
-    countBlock(this.stats.of(refusal.rule?.name ?? null, listenerKey), refusal.reason);
-    if (
-      place.protocol === "udp" &&
-      !this.#udpBlockLog.pass(`${refusal.rule?.name ?? "-"} ${place.clientIp}`, performance.now())
-    ) return;
+    const rule = refusal.rule?.name ?? null;
+    countBlock(this.stats.of(rule, listenerKey), refusal.reason, place.client);
+    if (refusal.rule !== null && !refusal.rule.log.has("block")) return;
+    const key = `block ${place.protocol} ${rule} ${place.clientIp} ${refusal.reason}`;
+    const what = `${place.protocol} blocks of ${place.clientIp} (rule ${
+      rule ?? "none"
+    }, reason ${refusal.reason})`;
+    if (!this.gate.pass(key, what, performance.now())) return;
     logSessionEvent(this.log, {
       event: "block",
       action: "block",
@@ -167,84 +187,145 @@ export class Engine implements RelayHost {
   // --- lifecycle ---
 
   #limiter(rule: Rule): RuleLimiter {
-    let limiter = this.#limiters.get(rule);
-    if (!limiter) this.#limiters.set(rule, limiter = new RuleLimiter(rule));
+    let limiter = this.#limiters.get(rule.name);
+    if (!limiter) this.#limiters.set(rule.name, limiter = new RuleLimiter(rule));
     return limiter;
   }
 
   /** Starts accepting on every listener. */
   serve(): void {
     for (const listener of this.#listeners.values()) listener.serve();
+    this.#gateTimer = setInterval(() => this.#reportSuppressed(), 1_000);
+    Deno.unrefTimer(this.#gateTimer);
+  }
+
+  /** Logs what the rate limits held back in windows that have ended. */
+  #reportSuppressed(): void {
+    for (const { what, count } of this.gate.expire(performance.now())) {
+      this.log.warn("suppressed {count} more {what} in the last {window}", {
+        count,
+        what,
+        window: formatDuration(this.tuning.eventWindowMs),
+      });
+    }
   }
 
   /**
-   * Applies a new, valid rule set. Listeners whose (protocol, address, port)
-   * stays are kept as they are, socket and accept queue included, and take
-   * their new rules for new sessions; new ones are bound (a failure is
-   * reported and the rest applies); removed ones stop taking sessions, and
-   * their live sessions may drain for `drainMs` before closing as `drained`.
-   * Sessions keep the rule they matched.
+   * Applies a new, valid rule set (see README, "Reloading"):
+   * - a listener whose (protocol, address, port) stays keeps its socket and
+   *   accept queue and takes the new rules for new sessions;
+   * - removed listeners stop accepting before added ones bind, so an address
+   *   that changes on the same port moves over;
+   * - a session keeps the rule it matched; with `enforce`, one whose client
+   *   the new rules refuse is closed as `revoked`;
+   * - sessions whose listener or rule went away drain: TCP for up to
+   *   `drainMs` (0: until they end), UDP flows until quiet for a moment.
    */
-  reload(rules: readonly Rule[], plan: readonly ListenerPlan[], drainMs: number): ReloadSummary {
+  reload(
+    rules: readonly Rule[],
+    plan: readonly ListenerPlan[],
+    policy: ReloadPolicy,
+  ): ReloadSummary {
     const ruleDiff = diffRules(this.#rules, rules);
-    // An unchanged rule keeps its limiter: its live sessions still count.
-    const oldByName = new Map(this.#rules.map((rule) => [rule.name, rule]));
-    for (const name of ruleDiff.unchanged) {
-      const limiter = this.#limiters.get(oldByName.get(name)!);
-      if (limiter) this.#limiters.set(rules.find((rule) => rule.name === name)!, limiter);
+    // Limits belong to the rule's name: live sessions still count after a change.
+    const names = new Set(rules.map((rule) => rule.name));
+    for (const name of this.#limiters.keys()) if (!names.has(name)) this.#limiters.delete(name);
+    for (const rule of rules) {
+      const limiter = this.#limiters.get(rule.name);
+      if (limiter) limiter.limits = rule;
     }
     this.#rules = rules;
 
     const diff = diffListeners(this.#listeners.keys(), plan);
     this.#failed.clear();
     for (const next of diff.kept) this.#listeners.get(next.key)!.replacePlan(next);
-    const failed: BindFailure[] = [];
+
     const added: string[] = [];
-    for (const next of diff.added) {
+    const deferred: ListenerPlan[] = [];
+    const bind = (next: ListenerPlan, retry: boolean): void => {
       const retiring = this.#retiring.get(next.key);
-      this.#retiring.delete(next.key);
       if (retiring?.revive(next)) {
+        this.#retiring.delete(next.key);
         this.#listeners.set(next.key, retiring);
         added.push(next.key);
-        continue;
+        return;
       }
       const opened = openListener(next, this);
       if ("error" in opened) {
-        failed.push({ key: next.key, error: opened.error });
+        // Maybe a listener being removed holds the port (127.0.0.1:P becoming *:P).
+        if (!retry && opened.addrInUse) return void deferred.push(next);
         this.#failed.set(next.key, { plan: next, error: opened.error });
-        continue;
+        return;
       }
       this.#listeners.set(next.key, opened);
       opened.serve();
       added.push(next.key);
-    }
+    };
+    for (const next of diff.added) bind(next, false);
     for (const key of diff.removed) {
       const listener = this.#listeners.get(key)!;
       this.#listeners.delete(key);
       listener.stopAccepting();
-      if (listener instanceof UdpRelayListener) {
+      const neededNow = deferred.some((p) =>
+        p.protocol === listener.protocol && p.port === listener.address.port
+      );
+      if (listener instanceof UdpRelayListener && !neededNow) {
         this.#retiring.set(key, listener);
         listener.closed.then(() => {
           if (this.#retiring.get(key) === listener) this.#retiring.delete(key);
         });
+      } else if (listener instanceof UdpRelayListener) {
+        // Its port is wanted by a new listener: the flows cannot reply any more.
+        this.sessions.closeAll("drained", (s) => s.setup.listenerKey === key);
+        listener.closeSocket();
       }
-      this.#drainLater(key, drainMs);
     }
+    for (const next of deferred) bind(next, true);
+
+    const removedKeys = new Set(diff.removed);
+    const draining = this.sessions.list().filter((session) =>
+      removedKeys.has(session.setup.listenerKey) || !names.has(session.rule.name)
+    );
+    let revoked = 0;
+    if (policy.enforce) {
+      const kept = new Map(diff.kept.map((p) => [p.key, p]));
+      for (const session of this.sessions.list()) {
+        const listener = kept.get(session.setup.listenerKey);
+        if (!listener || !names.has(session.rule.name)) continue;
+        const client = parseClientAddress(session.setup.clientIp);
+        const binding = client ? firstMatch(listener.bindings, client) : undefined;
+        if (binding?.rule.action === "pass") continue;
+        revoked++;
+        session.session.close("revoked");
+      }
+    }
+    for (const session of draining) this.#drain(session, policy.drainMs);
     return {
-      listeners: { added, kept: diff.kept.map((p) => p.key), removed: diff.removed, failed },
+      listeners: {
+        added,
+        kept: diff.kept.map((p) => p.key),
+        removed: diff.removed,
+        failed: [...this.#failed.values()].map(({ plan, error }) => ({ key: plan.key, error })),
+      },
       rules: ruleDiff,
+      draining: draining.length,
+      revoked,
     };
   }
 
-  /** After `drainMs`, closes what is left of a removed listener's sessions. */
-  #drainLater(key: string, drainMs: number): void {
-    const timer = setTimeout(() => {
-      this.#drainTimers.delete(timer);
-      // A listener re-added meanwhile under the same key keeps its sessions.
-      if (this.#listeners.has(key)) return;
-      this.sessions.closeAll("drained", (session) => session.setup.listenerKey === key);
+  /** Lets a session of a removed listener or rule go on for `drainMs` (0: until it ends). */
+  #drain(session: TrackedSession, drainMs: number): void {
+    if (session.session.drainWhenQuiet) {
+      session.session.drainWhenQuiet(this.tuning.udpDrainGraceMs);
+      return;
+    }
+    if (drainMs <= 0 || session.drainDeadline !== null) return;
+    session.drainDeadline = Date.now() + drainMs;
+    const cancel = setLongTimeout(() => {
+      this.#drainTimers.delete(cancel);
+      session.session.close("drained");
     }, drainMs);
-    this.#drainTimers.add(timer);
+    this.#drainTimers.add(cancel);
   }
 
   /** The rules in force. */
@@ -301,24 +382,29 @@ export class Engine implements RelayHost {
 
   /**
    * Stops accepting, lets live sessions end by themselves for up to
-   * `drainMs`, then closes the rest with reason `shutdown`.
-   * Resolves once every session has ended.
+   * `drainMs` (UDP flows: until quiet for a moment), then closes the rest with
+   * reason `shutdown`. Resolves once every session has ended.
    */
   async shutdown(drainMs: number): Promise<void> {
     this.stopAccepting();
-    for (const timer of this.#drainTimers) clearTimeout(timer);
+    clearInterval(this.#gateTimer);
+    this.#reportSuppressed();
+    for (const cancel of this.#drainTimers) cancel();
     this.#drainTimers.clear();
     if (this.sessions.size > 0) {
-      this.log.info("stopping: waiting up to {drain} for {sessions} live sessions to end", {
+      this.log.info("stopping: waiting up to {drain} for {sessions} to end", {
         drain: formatDuration(drainMs),
-        sessions: this.sessions.size,
+        sessions: countOf(this.sessions.size, "live session"),
       });
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      for (const session of this.sessions.list()) {
+        session.session.drainWhenQuiet?.(this.tuning.udpDrainGraceMs);
+      }
+      const timeUp = new AbortController();
       const drained = await Promise.race([
         this.sessions.whenEmpty().then(() => true),
-        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), drainMs)),
+        sleep(drainMs, timeUp.signal).then(() => false),
       ]);
-      clearTimeout(timer);
+      timeUp.abort();
       if (!drained) this.closeAllSessions();
     }
     await this.sessions.whenEmpty();
@@ -331,7 +417,10 @@ export class Engine implements RelayHost {
 }
 
 /** Binds one planned listener, or says why it cannot be bound. */
-function openListener(plan: ListenerPlan, host: RelayHost): RelayListener | { error: string } {
+function openListener(
+  plan: ListenerPlan,
+  host: RelayHost,
+): RelayListener | { error: string; addrInUse: boolean } {
   const open = (hostname: string): RelayListener =>
     plan.protocol === "tcp"
       ? new TcpRelayListener(plan, Deno.listen({ hostname, port: plan.port }), host)
@@ -348,9 +437,16 @@ function openListener(plan: ListenerPlan, host: RelayHost): RelayListener | { er
       try {
         return open("0.0.0.0");
       } catch (fallbackError) {
-        return { error: describeBindError(fallbackError, plan.port) };
+        return bindFailure(fallbackError, plan.port);
       }
     }
-    return { error: describeBindError(error, plan.port) };
+    return bindFailure(error, plan.port);
   }
+}
+
+function bindFailure(error: unknown, port: number): { error: string; addrInUse: boolean } {
+  return {
+    error: describeBindError(error, port),
+    addrInUse: error instanceof Deno.errors.AddrInUse,
+  };
 }

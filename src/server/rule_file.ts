@@ -19,29 +19,89 @@ export type LoadedRules =
   }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
 
+/** Rule files larger than this are refused: a rule file is text a person writes. */
+export const MAX_RULE_FILE_BYTES = 4 * 1024 * 1024;
+
 /** Loads `path`: read, parse, validate, resolve listen names, plan. */
 export async function loadRuleFile(path: string): Promise<LoadedRules> {
-  let text: string;
+  const read = await readRuleFile(path);
+  if ("problem" in read) {
+    return { ok: false, problems: [{ where: read.where ?? path, message: read.problem }] };
+  }
+  return await loadRuleText(read.text, path);
+}
+
+/** Reads a rule file: a regular file, not too large, in UTF-8. */
+async function readRuleFile(
+  path: string,
+): Promise<{ text: string } | { problem: string; where?: string }> {
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    // stat before open: opening a FIFO would block until a writer comes.
+    const info = await Deno.stat(path);
+    if (!info.isFile) {
+      return { problem: "cannot read the rule file: it is not a regular file" };
+    }
+    if (info.size > MAX_RULE_FILE_BYTES) {
+      return {
+        problem: `the rule file is ${info.size} bytes; at most ${MAX_RULE_FILE_BYTES} are read`,
+      };
+    }
+    using file = await Deno.open(path);
+    bytes = new Uint8Array(MAX_RULE_FILE_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const n = await file.read(bytes.subarray(length));
+      if (n === null) break;
+      length += n;
+      if (length > MAX_RULE_FILE_BYTES) {
+        return { problem: `the rule file grew past ${MAX_RULE_FILE_BYTES} bytes while read` };
+      }
+    }
+    bytes = bytes.subarray(0, length);
   } catch (error) {
     const why = error instanceof Deno.errors.NotFound
       ? "no such file"
       : error instanceof Deno.errors.PermissionDenied
       ? "permission denied"
-      : (error as Error).message;
+      : (error as Error).message.replace(/ \(os error \d+\)$/, "");
+    return { problem: `cannot read the rule file: ${why}` };
+  }
+  try {
+    return { text: new TextDecoder("utf-8", { fatal: true }).decode(bytes) };
+  } catch {
+    const { line, column } = firstInvalidUtf8(bytes);
     return {
-      ok: false,
-      problems: [{ where: path, message: `cannot read the rule file: ${why}` }],
+      where: `${path}:${line}:${column}`,
+      problem: "the rule file is not valid UTF-8 (save it as UTF-8)",
     };
   }
-  if (text.includes("\uFFFD") && !isUtf8(await Deno.readFile(path))) {
-    return {
-      ok: false,
-      problems: [{ where: path, message: "the rule file is not valid UTF-8" }],
-    };
+}
+
+/** Where the first byte sequence that is not UTF-8 starts (1-based line and byte column). */
+export function firstInvalidUtf8(bytes: Uint8Array): { line: number; column: number } {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < bytes.length;) {
+    const byte = bytes[i];
+    const length = byte < 0x80 ? 1 : byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc2 ? 2 : 0;
+    let valid = length > 0 && i + length <= bytes.length;
+    if (valid && length > 1) {
+      try {
+        decoder.decode(bytes.subarray(i, i + length));
+      } catch {
+        valid = false;
+      }
+    }
+    if (!valid) return { line, column: i - lineStart + 1 };
+    if (byte === 0x0a) {
+      line++;
+      lineStart = i + 1;
+    }
+    i += length;
   }
-  return await loadRuleText(text, path);
+  return { line, column: bytes.length - lineStart + 1 };
 }
 
 /** Loads rules given as text (`source` names them in messages): parse, validate, resolve, plan. */
@@ -57,13 +117,4 @@ export async function loadRuleText(text: string, source: string): Promise<Loaded
     listeners,
     warnings: parsed.warnings,
   };
-}
-
-function isUtf8(bytes: Uint8Array): boolean {
-  try {
-    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -9,6 +9,7 @@
 import type { Logger } from "@logtape/logtape";
 import type { PassRule } from "../config/types.ts";
 import { logSessionEvent, type SessionEvent } from "../log/events.ts";
+import type { EventGate } from "../log/rate_limit.ts";
 import type { Admitted } from "../relay/host.ts";
 import type { Admission } from "../relay/limits.ts";
 import type {
@@ -33,6 +34,8 @@ export class TrackedSession implements SessionHandle {
   datagramsDown = 0;
   /** The bouncer's own `ip:port` toward the target, once connected. */
   local: string | null = null;
+  /** When a reload left it draining with a deadline: the wall-clock end (epoch ms). */
+  drainDeadline: number | null = null;
   #ended = false;
   readonly setup: SessionSetup;
   readonly rule: PassRule;
@@ -71,6 +74,11 @@ export class TrackedSession implements SessionHandle {
 
   error(message: string): void {
     for (const c of this.counters) c.errors++;
+    if (!this.rule.log.has("error")) return;
+    const what = `errors "${message}" (rule ${this.rule.name})`;
+    if (!this.tracker.gate.pass(`error ${this.rule.name} ${message}`, what, performance.now())) {
+      return;
+    }
     this.#event({ event: "error", error: message });
   }
 
@@ -118,7 +126,7 @@ export class SessionTracker {
   readonly #live = new Set<TrackedSession>();
   #waiters: (() => void)[] = [];
 
-  constructor(readonly log: Logger, readonly stats: Stats) {}
+  constructor(readonly log: Logger, readonly stats: Stats, readonly gate: EventGate) {}
 
   /** Starts accounting for an admitted session. */
   open(admitted: Admitted, session: Closable): SessionHandle {

@@ -21,6 +21,8 @@ export interface Counters {
   firstSession: number | null;
   lastSession: number | null;
   lastClient: string | null;
+  /** The latest refused client (`ip:port`). */
+  lastBlocked: string | null;
   /** Distinct client addresses by time (rule counters only). */
   recentClients: RecentClients | null;
 }
@@ -37,6 +39,7 @@ function emptyCounters(trackClients = false): Counters {
     firstSession: null,
     lastSession: null,
     lastClient: null,
+    lastBlocked: null,
     recentClients: trackClients ? new RecentClients() : null,
   };
 }
@@ -110,9 +113,12 @@ export function countStart(
   }
 }
 
-/** Adds a refusal to counters. */
-export function countBlock(counters: Counters[], reason: BlockReason): void {
-  for (const c of counters) c.blocked[reason] = (c.blocked[reason] ?? 0) + 1;
+/** Adds a refusal of `client` to counters. */
+export function countBlock(counters: Counters[], reason: BlockReason, client: string): void {
+  for (const c of counters) {
+    c.blocked[reason] = (c.blocked[reason] ?? 0) + 1;
+    c.lastBlocked = client;
+  }
 }
 
 /** Adds relayed bytes to counters. */

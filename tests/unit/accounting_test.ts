@@ -9,6 +9,7 @@ import type { Admitted } from "../../src/relay/host.ts";
 import type { DisconnectReason, SessionSetup } from "../../src/relay/session.ts";
 import type { PassRule } from "../../src/config/types.ts";
 import { SessionTracker } from "../../src/server/tracker.ts";
+import { EventGate } from "../../src/log/rate_limit.ts";
 import { Stats } from "../../src/status/stats.ts";
 import { renderMetrics } from "../../src/status/metrics.ts";
 import { buildStatusReport } from "../../src/status/report.ts";
@@ -45,7 +46,7 @@ function admit(limiter: RuleLimiter, client: string): Admitted {
 
 Deno.test("tracker: one handle accounts for a session's life, once", async () => {
   const stats = new Stats();
-  const tracker = new SessionTracker(getLogger(["test"]), stats);
+  const tracker = new SessionTracker(getLogger(["test"]), stats, new EventGate());
   const limiter = new RuleLimiter(RULE);
   const closed: DisconnectReason[] = [];
   const handle = tracker.open(admit(limiter, "10.0.0.1"), { close: (r) => closed.push(r) });
@@ -68,7 +69,7 @@ Deno.test("tracker: one handle accounts for a session's life, once", async () =>
 });
 
 Deno.test("tracker: closeAll selects, whenEmpty waits for the last", async () => {
-  const tracker = new SessionTracker(getLogger(["test"]), new Stats());
+  const tracker = new SessionTracker(getLogger(["test"]), new Stats(), new EventGate());
   const limiter = new RuleLimiter({ ...RULE, maxSessions: 0 });
   const handles = ["10.0.0.1", "10.0.0.2"].map((ip) =>
     tracker.open(admit(limiter, ip), {
@@ -97,7 +98,7 @@ Deno.test("Stats: a session counts on its listener, its (rule, listener) pair an
 
 Deno.test("/metrics renders every counter with its labels, parseably", () => {
   const stats = new Stats();
-  const tracker = new SessionTracker(getLogger(["test"]), stats);
+  const tracker = new SessionTracker(getLogger(["test"]), stats, new EventGate());
   const handle = tracker.open(admit(new RuleLimiter(RULE), "10.0.0.1"), { close() {} });
   handle.delivered("up", 7);
   const report = buildStatusReport({

@@ -2,11 +2,11 @@
  * The relay's small parts, without sockets: deciding a session, "once per
  * interval", the buffer pool, the serve loop's back-off, the UDP flow table.
  */
-import { assert, assertEquals } from "../assert.ts";
+import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { decide } from "../../src/relay/admission.ts";
 import { BufferPool, MemoryBudget } from "../../src/relay/buffer_pool.ts";
 import { RuleLimiter } from "../../src/relay/limits.ts";
-import { OncePer } from "../../src/relay/once_per.ts";
+import { EventGate } from "../../src/log/rate_limit.ts";
 import { serveLoop } from "../../src/relay/serve_loop.ts";
 import { FlowTable } from "../../src/relay/udp/flows.ts";
 import { parseClientAddress } from "../../src/config/network.ts";
@@ -56,15 +56,29 @@ Deno.test("decide: first match, block rules, deny by default, then limits", () =
   assert(decide(LISTENER, ip("10.2.0.2"), limiterOf, 0).pass, "the slot is free again");
 });
 
-Deno.test("OncePer: a key passes once per interval; memory is bounded", () => {
-  const once = new OncePer(1_000, 3);
-  assert(once.pass("a", 0));
-  assert(!once.pass("a", 999));
-  assert(once.pass("a", 1_000));
-  assert(once.pass("b", 1_000));
-  assert(once.pass("c", 1_000));
-  assert(!once.pass("d", 1_500), "a fourth key waits while three are remembered");
-  assert(once.pass("d", 2_100), "old keys age out and make room");
+Deno.test("EventGate: a burst per key per window passes; the rest is counted and reported once", () => {
+  const gate = new EventGate(1_000, 2, 3);
+  assert(gate.pass("a", "events a", 0));
+  assert(gate.pass("a", "events a", 10));
+  assert(!gate.pass("a", "events a", 20));
+  assert(!gate.pass("a", "events a", 30));
+  assert(gate.pass("b", "events b", 30));
+  assertEquals(gate.expire(500), [], "nothing ends before its window");
+  assertEquals(gate.expire(1_000), [{ what: "events a", count: 2 }]);
+  assertEquals(gate.expire(1_100), [], "reported once; b had nothing suppressed");
+  assert(gate.pass("a", "events a", 1_100), "a new window for a");
+});
+
+Deno.test("EventGate: beyond maxKeys, new keys share one overflow window", () => {
+  const gate = new EventGate(1_000, 1, 2);
+  assert(gate.pass("a", "a", 0));
+  assert(gate.pass("b", "b", 0));
+  assert(gate.pass("c", "c", 0), "the first new key opens the overflow window");
+  assert(!gate.pass("d", "d", 0));
+  assert(!gate.pass("e", "e", 0));
+  const [overflow] = gate.expire(1_000);
+  assertEquals(overflow.count, 2);
+  assertMatch(overflow.what, /too many to tell apart/);
 });
 
 Deno.test("BufferPool: reuses what is given back, within a memory budget", () => {

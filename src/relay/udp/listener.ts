@@ -64,7 +64,7 @@ export class UdpRelayListener implements RelayListener {
   stopAccepting(): void {
     if (this.#draining) return;
     this.#draining = true;
-    this.#flows.onEmpty(() => this.#closeSocket());
+    this.#flows.onEmpty(() => this.closeSocket());
   }
 
   /**
@@ -79,7 +79,8 @@ export class UdpRelayListener implements RelayListener {
     return true;
   }
 
-  #closeSocket(): void {
+  /** Closes the socket now, flows or not (a reload needs its port for a new listener). */
+  closeSocket(): void {
     if (this.#socketClosed) return;
     this.#socketClosed = true;
     try {

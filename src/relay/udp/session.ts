@@ -28,6 +28,7 @@ import type { Dialer } from "../dial.ts";
 import { describeIoError } from "../errors.ts";
 import type { RelayTuning } from "../host.ts";
 import { peerText } from "../peer.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import type { Closable, DisconnectReason, SessionHandle } from "../session.ts";
 
 /** Receive buffer while the flow moves traffic: any datagram fits. */
@@ -65,6 +66,8 @@ export class UdpSession implements Closable {
   #reason: DisconnectReason | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #handle: SessionHandle | undefined;
+  /** While draining: the flow ends once quiet this long. */
+  #drainGraceMs: number | undefined;
 
   constructor(readonly setup: UdpSessionSetup) {}
 
@@ -111,6 +114,15 @@ export class UdpSession implements Closable {
       this.#socket?.close();
     } catch {
       // Already closed.
+    }
+  }
+
+  drainWhenQuiet(graceMs: number): void {
+    if (this.#closed) return;
+    this.#drainGraceMs = graceMs;
+    if (this.#socket) {
+      clearTimeout(this.#timer);
+      this.#check();
     }
   }
 
@@ -234,20 +246,29 @@ export class UdpSession implements Closable {
       .catch(() => {});
   }
 
-  #armTimer(): void {
+  /** Ends the flow when quiet long enough, parks it when quiet a while, and re-arms. */
+  #check = (): void => {
+    const quiet = performance.now() - this.#lastActivity;
+    const grace = this.#drainGraceMs;
+    if (grace !== undefined && quiet >= grace) return this.close("drained");
     const idle = this.setup.rule.udpIdleTimeoutMs;
+    if (quiet >= idle) return this.close("idle-timeout");
     const parkAfter = this.setup.tuning.udpParkAfterMs;
-    const check = () => {
-      const quiet = performance.now() - this.#lastActivity;
-      if (quiet >= idle) return this.close("idle-timeout");
-      if (!this.#parked && quiet >= parkAfter) {
-        this.#parked = true;
-        this.#wake();
-      }
-      const untilPark = this.#parked ? Infinity : parkAfter - quiet;
-      this.#timer = setTimeout(check, Math.max(1, Math.min(idle - quiet, untilPark)));
-    };
-    this.#timer = setTimeout(check, Math.min(idle, parkAfter));
+    if (!this.#parked && quiet >= parkAfter) {
+      this.#parked = true;
+      this.#wake();
+    }
+    const next = Math.min(
+      idle - quiet,
+      this.#parked ? Infinity : parkAfter - quiet,
+      grace === undefined ? Infinity : grace - quiet,
+      MAX_TIMER_MS, // Longer waits re-check.
+    );
+    this.#timer = setTimeout(this.#check, Math.max(1, next));
+  };
+
+  #armTimer(): void {
+    this.#check();
   }
 }
 

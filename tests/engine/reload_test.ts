@@ -1,0 +1,184 @@
+/**
+ * Reloads in-process: what happens to live sessions, limits and listeners
+ * when the rule file changes (README, "Reloading").
+ */
+import { assert, assertEquals, assertMatch } from "../assert.ts";
+import { passRule } from "../fixtures/rules.ts";
+import { startDaemon } from "../harness.ts";
+import {
+  delay,
+  echo,
+  exchangeFrom,
+  freePortRange,
+  readAll,
+  receiveWithin,
+  tcpServer,
+  udpEcho,
+  udpSocket,
+  writeAll,
+} from "../e2e/helpers.ts";
+
+const encode = (text: string) => new TextEncoder().encode(text);
+
+Deno.test("a rule file with no rules is refused on reload; the running rules stay", async () => {
+  await using target = tcpServer(echo);
+  await using bouncer = await startDaemon(passRule({ listen: "127.0.0.1:0", target: target.port }));
+  const port = bouncer.port();
+  await bouncer.reload("# truncated while being written\n");
+  await bouncer.log.waitFor({ level: "error", message: /^reload refused: .* has no rules/ });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, encode("still"));
+  await conn.closeWrite();
+  assertEquals(new TextDecoder().decode(await readAll(conn)), "still");
+  conn.close();
+});
+
+Deno.test("a changed rule keeps counting its live sessions against its limits", async () => {
+  await using target = tcpServer(echo);
+  const port = freePortRange(1);
+  const rules = (extra: string) =>
+    passRule({
+      listen: `127.0.0.1:${port}`,
+      target: target.port,
+      extra: `max_sessions = 2\n${extra}`,
+    });
+  await using bouncer = await startDaemon(rules(""));
+  const live = await Promise.all([1, 2].map(() => Deno.connect({ hostname: "127.0.0.1", port })));
+  await bouncer.log.waitFor({ event: "connect" }, 5_000, 2);
+  await bouncer.reload(rules('idle_timeout = "1h"'));
+  await bouncer.log.waitFor({ message: /^reload: .*1 changed \(r\)/ });
+  const third = await Deno.connect({ hostname: "127.0.0.1", port });
+  assertEquals(await third.read(new Uint8Array(1)), null);
+  third.close();
+  await bouncer.log.waitFor({ event: "block", reason: "max_sessions" });
+  for (const conn of live) conn.close();
+});
+
+Deno.test("removing a rule leaves its TCP sessions running (reload_drain_timeout: no limit by default)", async () => {
+  await using target = tcpServer(echo);
+  await using other = tcpServer(echo);
+  const port = freePortRange(1);
+  const keep = passRule({ name: "keep", listen: "127.0.0.1:0", target: other.port });
+  await using bouncer = await startDaemon(
+    `[server]\ndrain_timeout = "200ms"\n` + keep +
+      passRule({ name: "ssh", listen: `127.0.0.1:${port}`, target: target.port }),
+  );
+  const ssh = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(ssh, encode("a"));
+  await bouncer.log.waitFor({ event: "connect", rule: "ssh" });
+  await bouncer.reload(`[server]\ndrain_timeout = "200ms"\n` + keep);
+  const summary = await bouncer.log.waitFor({ message: /^reload: / });
+  assertMatch(summary.message!, /sessions: 1 draining \(until they end\), 0 revoked/);
+  await delay(500); // Longer than drain_timeout, which is for shutdown only.
+  await writeAll(ssh, encode("b"));
+  await ssh.closeWrite();
+  assertEquals(new TextDecoder().decode(await readAll(ssh)), "ab");
+  ssh.close();
+  await bouncer.log.waitFor({ event: "disconnect", rule: "ssh", reason: "client-closed" });
+});
+
+Deno.test("reload_drain_timeout ends a removed rule's sessions as drained", async () => {
+  await using target = tcpServer(echo);
+  await using other = tcpServer(echo);
+  const port = freePortRange(1);
+  const head = `[server]\nreload_drain_timeout = "300ms"\n`;
+  const keep = passRule({ name: "keep", listen: "127.0.0.1:0", target: other.port });
+  await using bouncer = await startDaemon(
+    head + keep + passRule({ name: "old", listen: `127.0.0.1:${port}`, target: target.port }),
+  );
+  const live = await Deno.connect({ hostname: "127.0.0.1", port });
+  await bouncer.log.waitFor({ event: "connect", rule: "old" });
+  await bouncer.reload(head + keep);
+  assertEquals(await live.read(new Uint8Array(1)), null);
+  live.close();
+  await bouncer.log.waitFor({ event: "disconnect", rule: "old", reason: "drained" });
+});
+
+Deno.test("reload_enforces_rules: clients the new rules refuse lose their TCP and UDP sessions", async () => {
+  await using target = tcpServer(echo);
+  await using udpTarget = udpEcho();
+  const [tcpPort, udpPort] = [freePortRange(1), freePortRange(1)];
+  const rules = (from: string) =>
+    passRule({
+      name: "web",
+      listen: `127.0.0.1:${tcpPort}`,
+      target: target.port,
+      extra: `from = ${from}`,
+    }) +
+    passRule({
+      name: "dns",
+      protocol: "udp",
+      listen: `127.0.0.1:${udpPort}`,
+      target: udpTarget.port,
+      extra: `from = ${from}`,
+    });
+  await using bouncer = await startDaemon(rules('["127.0.0.0/8"]'));
+  const staying = exchangeFrom("127.0.0.3", tcpPort, "x"); // Held open until revoked or done.
+  const tcpClient = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort });
+  const udpClient = udpSocket();
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: udpPort };
+    await udpClient.send(encode("q"), to);
+    assert(await receiveWithin(udpClient, 1_000));
+    await staying;
+    await bouncer.log.waitFor({ event: "connect", rule: "web" }, 5_000, 2);
+    // 127.0.0.1 is revoked; nobody else is affected.
+    await bouncer.reload(rules('["127.0.0.2/31"]'));
+    const summary = await bouncer.log.waitFor({ message: /^reload: / });
+    assertMatch(summary.message!, /0 draining, 2 revoked/);
+    assertEquals(await tcpClient.read(new Uint8Array(1)), null);
+    await bouncer.log.waitFor({ event: "disconnect", rule: "web", reason: "revoked" });
+    await bouncer.log.waitFor({ event: "disconnect", rule: "dns", reason: "revoked" });
+    // New datagrams from the revoked client are refused now.
+    await udpClient.send(encode("again"), to);
+    assertEquals(await receiveWithin(udpClient, 300), null);
+  } finally {
+    tcpClient.close();
+    udpClient.close();
+  }
+});
+
+Deno.test("reload_enforces_rules = false keeps sessions the new rules would refuse", async () => {
+  await using target = tcpServer(echo);
+  const port = freePortRange(1);
+  const rules = (from: string) =>
+    `[server]\nreload_enforces_rules = false\n` +
+    passRule({ listen: `127.0.0.1:${port}`, target: target.port, extra: `from = "${from}"` });
+  await using bouncer = await startDaemon(rules("127.0.0.0/8"));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(conn, encode("a"));
+  await bouncer.log.waitFor({ event: "connect" });
+  await bouncer.reload(rules("127.0.0.2/32"));
+  await bouncer.log.waitFor({ message: /0 revoked/ });
+  await writeAll(conn, encode("b"));
+  await conn.closeWrite();
+  assertEquals(new TextDecoder().decode(await readAll(conn)), "ab");
+  conn.close();
+});
+
+Deno.test("a removed UDP listener's flows end once quiet for a moment; its port is freed then", async () => {
+  await using target = udpEcho();
+  await using other = tcpServer(echo);
+  const port = freePortRange(1);
+  const keep = passRule({ name: "keep", listen: "127.0.0.1:0", target: other.port });
+  await using bouncer = await startDaemon(
+    keep +
+      passRule({ name: "dns", protocol: "udp", listen: `127.0.0.1:${port}`, target: target.port }),
+    { tuning: { udpDrainGraceMs: 300 } },
+  );
+  const client = udpSocket();
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
+    await client.send(encode("1"), to);
+    assert(await receiveWithin(client, 1_000));
+    const started = performance.now();
+    await bouncer.reload(keep);
+    await bouncer.log.waitFor({ event: "disconnect", rule: "dns", reason: "drained" });
+    const waited = performance.now() - started;
+    assert(waited < 2_000, `the flow held the reload's drain for ${waited} ms`);
+    await delay(50);
+    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }).close(); // Free again.
+  } finally {
+    client.close();
+  }
+});
