@@ -11,14 +11,21 @@ import { VERSION } from "./src/version.ts";
 const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer
 
 Usage:
-  portbounce run [-c FILE]               run the rules (default FILE: /etc/portbounce.toml)
-  portbounce check [-c FILE] [--json]    validate and print the listener -> target table
+  portbounce run [-c FILE]                run the rules (default FILE: /etc/portbounce.toml)
+  portbounce check [-c FILE] [--json] [--probe]
+                                          validate, print the listener -> target table,
+                                          and with --probe connect to every TCP target
   portbounce forward [--udp|--both] [--from CIDR]... SPEC...
-                                         ad hoc, no file: SPEC is [ADDR:]PORT=HOST:PORT
-  portbounce import-barefoot FILE        translate a barefootd.conf into a rule file
-  portbounce status [--url URL] [--json] ask a running instance for its counters
-  portbounce version                     print the version
-  portbounce COMMAND --help              help for one command`;
+                                          ad hoc, no file: SPEC is [ADDR:]PORT=HOST:PORT
+  portbounce import-barefoot FILE         translate a barefootd.conf into a rule file
+  portbounce status [--url URL|-c FILE]   ask a running instance for its counters
+  portbounce sessions [--url URL|-c FILE] list a running instance's live sessions
+  portbounce version                      print the version
+  portbounce COMMAND --help               help for one command`;
+
+const VERSION_HELP = `Usage: portbounce version
+
+Prints the version of portbounce and of the Deno it runs on.`;
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   // Loaded on demand: start-up only pays for the command it runs.
@@ -28,7 +35,13 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   "import-barefoot": async (args) =>
     (await import("./src/cli/import_barefoot.ts")).importBarefootCommand(args),
   status: async (args) => (await import("./src/cli/status.ts")).statusCommand(args),
-  version: () => {
+  sessions: async (args) => (await import("./src/cli/sessions.ts")).sessionsCommand(args),
+  version: (args) => {
+    if (args.includes("-h") || args.includes("--help")) {
+      console.log(VERSION_HELP);
+      return Promise.resolve(ExitCode.ok);
+    }
+    if (args.length > 0) throw new UsageError(`version: takes no arguments, got "${args[0]}"`);
     console.log(`portbounce ${VERSION} (deno ${Deno.version.deno})`);
     return Promise.resolve(ExitCode.ok);
   },
@@ -52,9 +65,10 @@ async function main(args: string[]): Promise<number> {
     return await command(rest);
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(
-        `portbounce ${error.message}\nSee "portbounce ${name} --help".`,
-      );
+      const message = error.message.startsWith(`${name}: `)
+        ? error.message
+        : `${name}: ${error.message}`;
+      console.error(`portbounce ${message}\nSee "portbounce ${name} --help".`);
       return ExitCode.usage;
     }
     console.error(

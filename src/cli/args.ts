@@ -39,10 +39,20 @@ export function choice<T extends string>(
   );
 }
 
-/** Parses `--exit-after` (a duration), or undefined when not given. */
-export function exitAfter(value: string | undefined): number | undefined {
+/** Parses a duration option such as `--exit-after 30s`, or undefined when not given. */
+export function durationOption(
+  option: string,
+  value: string | undefined,
+  { allowZero = false } = {},
+): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
-  if (typeof ms !== "number") throw new UsageError(`--exit-after: ${ms.error}`);
+  if (typeof ms !== "number") throw new UsageError(`${option}: ${ms.error}`);
+  if (ms === 0 && !allowZero) throw new UsageError(`${option}: must be more than 0`);
   return ms;
+}
+
+/** Shell-quotes a word when it needs it (for commands printed to be run again). */
+export function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'"'"'`)}'`;
 }

@@ -13,13 +13,15 @@ import { parseCommandArgs } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { probeAll } from "./probe.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
+import { preflight } from "../server/preflight.ts";
 
 /** Help for `portbounce check`. */
-export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json] [--probe]
+export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json] [--probe] [--no-host-checks]
 
 Validates FILE (default /etc/portbounce.toml) and prints, for every listener,
 the rules that decide its clients in order and where each sends them.
-Reports every problem at once. Binds nothing.
+Reports every problem at once, including what run would meet on this
+host: listen addresses it does not have, log files it cannot open. Binds nothing.
 
 Options:
   -c, --config FILE   rule file (default /etc/portbounce.toml)
@@ -27,6 +29,9 @@ Options:
       --probe         also connect to every TCP target of every pass rule (within
                       its connect_timeout) and report ok, refused, timeout,
                       unresolvable or unreachable, with the latency
+      --no-host-checks
+                      skip the checks against this host (for a rule file meant
+                      for another machine)
   -h, --help          this help
 
 Exit codes: 0 valid (and, with --probe, every TCP target answered),
@@ -81,13 +86,18 @@ export async function checkCommand(args: string[]): Promise<number> {
     config: { type: "string", short: "c", default: "/etc/portbounce.toml" },
     json: { type: "boolean" },
     probe: { type: "boolean" },
+    "no-host-checks": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
     console.log(CHECK_HELP);
     return ExitCode.ok;
   }
-  const loaded = await loadRuleFile(values.config!);
+  let loaded = await loadRuleFile(values.config!);
+  if (loaded.ok && !values["no-host-checks"]) {
+    const problems = await preflight(loaded.config, loaded.listeners);
+    if (problems.length > 0) loaded = { ok: false, problems };
+  }
   if (!loaded.ok) {
     if (values.json) {
       console.log(

@@ -7,7 +7,7 @@
 import { countOf } from "../config/describe.ts";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
-import { choice, exitAfter, parseCommandArgs } from "./args.ts";
+import { choice, durationOption, parseCommandArgs } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { runDaemon } from "../server/daemon.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
@@ -22,13 +22,15 @@ Options:
       --log-format FMT    text or json (overrides [server] log_format)
       --log-level LEVEL   debug, info, warning or error (overrides [server] log_level)
       --ready-file PATH   once every listener is bound, write PATH (JSON: the bound
-                          addresses); removed again on exit
+                          addresses); rewritten after a reload, removed on exit
+      --pid-file PATH     write the process id to PATH (overrides [server] pid_file);
+                          removed on exit
       --exit-after DUR    stop (as on SIGTERM) after DUR, e.g. "30s"
   -h, --help              this help
 
 Signals: SIGTERM/SIGINT drain and stop (a second one stops at once),
 SIGHUP reloads the rules (and reopens log files), SIGUSR2 writes the
-counters to the log.
+counters and every live session to the log. Never SIGUSR1 (see README).
 Exit codes: 0 stopped, 1 runtime failure, 2 bad rule file or usage,
 3 a listener could not be bound.`;
 
@@ -40,6 +42,7 @@ export async function runCommand(args: string[]): Promise<number> {
     "log-level": { type: "string" },
     "ready-file": { type: "string" },
     "exit-after": { type: "string" },
+    "pid-file": { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -67,7 +70,8 @@ export async function runCommand(args: string[]): Promise<number> {
   return await runDaemon(loaded, {
     overrides: { format: logFormat, level: logLevel },
     readyFile: values["ready-file"],
-    exitAfterMs: exitAfter(values["exit-after"]),
+    exitAfterMs: durationOption("--exit-after", values["exit-after"]),
+    pidFile: values["pid-file"] ?? loaded.config.server.pidFile ?? undefined,
     ruleFile: values.config!,
   });
 }

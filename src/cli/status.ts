@@ -4,23 +4,26 @@
  *
  * @module
  */
+import { countOf } from "../config/describe.ts";
 import { ago } from "../status/page.ts";
 import type { StatusReport } from "../status/report.ts";
 import { total } from "../status/stats.ts";
-import { parseCommandArgs, UsageError } from "./args.ts";
+import { parseCommandArgs } from "./args.ts";
+import { ENDPOINT_OPTIONS, endpointUrl, fetchJson } from "./endpoint_client.ts";
 import { renderTable } from "./check.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 
 /** Help for `portbounce status`. */
-export const STATUS_HELP = `Usage: portbounce status [--url URL] [--json]
+export const STATUS_HELP = `Usage: portbounce status [--url URL | -c FILE] [--json]
 
 Asks a running portbounce for its counters, through the status endpoint that
 [server] status = "ADDR:PORT" turns on.
 
 Options:
-      --url URL   the endpoint (default http://127.0.0.1:9180)
-      --json      print /status.json as it is
-  -h, --help      this help
+      --url URL      the endpoint, e.g. 127.0.0.1:9180 (default http://127.0.0.1:9180)
+  -c, --config FILE  ask the endpoint FILE's [server] status names
+      --json         print /status.json as it is
+  -h, --help         this help
 
 Exit codes: 0 answered, 1 no answer.`;
 
@@ -61,35 +64,21 @@ export function renderStatusText(report: StatusReport): string {
       String(total(l.blocked)),
     ]),
   );
-  return `portbounce ${report.version}, ${report.source}, up ${report.uptime_s}s, ${report.totals.active} live sessions\n\n${rules}\n\n${listeners}`;
+  return `portbounce ${report.version}, ${report.source}, up ${report.uptime_s}s, ${
+    countOf(report.totals.active, "live session")
+  }\n\n${rules}\n\n${listeners}`;
 }
 
 /** Runs `portbounce status ARGS`; resolves to the exit code. */
 export async function statusCommand(args: string[]): Promise<number> {
-  const { values } = parseCommandArgs("status", args, {
-    url: { type: "string", default: "http://127.0.0.1:9180" },
-    json: { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-  });
+  const { values } = parseCommandArgs("status", args, ENDPOINT_OPTIONS);
   if (values.help) {
     console.log(STATUS_HELP);
     return ExitCode.ok;
   }
-  let url: URL;
-  try {
-    url = new URL("/status.json", values.url);
-  } catch {
-    throw new UsageError(
-      `status: --url must be a URL such as http://127.0.0.1:9180, got "${values.url}"`,
-    );
-  }
-  let report: StatusReport;
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    report = await response.json();
-  } catch (error) {
-    console.error(`portbounce status: no answer from ${url}: ${(error as Error).message}`);
+  const report = await fetchJson<StatusReport>(await endpointUrl("status", values), "/status.json");
+  if ("error" in report) {
+    console.error(`portbounce status: ${report.error}`);
     return ExitCode.runtime;
   }
   console.log(values.json ? JSON.stringify(report, null, 2) : renderStatusText(report));

@@ -161,7 +161,7 @@ function parseHost(
         `"${whole}": "${hostText}" is neither an IP address, an interface name nor a host name`,
     };
   }
-  return { kind: "name", name: hostText.toLowerCase() };
+  return { kind: "name", name: hostText };
 }
 
 function parsePorts(

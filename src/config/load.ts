@@ -550,7 +550,9 @@ function readRule(
   if (listen && bounceTo) checkPortMapping(listen, bounceTo, scope);
 
   if (scope.problems.list.length > before || !listen) return undefined;
-  const base = { ...settings, index, name, listen };
+  const found = scope.problems.lines.get(scope.section);
+  const lines = { header: found?.header ?? null, keys: found?.keys ?? new Map() };
+  const base = { ...settings, index, name, listen, lines };
   return settings.action === "pass"
     ? { ...base, action: "pass", bounceTo: bounceTo! }
     : { ...base, action: "block" };

@@ -62,9 +62,17 @@ export interface RuleSettings {
   readonly throttle: Throttle | null;
 }
 
+/** Where a rule stands in its file: its `[[rule]]` line and its keys' lines. */
+export interface RuleLines {
+  readonly header: number | null;
+  readonly keys: ReadonlyMap<string, number>;
+}
+
 interface RuleBase extends RuleSettings {
   /** 1-based position in the file. */
   readonly index: number;
+  /** Lines of the rule in its file, for messages about it found after loading. */
+  readonly lines: RuleLines;
   readonly name: string;
   readonly listen: readonly ListenEndpoint[];
 }
@@ -107,6 +115,16 @@ export interface Config {
   readonly source: string;
   readonly server: ServerSettings;
   readonly rules: readonly Rule[];
+}
+
+/** `file:line` of a rule's key (or of the rule) in `source`. */
+export function ruleWhere(
+  source: string,
+  rule: { readonly lines: RuleLines },
+  key?: string,
+): string {
+  const line = (key !== undefined ? rule.lines.keys.get(key) : undefined) ?? rule.lines.header;
+  return line === null || line === undefined ? source : `${source}:${line}`;
 }
 
 /** How a rule is named in messages: `rule "web" (rule #2)`. */

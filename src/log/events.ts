@@ -71,6 +71,7 @@ export function renderSessionEvent(event: SessionEvent): string {
     event.rule ?? "-"
   }) ${event.protocol} ${event.event} ${event.client} -> ${event.listen}`;
   if (event.target !== undefined) line += ` -> ${event.target}`;
+  if (event.local !== undefined) line += ` via ${event.local}`;
   if (event.bytes !== undefined) {
     line += ` ${event.direction} ${event.bytes} bytes`;
   }

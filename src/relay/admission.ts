@@ -19,6 +19,9 @@ export interface Refusal {
   readonly reason: BlockReason;
 }
 
+/** A connection from portbounce itself: its own outgoing connection came back to a listener. */
+export const LOOP: Refusal = { pass: false, rule: null, reason: "loop" };
+
 /** What happens to a new client. */
 export type Decision =
   | {
@@ -30,16 +33,17 @@ export type Decision =
   | Refusal;
 
 /**
- * Decides a new session from `client` on `plan`'s listener at `now`
- * (monotonic ms). `limiterOf` gives each rule's limiter.
+ * Decides a new session from `client` (which reached `local`) on `plan`'s
+ * listener at `now` (monotonic ms). `limiterOf` gives each rule's limiter.
  */
 export function decide(
   plan: ListenerPlan,
   client: IpAddress | null,
   limiterOf: (rule: Rule) => RuleLimiter,
   now: number,
+  local: IpAddress | null = null,
 ): Decision {
-  const binding = client ? firstMatch(plan.bindings, client) : undefined;
+  const binding = client ? firstMatch(plan.bindings, client, local) : undefined;
   if (!binding) return { pass: false, rule: null, reason: "no-matching-rule" };
   const { rule, targets } = binding;
   if (rule.action === "block" || targets.length === 0) return { pass: false, rule, reason: "rule" };

@@ -52,8 +52,15 @@ export interface Admitted {
 
 /** The daemon, as relay listeners see it. */
 export interface RelayHost {
-  /** Decides a new client of `plan`'s listener: first matching rule, then its limits. */
-  decide(plan: ListenerPlan, client: IpAddress | null): Decision;
+  /**
+   * Decides a new client of `plan`'s listener: first matching rule (for the
+   * local address it reached, when known), then its limits.
+   */
+  decide(plan: ListenerPlan, client: IpAddress | null, local?: IpAddress | null): Decision;
+  /** Whether a connection from `client` to `listen` (`ip:port` both) is one of portbounce's own. */
+  isOwnConnection(client: string, listen: string): boolean;
+  /** Whether a connection (from `local`) to `remote` reached one of portbounce's own TCP listeners. */
+  isOwnListener(remote: Deno.NetAddr, local: Deno.NetAddr): boolean;
   /** Counts a refusal and logs it (rate-limited per client and cause). */
   refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void;
   /** Starts tracking an admitted session; `session` is how the daemon can end it. */

@@ -32,7 +32,9 @@ export type BlockReason =
   | "max_sessions_per_client"
   | "throttle"
   /** A UDP listener that is draining takes no new sessions. */
-  | "draining";
+  | "draining"
+  /** The client is portbounce itself: a target led back to one of its listeners. */
+  | "loop";
 
 /** Why a UDP datagram was not relayed, beyond refusals of whole sessions. */
 export type DropReason =
@@ -79,8 +81,11 @@ export interface SessionSetup {
  * called exactly once, last; it releases the session's admission slot.
  */
 export interface SessionHandle {
-  /** The session reaches its target; `local` is the bouncer's own `ip:port` toward it. */
-  connected(local: string): void;
+  /**
+   * The session reaches its target: `local` is the bouncer's own `ip:port`
+   * toward it, `remote` the target's address as connected.
+   */
+  connected(local: string, remote: string): void;
   /** `bytes` were delivered in `direction` (written to the far side, not merely read). */
   delivered(direction: Direction, bytes: number): void;
   /** A connect or I/O error, logged as an `error` event and counted. */

@@ -57,7 +57,7 @@ export function diffRules(current: readonly Rule[], next: readonly Rule[]): Rule
 
 /** A canonical text of everything a rule does (its position in the file aside). */
 export function fingerprint(rule: Rule): string {
-  const { index: _index, log, from, ...rest } = rule;
+  const { index: _index, lines: _lines, log, from, ...rest } = rule;
   return JSON.stringify({
     ...rest,
     log: [...log].sort(),

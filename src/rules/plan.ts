@@ -1,14 +1,20 @@
 /**
  * The listener plan: which sockets to open and, for each, the rules that
  * decide its clients in file order. One listener exists per (protocol,
- * address, port), shared by every rule that names it. Pure.
+ * address, port), shared by every rule that names it. A TCP wildcard
+ * (`*:22`, `0.0.0.0:22`) takes in the specific addresses on its port
+ * (`203.0.113.10:22`): Linux cannot bind both, so one socket serves them and
+ * each binding says which local address it answers for. Overlapping UDP
+ * listeners cannot be served right (a reply must leave from the address the
+ * client used) and are a problem; so is a rule that bounces to itself. Pure.
  *
  * @module
  */
 import type { ListenEndpoint, Protocol } from "../config/endpoint.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import type { ConfigProblem } from "../config/load.ts";
-import { type Config, type Rule, ruleLabel } from "../config/types.ts";
+import { parseIp } from "../config/network.ts";
+import { type Config, type Rule, ruleLabel, ruleWhere } from "../config/types.ts";
 
 /** Where a pass rule sends one listener's sessions. `host` is an IP or a name resolved per session. */
 export interface Target {
@@ -21,6 +27,11 @@ export interface Binding {
   readonly rule: Rule;
   /** Where the rule sends this listener's sessions, in order of preference; empty for block rules. */
   readonly targets: readonly Target[];
+  /**
+   * The local address the rule listens on when a wildcard socket serves it
+   * (`0.0.0.0`: every IPv4 address); null when it takes every address the socket does.
+   */
+  readonly only: string | null;
 }
 
 /** One socket to open. */
@@ -60,10 +71,15 @@ export function formatTarget(target: Target): string {
   return formatAddress(target.host, target.port);
 }
 
-/** Builds the listener plan; names that did not resolve are problems. */
+/**
+ * Builds the listener plan. Names that did not resolve, overlapping UDP
+ * listeners and rules bouncing to their own listen address are problems.
+ * `localAddresses` are this host's addresses (loopback is always local).
+ */
 export function buildPlan(
   config: Config,
   resolved: ResolvedNames,
+  localAddresses: ReadonlySet<string> = new Set(),
 ): { listeners: ListenerPlan[]; problems: ConfigProblem[] } {
   const listeners = new Map<string, ListenerPlan & { bindings: Binding[] }>();
   const problems: ConfigProblem[] = [];
@@ -72,7 +88,7 @@ export function buildPlan(
       const addresses = addressesOf(endpoint, resolved);
       if ("error" in addresses) {
         problems.push({
-          where: config.source,
+          where: ruleWhere(config.source, rule, "listen"),
           message: `${ruleLabel(rule)}: listen: "${endpoint.text}": ${addresses.error}`,
         });
         continue;
@@ -98,13 +114,123 @@ export function buildPlan(
               listeners.set(key, listener);
             }
             if (listener.bindings.some((b) => b.rule === rule)) continue;
-            listener.bindings.push({ rule, targets: targetsFor(rule, endpoint, port) });
+            listener.bindings.push({ rule, targets: targetsFor(rule, endpoint, port), only: null });
           }
         }
       }
     }
   }
-  return { listeners: [...listeners.values()], problems };
+  const merged = mergeWildcards([...listeners.values()], config.source, problems);
+  const looping = new Set<Rule>();
+  for (const listener of merged) findSelfBounces(listener, localAddresses, looping);
+  for (const { rule, message } of [...looping].map((rule) => loopProblem(rule, merged))) {
+    problems.push({ where: ruleWhere(config.source, rule, "bounce_to"), message });
+  }
+  return { listeners: merged, problems };
+}
+
+function isWildcardAddress(address: string): boolean {
+  return address === "::" || address === "0.0.0.0";
+}
+
+/** Whether a socket bound to `wildcard` also receives what arrives at `address`. */
+function covers(wildcard: string, address: string): boolean {
+  return wildcard === "::" || !address.includes(":");
+}
+
+/**
+ * Folds listeners on a port that a wildcard socket of the same port covers
+ * into it (TCP), or reports them (UDP).
+ */
+function mergeWildcards(
+  listeners: (ListenerPlan & { bindings: Binding[] })[],
+  source: string,
+  problems: ConfigProblem[],
+): ListenerPlan[] {
+  const gone = new Set<ListenerPlan>();
+  const byPort = Map.groupBy(
+    listeners.filter((l) => l.port !== 0),
+    (l) => `${l.protocol} ${l.port}`,
+  );
+  for (const group of byPort.values()) {
+    const wildcard = group.find((l) => l.address === "::") ??
+      group.find((l) => l.address === "0.0.0.0");
+    if (!wildcard) continue;
+    const covered = group.filter((l) => l !== wildcard && covers(wildcard.address, l.address));
+    if (covered.length === 0) continue;
+    if (wildcard.protocol === "udp") {
+      for (const other of covered) {
+        const [a, b] = [wildcard.bindings[0].rule, other.bindings[0].rule];
+        problems.push({
+          where: ruleWhere(source, b, "listen"),
+          message: `${ruleLabel(b)}: listen: udp ${
+            formatAddress(other.address, other.port)
+          } overlaps udp ${formatAddress(wildcard.address, wildcard.port)} of ${
+            ruleLabel(a)
+          }: one UDP socket cannot serve both (a reply must leave from the address the client used); listen on one or the other`,
+        });
+      }
+      continue;
+    }
+    for (const other of covered) {
+      gone.add(other);
+      for (const binding of other.bindings) {
+        wildcard.bindings.push({ ...binding, only: binding.only ?? other.address });
+      }
+    }
+    // First match goes by file order, across the addresses folded in.
+    wildcard.bindings.sort((a, b) => a.rule.index - b.rule.index);
+  }
+  return listeners.filter((l) => !gone.has(l));
+}
+
+/** Rules whose target is their own listener: every session would come back. */
+function findSelfBounces(
+  listener: ListenerPlan,
+  localAddresses: ReadonlySet<string>,
+  looping: Set<Rule>,
+): void {
+  for (const { rule, targets, only } of listener.bindings) {
+    if (looping.has(rule)) continue;
+    const at = only ?? listener.address;
+    if (targets.some((target) => loopsBack(target, listener, at, localAddresses))) {
+      looping.add(rule);
+    }
+  }
+}
+
+function loopsBack(
+  target: Target,
+  listener: ListenerPlan,
+  at: string,
+  localAddresses: ReadonlySet<string>,
+): boolean {
+  if (target.port !== listener.port) return false;
+  const address = parseIp(target.host);
+  if ("error" in address) return false; // A name: checked per session (the relay's loop guard).
+  const text = address.toString();
+  if (!isWildcardAddress(at)) return text === at;
+  return (address.range() === "loopback" || localAddresses.has(text)) && covers(at, text);
+}
+
+function loopProblem(
+  rule: Rule,
+  listeners: readonly ListenerPlan[],
+): { rule: Rule; message: string } {
+  const listener = listeners.find((l) => l.bindings.some((b) => b.rule === rule))!;
+  const target = rule.action === "pass" ? rule.bounceTo.text : "";
+  return {
+    rule,
+    message: `${
+      ruleLabel(rule)
+    }: bounce_to: "${target}" leads back to this rule's own listener ${listener.protocol} ${
+      formatAddress(listener.address, listener.port)
+    }${
+      listener.bindings.length > 1 || rule.listen.some((l) => l.ports.first !== l.ports.last)
+        ? " (or another of its ports)"
+        : ""
+    }: every session would come back to portbounce (give the target's real address or port)`,
+  };
 }
 
 function addressesOf(

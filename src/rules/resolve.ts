@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { parseClientAddress } from "../config/network.ts";
 import type { ResolvedNames } from "./plan.ts";
 
 /** Looks up every name: interface names first, then host names through the system resolver. */
@@ -37,6 +38,18 @@ export async function resolveNames(
     }
   }));
   return resolved;
+}
+
+/** This host's addresses (those of its interfaces), canonical text. */
+export function localAddresses(): Set<string> {
+  const found = new Set<string>();
+  for (const addresses of interfaceAddresses().values()) {
+    for (const address of addresses) {
+      const ip = parseClientAddress(address);
+      if (ip) found.add(ip.toString());
+    }
+  }
+  return found;
 }
 
 /** Addresses per interface name, leaving out IPv6 link-local ones (they need a zone). */

@@ -17,13 +17,20 @@ import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
 import { setLongTimeout, sleep } from "../relay/timers.ts";
 import { VERSION } from "../version.ts";
-import { type BindFailure, Engine, type EngineOptions, type ReloadSummary } from "./engine.ts";
+import {
+  type BindFailure,
+  Engine,
+  type EngineOptions,
+  OUT_OF_DESCRIPTORS,
+  type ReloadSummary,
+} from "./engine.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { removeReadyFile, writeReadyFile } from "./ready_file.ts";
+import { removeReadyFile, writeAtomically, writeReadyFile } from "./ready_file.ts";
 import { type LoadedRules as LoadedRuleFile, loadRuleFile } from "./rule_file.ts";
 import { installSignalHandlers } from "./signals.ts";
-import { StatusService } from "./status_service.ts";
-import { logStatus, summaryLine } from "./summary.ts";
+import { InspectorGuard } from "./inspector_guard.ts";
+import { sessionViews, StatusService } from "./status_service.ts";
+import { logStatus, totals } from "./summary.ts";
 
 /** Log settings from the command line (or a test) that win over `[server]`. */
 export interface LogOverrides {
@@ -38,6 +45,8 @@ export interface DaemonOptions {
   readonly overrides?: LogOverrides;
   /** Written once every listener is bound and signals are handled; removed on exit. */
   readonly readyFile?: string;
+  /** Written with the process id once started; removed on exit. */
+  readonly pidFile?: string;
   /** Stop (as on SIGTERM) after this long. */
   readonly exitAfterMs?: number;
   /** The rule file SIGHUP reloads; without one SIGHUP only reopens log files. */
@@ -82,6 +91,7 @@ export class Daemon {
   #reloading = Promise.resolve();
   #cancelExitTimer: (() => void) | undefined;
   #signals: { remove(): void } | undefined;
+  #inspectorGuard: InspectorGuard | undefined;
 
   private constructor(
     readonly engine: Engine,
@@ -139,17 +149,35 @@ export class Daemon {
     }
     // Signals first: once the ready file exists, a signal must find its handler.
     if (options.handleSignals ?? true) {
+      daemon.#inspectorGuard = InspectorGuard.hold(log);
       daemon.#signals = installSignalHandlers({
         stop: (signal) => daemon.stop(signal),
         reload: () => void daemon.reload(),
-        status: () => logStatus(log, engine.stats),
+        status: () => logStatus(log, engine.stats, sessionViews(engine)),
       });
+    }
+    if (options.pidFile) {
+      try {
+        await writeAtomically(options.pidFile, `${Deno.pid}\n`);
+      } catch (error) {
+        log.error("cannot write the pid file {path}: {error}", {
+          path: options.pidFile,
+          error: (error as Error).message,
+        });
+        daemon.#signals?.remove();
+        daemon.#inspectorGuard?.release();
+        engine.stopAccepting();
+        await status.close();
+        await closeLogging();
+        return ExitCode.runtime;
+      }
     }
     if (options.readyFile) {
       try {
         await daemon.#writeReadyFile();
       } catch {
         daemon.#signals?.remove();
+        daemon.#inspectorGuard?.release();
         engine.stopAccepting();
         engine.closeAllSessions();
         await status.close();
@@ -194,13 +222,16 @@ export class Daemon {
     if (!this.#stopping) {
       this.#stopping = { why, at: now };
       const drain = formatDuration(this.#current.server.drainTimeoutMs);
-      log.info("{why}: stopping; sessions may drain for up to {drain} ({again})", {
-        why,
-        drain,
-        again: why.startsWith("SIG")
-          ? `${why} again to stop at once`
-          : "SIGTERM or SIGINT to stop at once",
-      });
+      // Said once no listener accepts any more.
+      engine.stopAccepting().then(() =>
+        log.info("{why}: stopping; sessions may drain for up to {drain} ({again})", {
+          why,
+          drain,
+          again: why.startsWith("SIG")
+            ? `${why} again to stop at once`
+            : "SIGTERM or SIGINT to stop at once",
+        })
+      );
       engine.shutdown(this.#current.server.drainTimeoutMs).then(() => this.#stopped.resolve());
       return;
     }
@@ -315,10 +346,13 @@ export class Daemon {
     await this.#stopped.promise;
     this.#cancelExitTimer?.();
     this.#signals?.remove();
+    this.#inspectorGuard?.release();
     await this.#reloading;
     await this.status.close();
     if (this.options.readyFile) await removeReadyFile(this.options.readyFile);
-    this.log.info("stopped: {summary}", { summary: summaryLine(this.engine.stats) });
+    if (this.options.pidFile) await removeReadyFile(this.options.pidFile);
+    const { text, fields } = totals(this.engine.stats);
+    this.log.info("stopped: {summary}", { summary: text, ...fields });
     await closeLogging();
     this.#done.resolve(ExitCode.ok);
   }
@@ -345,11 +379,7 @@ function logBindFailures(log: Logger, failures: readonly BindFailure[], total: n
         error,
       });
     }
-    if (/too many open files/i.test(error)) {
-      log.error(
-        "out of file descriptors: each listener takes one and each TCP session two; raise the limit (ulimit -n, or LimitNOFILE= under systemd)",
-      );
-    }
+    if (/too many open files/i.test(error)) log.error(OUT_OF_DESCRIPTORS);
   }
   log.error("{count} of {total} listeners could not be bound; none were kept", {
     count: failures.length,

@@ -37,6 +37,13 @@ import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
 import { SessionTracker, type TrackedSession } from "./tracker.ts";
 
+/**
+ * The cure for EMFILE. Deno cannot read the limit without --allow-all (it
+ * guards /proc/self), so it is said when it bites rather than at start.
+ */
+export const OUT_OF_DESCRIPTORS =
+  "out of file descriptors: each listener takes one, each TCP session two, each UDP flow one; raise the limit (ulimit -n, or LimitNOFILE= under systemd) or set max_sessions";
+
 /** A listener that could not be bound, and why. */
 export interface BindFailure {
   readonly key: string;
@@ -126,10 +133,20 @@ export class Engine implements RelayHost {
   ): { ok: true; engine: Engine } | { ok: false; failures: BindFailure[] } {
     const engine = new Engine(log, rules, options);
     const failures: BindFailure[] = [];
+    const paired = pairPortZero(plan);
     for (const listenerPlan of plan) {
-      const opened = openListener(listenerPlan, engine);
-      if ("error" in opened) failures.push({ key: listenerPlan.key, error: opened.error });
-      else engine.#listeners.set(listenerPlan.key, opened);
+      if (engine.#listeners.has(listenerPlan.key)) continue; // Bound as the partner of another.
+      const partner = paired.get(listenerPlan);
+      const opened = partner
+        ? openPair(listenerPlan, partner, engine)
+        : openListener(listenerPlan, engine);
+      if ("error" in opened) {
+        failures.push({ key: listenerPlan.key, error: opened.error });
+        continue;
+      }
+      for (const listener of Array.isArray(opened) ? opened : [opened]) {
+        engine.#listeners.set(listener.plan.key, listener);
+      }
     }
     if (failures.length > 0) {
       for (const listener of engine.#listeners.values()) listener.stopAccepting();
@@ -140,8 +157,28 @@ export class Engine implements RelayHost {
 
   // --- RelayHost ---
 
-  decide(plan: ListenerPlan, client: IpAddress | null): Decision {
-    return decide(plan, client, (rule) => this.#limiter(rule), performance.now());
+  decide(plan: ListenerPlan, client: IpAddress | null, local: IpAddress | null = null): Decision {
+    return decide(plan, client, (rule) => this.#limiter(rule), performance.now(), local);
+  }
+
+  isOwnConnection(client: string, listen: string): boolean {
+    return this.sessions.isOwnConnection(client, listen);
+  }
+
+  isOwnListener(remote: Deno.NetAddr, local: Deno.NetAddr): boolean {
+    const ip = parseClientAddress(remote.hostname);
+    if (!ip) return false;
+    // This host's own address: loopback, or the connection's own source address.
+    const toThisHost = ip.range() === "loopback" ||
+      parseClientAddress(local.hostname)?.toString() === ip.toString();
+    for (const listener of this.#listeners.values()) {
+      if (listener.protocol !== "tcp" || listener.address.port !== remote.port) continue;
+      const bound = listener.address.hostname;
+      if (bound === "::" || bound === "0.0.0.0") {
+        if (toThisHost && (bound === "::" || ip.kind() === "ipv4")) return true;
+      } else if (parseClientAddress(bound)?.toString() === ip.toString()) return true;
+    }
+    return false;
   }
 
   refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
@@ -169,10 +206,12 @@ export class Engine implements RelayHost {
   }
 
   listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void {
-    this.log.error("{listener}: {verb} failed: {error}; backing off and retrying", {
+    const described = describeIoError(error);
+    this.log.error("{listener}: {verb} failed: {error}; backing off and retrying{hint}", {
       listener: listenerKey,
       verb,
-      error: describeIoError(error),
+      error: described,
+      hint: /too many open files/i.test(described) ? ` (${OUT_OF_DESCRIPTORS})` : "",
     });
   }
 
@@ -315,6 +354,7 @@ export class Engine implements RelayHost {
 
   /** Lets a session of a removed listener or rule go on for `drainMs` (0: until it ends). */
   #drain(session: TrackedSession, drainMs: number): void {
+    session.draining = true;
     if (session.session.drainWhenQuiet) {
       session.session.drainWhenQuiet(this.tuning.udpDrainGraceMs);
       return;
@@ -376,8 +416,13 @@ export class Engine implements RelayHost {
   }
 
   /** Stops accepting new sessions on every listener. */
-  stopAccepting(): void {
-    for (const listener of this.#listeners.values()) listener.stopAccepting();
+  stopAccepting(): Promise<void> {
+    const listeners = [...this.#listeners.values()];
+    for (const listener of listeners) listener.stopAccepting();
+    // UDP sockets may stay open for their flows' replies; only TCP ones must be gone.
+    return Promise.all(
+      listeners.filter((l) => l.protocol === "tcp").map((l) => l.closed),
+    ).then(() => {});
   }
 
   /**
@@ -386,7 +431,7 @@ export class Engine implements RelayHost {
    * reason `shutdown`. Resolves once every session has ended.
    */
   async shutdown(drainMs: number): Promise<void> {
-    this.stopAccepting();
+    await this.stopAccepting();
     clearInterval(this.#gateTimer);
     this.#reportSuppressed();
     for (const cancel of this.#drainTimers) cancel();
@@ -416,17 +461,57 @@ export class Engine implements RelayHost {
   }
 }
 
-/** Binds one planned listener, or says why it cannot be bound. */
+/**
+ * TCP and UDP listeners of one rule on the same address and port 0: the
+ * system picks a port for the first, the second takes the same one (a
+ * `forward --both 0=...` gives one port for both).
+ */
+function pairPortZero(plans: readonly ListenerPlan[]): Map<ListenerPlan, ListenerPlan> {
+  const pairs = new Map<ListenerPlan, ListenerPlan>();
+  const zero = plans.filter((p) => p.port === 0);
+  for (const first of zero) {
+    if (pairs.has(first)) continue;
+    const second = zero.find((p) =>
+      p !== first && !pairs.has(p) && p.protocol !== first.protocol &&
+      p.address === first.address && p.bindings[0]?.rule === first.bindings[0]?.rule
+    );
+    if (second) {
+      pairs.set(first, second);
+      pairs.set(second, first);
+    }
+  }
+  return pairs;
+}
+
+/** Binds two port-0 listeners on one port, trying a few ports if the second is taken. */
+function openPair(
+  first: ListenerPlan,
+  second: ListenerPlan,
+  host: RelayHost,
+): RelayListener[] | { error: string; addrInUse: boolean } {
+  for (let attempt = 0;; attempt++) {
+    const a = openListener(first, host);
+    if ("error" in a) return a;
+    const b = openListener(second, host, a.address.port);
+    if (!("error" in b)) return [a, b];
+    a.stopAccepting();
+    if (a instanceof UdpRelayListener) a.closeSocket();
+    if (!b.addrInUse || attempt === 9) return b;
+  }
+}
+
+/** Binds one planned listener (on `port` instead of the plan's 0), or says why it cannot be bound. */
 function openListener(
   plan: ListenerPlan,
   host: RelayHost,
+  port = plan.port,
 ): RelayListener | { error: string; addrInUse: boolean } {
   const open = (hostname: string): RelayListener =>
     plan.protocol === "tcp"
-      ? new TcpRelayListener(plan, Deno.listen({ hostname, port: plan.port }), host)
+      ? new TcpRelayListener(plan, Deno.listen({ hostname, port }), host)
       : new UdpRelayListener(
         plan,
-        Deno.listenDatagram({ hostname, port: plan.port, transport: "udp" }),
+        Deno.listenDatagram({ hostname, port, transport: "udp" }),
         host,
       );
   try {

@@ -40,8 +40,13 @@ export async function writeReadyFile(
     })),
     status,
   };
+  await writeAtomically(path, JSON.stringify(contents, null, 2) + "\n");
+}
+
+/** Writes `text` to `path` atomically: a temporary file beside it, renamed into place. */
+export async function writeAtomically(path: string, text: string): Promise<void> {
   const temporary = join(dirname(path), `.${crypto.randomUUID()}.tmp`);
-  await Deno.writeTextFile(temporary, JSON.stringify(contents, null, 2) + "\n");
+  await Deno.writeTextFile(temporary, text);
   try {
     await Deno.rename(temporary, path);
   } catch (error) {
@@ -50,7 +55,7 @@ export async function writeReadyFile(
   }
 }
 
-/** Removes the ready file, so a stale one never announces a stopped bouncer. */
+/** Removes the ready (or pid) file, so a stale one never announces a stopped bouncer. */
 export async function removeReadyFile(path: string): Promise<void> {
   await Deno.remove(path).catch(() => {});
 }

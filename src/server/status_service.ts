@@ -1,32 +1,94 @@
 /**
- * Starting, moving and stopping the status endpoint of a running daemon.
+ * Starting, moving and stopping the status endpoint of a running daemon, and
+ * what it shows: the report built from the engine's counters and sessions.
  *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
 import type { Config } from "../config/types.ts";
-import { describeBindError } from "../relay/errors.ts";
-import type { Engine } from "./engine.ts";
+import { loggingHealth } from "../log/setup.ts";
+import { relayBuffers } from "../relay/buffer_pool.ts";
+import { describeBindError, describeIoError } from "../relay/errors.ts";
 import { serveStatus, type StatusEndpoint } from "../status/http.ts";
-import type { StatusInput } from "../status/report.ts";
+import { renderMetrics } from "../status/metrics.ts";
+import { renderStatusPage } from "../status/page.ts";
+import { buildStatusReport, type SessionView, type StatusInput } from "../status/report.ts";
+import { answer, isWildcard, RenderCache } from "../status/routes.ts";
 import { VERSION } from "../version.ts";
+import type { Engine } from "./engine.ts";
+
+/** The live sessions as the status lists them, oldest first. */
+export function sessionViews(engine: Engine): SessionView[] {
+  const wall = Date.now();
+  const mono = performance.now();
+  return engine.sessions.list().map((s) => ({
+    rule: s.rule.name,
+    protocol: s.setup.protocol,
+    client: s.setup.client,
+    listen: s.setup.listen,
+    target: s.setup.target,
+    local: s.local,
+    started: new Date(s.startedAt).toISOString(),
+    age_s: Math.round((wall - s.startedAt) / 1000),
+    idle_s: Math.round((mono - s.lastActivity) / 1000),
+    bytes_up: s.bytesUp,
+    bytes_down: s.bytesDown,
+    state: s.draining ? "draining" : "active",
+    drain_left_s: s.drainDeadline === null
+      ? null
+      : Math.max(0, Math.round((s.drainDeadline - wall) / 1000)),
+  }));
+}
 
 /** The status endpoint as configured by the rule file in force. */
 export class StatusService {
   #endpoint: StatusEndpoint | null = null;
   #address: string | null = null;
+  readonly #cache = new RenderCache();
 
   constructor(readonly engine: Engine, readonly log: Logger, private config: Config) {}
 
-  #input = (): StatusInput => ({
-    version: VERSION,
-    source: this.config.source,
-    startedAt: this.engine.startedAt,
-    now: Date.now(),
-    rules: this.engine.rules,
-    listeners: this.engine.listenerStates(),
-    stats: this.engine.stats,
-  });
+  /** What the report is built from, now. */
+  input(): StatusInput {
+    const health = loggingHealth();
+    return {
+      version: VERSION,
+      source: this.config.source,
+      startedAt: this.engine.startedAt,
+      now: Date.now(),
+      rules: this.engine.rules,
+      listeners: this.engine.listenerStates(),
+      stats: this.engine.stats,
+      sessions: sessionViews(this.engine),
+      log: {
+        lines_failed: health.failed,
+        lines_dropped: health.dropped,
+        last_error: health.lastError,
+      },
+      buffers: {
+        budget_bytes: relayBuffers.limitBytes,
+        in_use_bytes: relayBuffers.inUse,
+        refused: relayBuffers.refused,
+      },
+    };
+  }
+
+  #answer = (method: string, target: string) => {
+    const now = performance.now();
+    const cached = (key: string, render: () => string) => this.#cache.get(key, render, now);
+    const report = () => buildStatusReport(this.input());
+    return answer(method, target, {
+      page: () => cached("/", () => renderStatusPage(report())),
+      statusJson: () => cached("/status.json", () => JSON.stringify(report(), null, 2) + "\n"),
+      metrics: () =>
+        cached("/metrics", () => renderMetrics(report(), this.engine.stats, this.engine.startedAt)),
+      sessionsJson: () =>
+        cached(
+          "/sessions.json",
+          () => JSON.stringify({ sessions: sessionViews(this.engine) }, null, 2) + "\n",
+        ),
+    });
+  };
 
   /**
    * Serves the endpoint `config` asks for (moving or stopping it if that
@@ -40,11 +102,29 @@ export class StatusService {
     await this.close();
     if (!wanted) return null;
     try {
-      this.#endpoint = serveStatus(wanted, this.#input);
-      this.#address = key;
-      this.log.info("status endpoint on http://{address}/ (/status.json, /metrics)", {
-        address: this.#endpoint.address,
+      this.#endpoint = serveStatus(wanted, {
+        answer: this.#answer,
+        failing: (error) =>
+          this.log.error("status endpoint: accept failed: {error}; backing off and retrying", {
+            error: describeIoError(error),
+          }),
+        recovered: (failures) =>
+          this.log.warn("status endpoint: accepting again after {failures} failures", {
+            failures,
+          }),
       });
+      this.#address = key;
+      this.log.info(
+        "status endpoint on http://{address}/ (/status.json, /metrics, /sessions.json)",
+        {
+          address: this.#endpoint.address,
+        },
+      );
+      if (isWildcard(wanted.hostname)) {
+        this.log.warn(
+          "the status endpoint listens on every address: anyone who reaches it sees your clients; bind it to 127.0.0.1 or a management address",
+        );
+      }
       return null;
     } catch (error) {
       return describeBindError(error, wanted.port);

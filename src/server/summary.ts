@@ -1,38 +1,61 @@
 /**
- * Counters as log lines: the exit summary and the SIGUSR2 status dump.
+ * Counters and sessions as log lines: the exit summary and the SIGUSR2 dump
+ * (Barefoot prints every session with its age, idle time and bytes on a
+ * signal; so does this).
  *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { countOf } from "../config/describe.ts";
+import { formatDuration } from "../config/duration.ts";
+import type { SessionView } from "../status/report.ts";
 import { type Stats, total } from "../status/stats.ts";
 
-/** `12 sessions, 3400 bytes up, 9100 bytes down, 0 errors, 2 blocked`. */
-export function summaryLine(stats: Stats): string {
+/** The totals, as numbers (fields of the JSON log) and as words. */
+export function totals(stats: Stats): {
+  readonly text: string;
+  readonly fields: {
+    sessions: number;
+    bytes_up: number;
+    bytes_down: number;
+    errors: number;
+    blocked: number;
+  };
+} {
   const t = stats.totals();
-  return `${t.total} sessions, ${t.bytesUp} bytes up, ${t.bytesDown} bytes down, ${t.errors} errors, ${
-    total(t.blocked)
-  } blocked`;
+  const fields = {
+    sessions: t.total,
+    bytes_up: t.bytesUp,
+    bytes_down: t.bytesDown,
+    errors: t.errors,
+    blocked: total(t.blocked),
+  };
+  return {
+    text: `${
+      countOf(fields.sessions, "session")
+    }, ${fields.bytes_up} bytes up, ${fields.bytes_down} bytes down, ${
+      countOf(fields.errors, "error")
+    }, ${fields.blocked} blocked`,
+    fields,
+  };
 }
 
-/** Writes one line per rule and per listener with its counters. */
-export function logStatus(log: Logger, stats: Stats): void {
+/** Writes the totals, one line per rule and per listener, and one per live session. */
+export function logStatus(log: Logger, stats: Stats, sessions: readonly SessionView[]): void {
   const memory = Deno.memoryUsage();
+  const { text, fields } = totals(stats);
   log.info(
     "status: {summary}, {active} active; memory: rss {rss} KiB, heap {heap} KiB, external {external} KiB",
     {
-      summary: summaryLine(stats),
+      summary: text,
+      ...fields,
       active: stats.totals().active,
       rss: Math.round(memory.rss / 1024),
       heap: Math.round(memory.heapUsed / 1024),
       external: Math.round(memory.external / 1024),
     },
   );
-  for (
-    const [kind, map] of [["rule", stats.rules], [
-      "listener",
-      stats.listeners,
-    ]] as const
-  ) {
+  for (const [kind, map] of [["rule", stats.rules], ["listener", stats.listeners]] as const) {
     for (const [name, c] of map) {
       const blocked = Object.entries(c.blocked).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
       const dropped = Object.entries(c.dropped).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
@@ -52,5 +75,19 @@ export function logStatus(log: Logger, stats: Stats): void {
         },
       );
     }
+  }
+  for (const s of sessions) {
+    log.info(
+      "status session {rule} {protocol} {client} -> {listen} -> {target} via {local}: age {age}, idle {idle}, up {bytes_up}, down {bytes_down}, {state}",
+      {
+        ...s,
+        local: s.local ?? "(connecting)",
+        age: formatDuration(s.age_s * 1000),
+        idle: formatDuration(s.idle_s * 1000),
+        state: s.state === "draining" && s.drain_left_s !== null
+          ? `draining, ${formatDuration(s.drain_left_s * 1000)} left`
+          : s.state,
+      },
+    );
   }
 }

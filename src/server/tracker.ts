@@ -34,9 +34,13 @@ export class TrackedSession implements SessionHandle {
   datagramsDown = 0;
   /** The bouncer's own `ip:port` toward the target, once connected. */
   local: string | null = null;
+  /** Whether a reload removed its rule or listener (it goes on until it ends or is drained). */
+  draining = false;
   /** When a reload left it draining with a deadline: the wall-clock end (epoch ms). */
   drainDeadline: number | null = null;
   #ended = false;
+  /** `local remote` of its TCP connection toward the target. */
+  #connection: string | null = null;
   readonly setup: SessionSetup;
   readonly rule: PassRule;
   readonly #admission: Admission;
@@ -52,8 +56,12 @@ export class TrackedSession implements SessionHandle {
     this.#admission = admitted.admission;
   }
 
-  connected(local: string): void {
+  connected(local: string, remote: string): void {
     this.local = local;
+    if (this.setup.protocol === "tcp") {
+      this.#connection = `${local} ${remote}`;
+      this.tracker.ownConnections.add(this.#connection);
+    }
     this.#event({ event: "connect", local });
   }
 
@@ -104,6 +112,7 @@ export class TrackedSession implements SessionHandle {
     }
     this.#admission.release();
     for (const c of this.counters) c.active--;
+    if (this.#connection !== null) this.tracker.ownConnections.delete(this.#connection);
     this.tracker.forget(this);
   }
 
@@ -125,6 +134,8 @@ export class TrackedSession implements SessionHandle {
 export class SessionTracker {
   readonly #live = new Set<TrackedSession>();
   #waiters: (() => void)[] = [];
+  /** `local remote` (`ip:port ip:port`) of portbounce's own live TCP connections toward targets. */
+  readonly ownConnections = new Set<string>();
 
   constructor(readonly log: Logger, readonly stats: Stats, readonly gate: EventGate) {}
 
@@ -146,6 +157,11 @@ export class SessionTracker {
       this.#waiters = [];
       for (const wake of waiters) wake();
     }
+  }
+
+  /** Whether a connection from `client` to `listen` is one of portbounce's own toward a target. */
+  isOwnConnection(client: string, listen: string): boolean {
+    return this.ownConnections.has(`${client} ${listen}`);
   }
 
   /** Number of live sessions. */

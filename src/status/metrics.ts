@@ -79,6 +79,41 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
       );
     }
   }
+  out.add(
+    "portbounce_log_lines_lost_total",
+    "counter",
+    "Log lines not written: write failed (a vanished reader, a full disk) or the output could not keep up.",
+    { cause: "write-failed" },
+    report.log.lines_failed,
+  );
+  out.add(
+    "portbounce_log_lines_lost_total",
+    "counter",
+    "",
+    { cause: "queue-full" },
+    report.log.lines_dropped,
+  );
+  out.add(
+    "portbounce_buffer_memory_bytes",
+    "gauge",
+    "Large relay buffers: lent out now, and the budget ([server] buffer_memory).",
+    { state: "in_use" },
+    report.buffers.in_use_bytes,
+  );
+  out.add(
+    "portbounce_buffer_memory_bytes",
+    "gauge",
+    "",
+    { state: "budget" },
+    report.buffers.budget_bytes,
+  );
+  out.add(
+    "portbounce_buffer_refused_total",
+    "counter",
+    "Times a large buffer was wanted and the budget was spent.",
+    {},
+    report.buffers.refused,
+  );
   return out.toString();
 }
 

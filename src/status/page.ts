@@ -7,6 +7,8 @@
  */
 import type { RuleReport, StatusReport } from "./report.ts";
 import { total } from "./stats.ts";
+import { countOf } from "../config/describe.ts";
+import { formatSize } from "../config/size.ts";
 
 const REFRESH_SECONDS = 5;
 
@@ -27,41 +29,50 @@ export function ago(iso: string | null, now: number): string {
   return `${Math.floor(seconds / 86_400)}d ago`;
 }
 
-function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
+/** New sessions within this long mean traffic is arriving. */
+const ARRIVING_WITHIN_MS = 60_000;
+
+/** A rule's traffic: new sessions arriving, only older ones open, stopped, or never came. */
+export function ruleState(rule: RuleReport, now: number): "arriving" | "open" | "quiet" | "none" {
+  if (rule.last_session !== null && now - Date.parse(rule.last_session) <= ARRIVING_WITHIN_MS) {
+    return "arriving";
   }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+  if (rule.active > 0) return "open";
+  return rule.last_session === null ? "none" : "quiet";
 }
 
-/** Whether a rule's traffic is arriving now, has stopped, or never came. */
-export function ruleState(rule: RuleReport, now: number): "arriving" | "quiet" | "none" {
-  if (rule.active > 0) return "arriving";
-  if (rule.last_session === null) return "none";
-  return now - Date.parse(rule.last_session) <= 60_000 ? "arriving" : "quiet";
-}
-
-const STATE_TEXT = { arriving: "traffic arriving", quiet: "quiet", none: "no traffic yet" };
+const STATE_TEXT = {
+  arriving: "traffic arriving",
+  open: "sessions open, none new",
+  quiet: "quiet",
+  none: "no traffic yet",
+};
 
 /** Renders the page. */
 export function renderStatusPage(report: StatusReport): string {
   const now = Date.parse(report.now);
   const ruleRows = report.rules.map((rule) => {
-    const state = rule.action === "block" ? "block" : ruleState(rule, now);
-    const stateText = state === "block" ? "block rule" : STATE_TEXT[state];
+    const state = rule.state === "removed"
+      ? "removed"
+      : rule.action === "block"
+      ? "block"
+      : ruleState(rule, now);
+    const stateText = state === "removed"
+      ? "removed, draining"
+      : state === "block"
+      ? "block rule"
+      : STATE_TEXT[state];
     return `<tr class="rule" data-rule="${escape(rule.name)}">
 <td>${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
 <td>${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
 <td>${rule.target === null ? "&mdash;" : escape(rule.target)}</td>
 <td class="n">${rule.clients_1m}</td><td class="n">${rule.clients_15m}</td><td class="n">${rule.clients_60m}</td>
-<td class="n">${rule.active}</td><td class="n">${rule.total}</td>
+<td class="n">${rule.active}${
+      rule.idle > 0 ? ` (${rule.idle} idle)` : ""
+    }</td><td class="n">${rule.total}</td>
 <td>${ago(rule.last_session, now)}</td><td>${escape(rule.last_client ?? "")}</td>
 <td class="n">${total(rule.blocked)}</td><td class="n">${rule.errors}</td>
-<td class="n">${bytes(rule.bytes_up)} / ${bytes(rule.bytes_down)}</td></tr>`;
+<td class="n">${formatSize(rule.bytes_up)} / ${formatSize(rule.bytes_down)}</td></tr>`;
   }).join("\n");
   const listenerRows = report.listeners.map((listener) =>
     `<tr class="listener"><td>${escape(listener.key)}</td><td class="state ${
@@ -88,12 +99,12 @@ table{border-collapse:collapse;width:100%;margin-bottom:1.5em;background:#fff}
 th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .state{font-weight:600;white-space:nowrap}.arriving{color:#16702e}.quiet{color:#8a6d00}
-.none{color:#777}.block{color:#555}.failed{color:#b00020}
+.none{color:#777}.block{color:#555}.failed{color:#b00020}.open{color:#1f5fa8}.removed{color:#8a3b00}
 </style></head><body>
 <h1>portbounce</h1>
 <p class="meta">${escape(report.source)} &middot; version ${escape(report.version)} &middot; up ${
     ago(report.started, now).replace(" ago", "")
-  } &middot; ${report.totals.active} live sessions &middot; updated ${
+  } &middot; ${countOf(report.totals.active, "live session")} &middot; updated ${
     escape(report.now)
   } (every ${REFRESH_SECONDS}s)</p>
 <table id="rules"><thead><tr><th>rule</th><th>state</th><th>listen</th><th>target</th>

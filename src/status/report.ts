@@ -1,10 +1,12 @@
 /**
  * The status report: per rule and per listener, what `/status.json`, the
- * status page, `/metrics` and `portbounce status` show. Built from the
- * counters and the rules in force; pure.
+ * status page, `/metrics` and `portbounce status` show, and the live
+ * sessions (`/sessions.json`, `portbounce sessions`). Built from the counters,
+ * the rules in force and the session list; pure.
  *
  * @module
  */
+import type { ListenEndpoint } from "../config/endpoint.ts";
 import type { Rule } from "../config/types.ts";
 import type { BlockReason, DropReason } from "../relay/session.ts";
 import type { Counters, Stats } from "./stats.ts";
@@ -20,6 +22,26 @@ export interface ListenerState {
   readonly rules: readonly string[];
 }
 
+/** One live session, as listed. */
+export interface SessionView {
+  readonly rule: string;
+  readonly protocol: "tcp" | "udp";
+  readonly client: string;
+  readonly listen: string;
+  readonly target: string;
+  /** The bouncer's own `ip:port` toward the target (null while connecting). */
+  readonly local: string | null;
+  readonly started: string;
+  readonly age_s: number;
+  readonly idle_s: number;
+  readonly bytes_up: number;
+  readonly bytes_down: number;
+  /** `active`, or `draining` (its rule or listener was removed by a reload). */
+  readonly state: "active" | "draining";
+  /** Seconds until a draining session is closed; null without a deadline. */
+  readonly drain_left_s: number | null;
+}
+
 /** Counters as they appear in the report. */
 export interface CountersReport {
   readonly active: number;
@@ -31,17 +53,24 @@ export interface CountersReport {
   readonly bytes_down: number;
   readonly first_session: string | null;
   readonly last_session: string | null;
+  /** The latest client: admitted, or for block rules refused. */
   readonly last_client: string | null;
 }
 
 /** One rule in the report. */
 export interface RuleReport extends CountersReport {
   readonly name: string;
-  readonly index: number;
+  /** Position in the rule file; null for a removed rule whose sessions still drain. */
+  readonly index: number | null;
   readonly action: "pass" | "block";
   readonly protocols: readonly string[];
+  /** Listen addresses with numeric ports (`203.0.113.10:80`). */
   readonly listen: readonly string[];
   readonly target: string | null;
+  /** `in force`, or `removed` (no longer in the rule file; its sessions drain). */
+  readonly state: "in force" | "removed";
+  /** Live sessions that moved nothing for 10 seconds or more (quiet UDP flows among them). */
+  readonly idle: number;
   /** Distinct client addresses that started sessions in the last 1, 15 and 60 minutes. */
   readonly clients_1m: number;
   readonly clients_15m: number;
@@ -50,6 +79,20 @@ export interface RuleReport extends CountersReport {
 
 /** One listener in the report. */
 export interface ListenerReport extends CountersReport, ListenerState {}
+
+/** Log lines that could not be written. */
+export interface LogHealthReport {
+  readonly lines_failed: number;
+  readonly lines_dropped: number;
+  readonly last_error: string | null;
+}
+
+/** The large-buffer memory budget. */
+export interface BuffersReport {
+  readonly budget_bytes: number;
+  readonly in_use_bytes: number;
+  readonly refused: number;
+}
 
 /** The whole report (`/status.json`). */
 export interface StatusReport {
@@ -61,6 +104,8 @@ export interface StatusReport {
   readonly totals: CountersReport;
   readonly rules: readonly RuleReport[];
   readonly listeners: readonly ListenerReport[];
+  readonly log: LogHealthReport;
+  readonly buffers: BuffersReport;
 }
 
 /** What the report is built from. */
@@ -72,13 +117,19 @@ export interface StatusInput {
   readonly rules: readonly Rule[];
   readonly listeners: readonly ListenerState[];
   readonly stats: Stats;
+  readonly sessions: readonly SessionView[];
+  readonly log: LogHealthReport;
+  readonly buffers: BuffersReport;
 }
+
+/** A session counts as idle after this long without traffic. */
+export const IDLE_AFTER_S = 10;
 
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-function countersReport(c: Counters | undefined): CountersReport {
+function countersReport(c: Counters | undefined, lastClient = c?.lastClient): CountersReport {
   return {
     active: c?.active ?? 0,
     total: c?.total ?? 0,
@@ -89,13 +140,55 @@ function countersReport(c: Counters | undefined): CountersReport {
     bytes_down: c?.bytesDown ?? 0,
     first_session: iso(c?.firstSession ?? null),
     last_session: iso(c?.lastSession ?? null),
-    last_client: c?.lastClient ?? null,
+    last_client: lastClient ?? null,
   };
+}
+
+/** A listen address as the report shows it: the host as written, the ports as numbers. */
+export function listenText(endpoint: ListenEndpoint): string {
+  const { first, last } = endpoint.ports;
+  const host = endpoint.host.kind === "any"
+    ? "*"
+    : endpoint.host.kind === "name"
+    ? endpoint.host.name
+    : endpoint.host.family === 6
+    ? `[${endpoint.host.address}]`
+    : endpoint.host.address;
+  return `${host}:${first === last ? first : `${first}-${last}`}`;
 }
 
 /** Builds the report. */
 export function buildStatusReport(input: StatusInput): StatusReport {
   const { stats, now } = input;
+  const idleByRule = new Map<string, number>();
+  for (const session of input.sessions) {
+    if (session.idle_s >= IDLE_AFTER_S) {
+      idleByRule.set(session.rule, (idleByRule.get(session.rule) ?? 0) + 1);
+    }
+  }
+  const inForce = new Set(input.rules.map((rule) => rule.name));
+  const removed = [
+    ...new Set(input.sessions.filter((s) => !inForce.has(s.rule)).map((s) => s.rule)),
+  ];
+  const ruleRow = (
+    name: string,
+    counters: Counters | undefined,
+    shape: Pick<RuleReport, "index" | "action" | "protocols" | "listen" | "target" | "state">,
+  ): RuleReport => {
+    const recent = counters?.recentClients;
+    return {
+      name,
+      ...shape,
+      ...countersReport(
+        counters,
+        shape.action === "block" ? counters?.lastBlocked : counters?.lastClient,
+      ),
+      idle: idleByRule.get(name) ?? 0,
+      clients_1m: recent?.countWithin(60_000, now) ?? 0,
+      clients_15m: recent?.countWithin(15 * 60_000, now) ?? 0,
+      clients_60m: recent?.countWithin(60 * 60_000, now) ?? 0,
+    };
+  };
   return {
     version: input.version,
     source: input.source,
@@ -103,25 +196,34 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     now: new Date(now).toISOString(),
     uptime_s: Math.round((now - input.startedAt) / 1000),
     totals: countersReport(stats.totals()),
-    rules: input.rules.map((rule) => {
-      const counters = stats.rules.get(rule.name);
-      const recent = counters?.recentClients;
-      return {
-        name: rule.name,
-        index: rule.index,
-        action: rule.action,
-        protocols: rule.protocols,
-        listen: rule.listen.map((l) => l.text),
-        target: rule.action === "pass" ? rule.bounceTo.text : null,
-        ...countersReport(counters),
-        clients_1m: recent?.countWithin(60_000, now) ?? 0,
-        clients_15m: recent?.countWithin(15 * 60_000, now) ?? 0,
-        clients_60m: recent?.countWithin(60 * 60_000, now) ?? 0,
-      };
-    }),
+    rules: [
+      ...input.rules.map((rule) =>
+        ruleRow(rule.name, stats.rules.get(rule.name), {
+          index: rule.index,
+          action: rule.action,
+          protocols: rule.protocols,
+          listen: rule.listen.map(listenText),
+          target: rule.action === "pass" ? rule.bounceTo.text : null,
+          state: "in force",
+        })
+      ),
+      ...removed.map((name) => {
+        const sessions = input.sessions.filter((s) => s.rule === name);
+        return ruleRow(name, stats.rules.get(name), {
+          index: null,
+          action: "pass",
+          protocols: [...new Set(sessions.map((s) => s.protocol))],
+          listen: [...new Set(sessions.map((s) => s.listen))],
+          target: sessions[0].target,
+          state: "removed",
+        });
+      }),
+    ],
     listeners: input.listeners.map((listener) => ({
       ...listener,
       ...countersReport(stats.listeners.get(listener.key)),
     })),
+    log: input.log,
+    buffers: input.buffers,
   };
 }

@@ -80,6 +80,13 @@ export class Stats {
   totals(): Counters {
     const sum = emptyCounters();
     for (const c of this.listeners.values()) {
+      if (c.firstSession !== null) {
+        sum.firstSession = Math.min(sum.firstSession ?? Infinity, c.firstSession);
+      }
+      if (c.lastSession !== null && c.lastSession >= (sum.lastSession ?? -Infinity)) {
+        sum.lastSession = c.lastSession;
+        sum.lastClient = c.lastClient;
+      }
       sum.active += c.active;
       sum.total += c.total;
       sum.errors += c.errors;

@@ -15,6 +15,7 @@ import {
   tempDir,
   writeAll,
 } from "./helpers.ts";
+import { passRule } from "../fixtures/rules.ts";
 
 async function writeRules(dir: string, text: string): Promise<string> {
   const path = `${dir}/rules.toml`;
@@ -209,7 +210,12 @@ Deno.test("SIGTERM drains: live sessions finish, new ones are refused, exit 0", 
   assertEquals((await bouncer.exited()).code, 0);
   assertEquals(bouncer.log.filter({ event: "disconnect", reason: "client-closed" }).length, 1);
   await bouncer.log.waitFor({
-    message: "stopped: 1 sessions, 16 bytes up, 16 bytes down, 0 errors, 0 blocked",
+    message: "stopped: 1 session, 16 bytes up, 16 bytes down, 0 errors, 0 blocked",
+    sessions: 1,
+    bytes_up: 16,
+    bytes_down: 16,
+    errors: 0,
+    blocked: 0,
   });
   assert(!(await Deno.stat(readyPath).catch(() => null)), "the ready file is removed on exit");
 });
@@ -241,12 +247,33 @@ Deno.test("a second SIGTERM stops at once", async () => {
   await bouncer.log.waitFor({ event: "connect" });
   bouncer.signal("SIGTERM");
   await bouncer.log.waitFor({ message: /^SIGTERM: stopping/ });
+  await delay(600); // A repeat within 500 ms would count as the same signal.
   bouncer.signal("SIGTERM");
   const { code } = await bouncer.exited();
   live.close();
   assertEquals(code, 0);
   await bouncer.log.waitFor({ message: /^SIGTERM again: closing 1 sessions? now/ });
   assertEquals(bouncer.log.filter({ event: "disconnect", reason: "shutdown" }).length, 1);
+});
+
+Deno.test("one Ctrl-C under deno task (the signal twice within a millisecond) still drains", async () => {
+  await using target = tcpServer(echo);
+  await using bouncer = await startBouncer(
+    `[server]\ndrain_timeout = "10s"\n` + passRule({ listen: "127.0.0.1:0", target: target.port }),
+  );
+  const live = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
+  await writeAll(live, new TextEncoder().encode("held"));
+  await bouncer.log.waitFor({ event: "connect" });
+  // The terminal signals the process group; deno task passes the signal on again.
+  bouncer.signal("SIGINT");
+  bouncer.signal("SIGINT");
+  await bouncer.log.waitFor({ message: /^SIGINT: stopping/ });
+  await delay(300);
+  await live.closeWrite();
+  assertEquals(new TextDecoder().decode(await readAll(live)), "held", "the session drained");
+  live.close();
+  assertEquals((await bouncer.exited()).code, 0);
+  assertEquals(bouncer.log.filter({ event: "disconnect", reason: "client-closed" }).length, 1);
 });
 
 Deno.test("log to a file, reopened on SIGHUP (logrotate)", async () => {

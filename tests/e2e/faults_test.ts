@@ -81,7 +81,7 @@ Deno.test("out of file descriptors: refused with a logged cause, serving again o
     }
     await delay(1_000);
     assert(
-      bouncer.log.filter({ message: /accept failed: Too many open files/ }).length +
+      bouncer.log.filter({ message: /accept failed: Too many open files.*ulimit -n/ }).length +
           bouncer.log.filter({ event: "error", error: /Too many open files/ }).length > 0,
       bouncer.lines().join("\n"),
     );

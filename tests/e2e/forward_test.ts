@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import {
+  delay,
   echo,
   exchange,
   freePortRange,
@@ -155,7 +156,11 @@ Deno.test("--exit-after stops cleanly with a summary line; the ready file is gon
   );
   assertEquals(
     summary.message,
-    "stopped: 1 sessions, 3 bytes up, 3 bytes down, 0 errors, 0 blocked",
+    "stopped: 1 session, 3 bytes up, 3 bytes down, 0 errors, 0 blocked",
+  );
+  assertEquals(
+    [summary.sessions, summary.bytes_up, summary.bytes_down, summary.errors, summary.blocked],
+    [1, 3, 3, 0, 0],
   );
   assert(!(await Deno.stat(`${bouncer.dir}/ready.json`).catch(() => null)));
 });
@@ -239,4 +244,33 @@ Deno.test("check --probe: open, closed and unresolvable targets; UDP skipped", a
     "refused",
     "unresolvable",
   ]);
+});
+
+Deno.test("a rule bouncing to its own listener is refused at load, with its location", async () => {
+  const port = freePortRange(1);
+  const forward = await runCli(["forward", `${port}=127.0.0.1`]);
+  assertEquals(forward.code, 2);
+  assertIncludes(forward.stderr, `SPEC "${port}=127.0.0.1": bounce_to: "127.0.0.1" leads back`);
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/loop.toml`,
+    `[[rule]]\nname = "web"\nlisten = "*:${port}"\nbounce_to = "127.0.0.1:${port}"\n`,
+  );
+  const check = await runCli(["check", "-c", `${dir}/loop.toml`]);
+  assertEquals(check.code, 2);
+  assertIncludes(check.stderr, `${dir}/loop.toml:4: rule "web" (rule #1): bounce_to:`);
+});
+
+Deno.test("a target name that leads back to portbounce is caught per session, not amplified", async () => {
+  const port = freePortRange(1);
+  await using bouncer = await startPortbounce(["forward", `${port}=localhost:${port}`]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n")).catch(() => 0);
+  assertEquals(await conn.read(new Uint8Array(1)).catch(() => null), null);
+  conn.close();
+  await bouncer.log.waitFor({ event: "error", error: /is one of portbounce's own listeners/ });
+  await delay(300);
+  const sessions = bouncer.log.filter({ event: "connect" }).length +
+    bouncer.log.filter({ event: "error" }).length;
+  assert(sessions <= 4, `${sessions} sessions from one connection`);
 });

@@ -225,7 +225,7 @@ http { log_format who '$remote_addr'; access_log ${dir}/access.log who;
       bouncer.signal("SIGHUP");
       assertMatch(
         (await bouncer.log.waitFor({ message: /^reload: listeners/ })).message!,
-        /0 added, 2 kept, 1 removed \(tcp 203\.0\.113\.10:80; draining up to 2s\); rules: 0 added, 0 changed, 1 removed \(web\)/,
+        /0 added, 2 kept, 1 removed \(tcp 203\.0\.113\.10:80\); rules: 0 added, 0 changed, 1 removed \(web\), 2 unchanged; sessions: 0 draining/,
       );
       await ip("-n", NS.transition, "addr", "del", "203.0.113.10/32", "dev", "lo");
       await ip("-n", NS.old, "addr", "add", "203.0.113.10/32", "dev", "lo");

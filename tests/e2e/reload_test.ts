@@ -133,29 +133,31 @@ Deno.test("20 reloads under continuous load: kept listeners never refuse, live s
 Deno.test("a removed listener stops accepting; its live session drains, then closes as drained", async () => {
   await using target = tcpServer(echo);
   const port = freePortRange(1);
-  const rules =
-    `[server]\ndrain_timeout = "700ms"\n[[rule]]\nname = "leaving"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+  const head = `[server]\nreload_drain_timeout = "700ms"\n` +
+    `[[rule]]\nname = "staying"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+  const rules = head +
+    `[[rule]]\nname = "leaving"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
   await using bouncer = await startBouncer(rules);
   const live = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(live, new TextEncoder().encode("a"));
   await bouncer.log.waitFor({ event: "connect" });
   const started = performance.now();
-  const outcome = await reload(bouncer, '[server]\ndrain_timeout = "700ms"\n', 1);
+  const outcome = await reload(bouncer, head, 1);
   assertMatch(
     outcome,
     new RegExp(
-      `1 removed \\(tcp 127\\.0\\.0\\.1:${port}; draining up to 700ms\\); rules: 0 added, 0 changed, 1 removed \\(leaving\\)`,
+      `1 removed \\(tcp 127\\.0\\.0\\.1:${port}\\); rules: 0 added, 0 changed, 1 removed \\(leaving\\), 1 unchanged; sessions: 1 draining \\(up to 700ms\\), 0 revoked`,
     ),
   );
   assert(portIsFree(port), "the removed listener's port is released at once");
   // Still relaying during the drain...
   await writeAll(live, new TextEncoder().encode("b"));
-  // ...then closed when drain_timeout passes.
+  // ...then closed when reload_drain_timeout passes.
   const got = await readAll(live);
   const waited = performance.now() - started;
   live.close();
   assertEquals(new TextDecoder().decode(got), "ab");
-  assert(waited >= 600, `closed after ${waited} ms, before drain_timeout`);
+  assert(waited >= 600, `closed after ${waited} ms, before reload_drain_timeout`);
   await bouncer.log.waitFor({ event: "disconnect", rule: "leaving", reason: "drained" });
 });
 
@@ -192,7 +194,7 @@ Deno.test("an invalid reload logs every problem and keeps the old rules running"
   );
   assertMatch(
     outcome,
-    /reload failed: 2 problem\(s\) in .*rules\.toml; the running rules are unchanged/,
+    /reload failed: 2 problems in .*rules\.toml; the running rules are unchanged/,
   );
   await bouncer.log.waitFor({
     level: "error",

@@ -51,7 +51,7 @@ Deno.test("tracker: one handle accounts for a session's life, once", async () =>
   const closed: DisconnectReason[] = [];
   const handle = tracker.open(admit(limiter, "10.0.0.1"), { close: (r) => closed.push(r) });
   assertEquals([tracker.size, limiter.active, stats.rules.get("web")!.active], [1, 1, 1]);
-  handle.connected("127.0.0.1:50000");
+  handle.connected("127.0.0.1:50000", "127.0.0.1:8080");
   handle.delivered("up", 100);
   handle.delivered("down", 250);
   handle.error("target: connection reset");
@@ -115,6 +115,9 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
       rules: ["web"],
     }],
     stats,
+    sessions: [],
+    log: { lines_failed: 0, lines_dropped: 0, last_error: null },
+    buffers: { budget_bytes: 1024, in_use_bytes: 0, refused: 0 },
   });
   const text = renderMetrics(report, stats, 0);
   const families = parsePrometheus(text) as {

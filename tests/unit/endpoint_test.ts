@@ -27,7 +27,8 @@ Deno.test("listen: every address form", () => {
   assertEquals(listen("[::]:80").host, { kind: "ip", address: "::", family: 6 });
   assertEquals(listen("*:80").host, { kind: "any" });
   assertEquals(listen("eth1:80").host, { kind: "name", name: "eth1" });
-  assertEquals(listen("Host.Example:80").host, { kind: "name", name: "host.example" });
+  // As written: interface names are case-sensitive on Linux (optT2), host names are not.
+  assertEquals(listen("optT2:80").host, { kind: "name", name: "optT2" });
 });
 
 Deno.test("listen: ports, service names, ranges and port 0", () => {

@@ -1,5 +1,5 @@
 import { loadRules } from "../fixtures/rules.ts";
-import { assert, assertEquals, assertIncludes } from "../assert.ts";
+import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import { parseClientAddress } from "../../src/config/network.ts";
 import { firstMatch } from "../../src/rules/match.ts";
 import { buildPlan, formatTarget, listenNames, type ResolvedNames } from "../../src/rules/plan.ts";
@@ -8,6 +8,11 @@ function plan(text: string, resolved: ResolvedNames = new Map()) {
   const result = buildPlan(loadRules(text), resolved);
   assertEquals(result.problems, []);
   return result.listeners;
+}
+
+/** The plan with its problems (and this host's addresses). */
+function planned(text: string, resolved: ResolvedNames = new Map(), local = new Set<string>()) {
+  return buildPlan(loadRules(text), resolved, local);
 }
 
 Deno.test("one listener per (protocol, address, port), rules in file order", () => {
@@ -127,4 +132,84 @@ bounce_to = "127.0.0.1:9"
   assertEquals(match("192.0.2.1"), undefined);
   assertEquals(match("2001:db8::1"), undefined);
   assert(listener.bindings.length === 3);
+});
+
+Deno.test("a TCP wildcard serves the specific addresses of its port; each rule keeps its address", () => {
+  const { listeners, problems } = planned(`
+[[rule]]
+name = "office-ssh"
+listen = "203.0.113.10:22"
+bounce_to = "192.0.2.10:22"
+
+[[rule]]
+name = "any-ssh"
+listen = "*:22"
+bounce_to = "192.0.2.11:22"
+
+[[rule]]
+name = "v4-web"
+listen = ["0.0.0.0:80", "127.0.0.1:80"]
+bounce_to = "192.0.2.12:80"
+`);
+  assertEquals(problems, []);
+  assertEquals(listeners.map((l) => l.key), ["tcp [::]:22", "tcp 0.0.0.0:80"]);
+  const ssh = listeners[0].bindings.map((b) => [b.rule.name, b.only]);
+  assertEquals(ssh, [["office-ssh", "203.0.113.10"], ["any-ssh", null]]);
+  const client = parseClientAddress("198.51.100.7")!;
+  const at = (address: string) =>
+    firstMatch(listeners[0].bindings, client, parseClientAddress(address))?.rule.name;
+  assertEquals(at("203.0.113.10"), "office-ssh");
+  assertEquals(at("203.0.113.99"), "any-ssh", "another address falls to the wildcard rule");
+});
+
+Deno.test("overlapping UDP listeners are a problem naming both rules", () => {
+  const { problems } = planned(`
+[[rule]]
+name = "dns-all"
+protocol = "udp"
+listen = "*:53"
+bounce_to = "192.0.2.53"
+
+[[rule]]
+name = "dns-office"
+protocol = "udp"
+listen = "203.0.113.53:53"
+bounce_to = "192.0.2.54"
+`);
+  assertEquals(problems.length, 1);
+  assertEquals(problems[0].where, "rules.toml:11");
+  assertMatch(
+    problems[0].message,
+    /rule "dns-office" \(rule #2\): listen: udp 203\.0\.113\.53:53 overlaps udp \[::\]:53 of rule "dns-all" \(rule #1\)/,
+  );
+});
+
+Deno.test("a rule that bounces to its own listener is a problem with its line", () => {
+  const cases: [string, string, boolean][] = [
+    ["127.0.0.1:18080", "127.0.0.1", true], // port omitted: the listen port
+    ["127.0.0.1:18080", "127.0.0.1:18080", true],
+    ["*:18080", "127.0.0.5:18080", true], // the wildcard covers loopback
+    ["*:18080", "203.0.113.7:18080", true], // ... and this host's addresses
+    ["*:18080", "198.51.100.1:18080", false], // not this host
+    ["127.0.0.1:8000-8009", "127.0.0.1:8000-8009", true],
+    ["127.0.0.1:8000-8009", "127.0.0.1:9000-9009", false],
+    ["127.0.0.1:18080", "127.0.0.2:18080", false], // another loopback address
+    ["127.0.0.1:18080", "localhost:18080", false], // a name: the relay's loop guard
+  ];
+  for (const [listen, target, loops] of cases) {
+    const { problems } = planned(
+      `[[rule]]\nname = "r"\nlisten = "${listen}"\nbounce_to = "${target}"\n`,
+      new Map(),
+      new Set(["203.0.113.7"]),
+    );
+    assertEquals(
+      problems.length,
+      loops ? 1 : 0,
+      `${listen} -> ${target}: ${JSON.stringify(problems)}`,
+    );
+    if (loops) {
+      assertEquals(problems[0].where, "rules.toml:4");
+      assertMatch(problems[0].message, /bounce_to: .* leads back to this rule's own listener/);
+    }
+  }
 });

@@ -7,6 +7,7 @@
  */
 import { parseClientAddress } from "../../config/network.ts";
 import { formatTarget, type ListenerPlan } from "../../rules/plan.ts";
+import { LOOP } from "../admission.ts";
 import type { RelayHost, RelayListener } from "../host.ts";
 import { peerText } from "../peer.ts";
 import { serveLoop } from "../serve_loop.ts";
@@ -17,6 +18,7 @@ export class TcpRelayListener implements RelayListener {
   readonly protocol = "tcp";
   readonly #closed = Promise.withResolvers<void>();
   #stopped = false;
+  #serving = false;
 
   constructor(
     public plan: ListenerPlan,
@@ -33,12 +35,14 @@ export class TcpRelayListener implements RelayListener {
   }
 
   serve(): void {
+    this.#serving = true;
     const key = () => this.plan.key;
+    // Closed once the pending accept has given up: only then is the socket gone.
     serveLoop(() => this.listener.accept(), (conn) => this.#handle(conn), {
       closed: () => this.#stopped,
       failing: (error) => this.host.listenerFailing(key(), "accept", error),
       recovered: (failures) => this.host.listenerRecovered(key(), "accept", failures),
-    });
+    }).finally(() => this.#closed.resolve());
   }
 
   replacePlan(plan: ListenerPlan): void {
@@ -53,7 +57,7 @@ export class TcpRelayListener implements RelayListener {
     } catch {
       // Already closed.
     }
-    this.#closed.resolve();
+    if (!this.#serving) this.#closed.resolve();
   }
 
   #handle(conn: Deno.TcpConn): void {
@@ -61,7 +65,10 @@ export class TcpRelayListener implements RelayListener {
     const clientIp = parseClientAddress(remote.hostname);
     const client = peerText(remote, clientIp);
     const listen = peerText(conn.localAddr);
-    const decision = this.host.decide(this.plan, clientIp);
+    // A target that leads back here would loop for ever: refuse our own connections.
+    const decision = this.host.isOwnConnection(client, listen)
+      ? LOOP
+      : this.host.decide(this.plan, clientIp, parseClientAddress(conn.localAddr.hostname));
     if (!decision.pass) {
       this.host.refuse(this.plan.key, decision, {
         protocol: "tcp",
@@ -83,6 +90,7 @@ export class TcpRelayListener implements RelayListener {
       targets,
       dialer: this.host.dialer,
       sweeper: this.host.sweeper,
+      isOwnListener: (remote, local) => this.host.isOwnListener(remote, local),
     });
     const handle = this.host.open({
       setup: {

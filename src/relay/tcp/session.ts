@@ -25,6 +25,8 @@ export interface TcpSessionSetup {
   readonly dialer: Dialer;
   /** Checks the session's idle and stall deadlines. */
   readonly sweeper: Sweeper;
+  /** Whether a connection to this address reached one of portbounce's own listeners. */
+  readonly isOwnListener: (remote: Deno.NetAddr, local: Deno.NetAddr) => boolean;
 }
 
 /** How long a write may wait before the blocked direction's source is probed for a reset. */
@@ -109,6 +111,15 @@ export class TcpSession implements Closable, Sweepable {
         closeQuietly(conn);
         return undefined;
       }
+      if (this.setup.isOwnListener(conn.remoteAddr, conn.localAddr)) {
+        closeQuietly(conn);
+        this.#reason = "error";
+        this.#error = `${
+          peerText(conn.remoteAddr)
+        } is one of portbounce's own listeners: the session would loop`;
+        handle.error(this.#error);
+        return undefined;
+      }
       this.#targetConn = conn;
       return conn;
     } catch (error) {
@@ -133,7 +144,7 @@ export class TcpSession implements Closable, Sweepable {
         // The peer may already be gone; the relay below reports that.
       }
     }
-    handle.connected(peerText(target.localAddr));
+    handle.connected(peerText(target.localAddr), peerText(target.remoteAddr));
     const up = this.#up = new Direction(
       (n) => handle.delivered("up", n),
       (error) => this.#pipeFailed(error, "client"),

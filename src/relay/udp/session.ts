@@ -80,7 +80,7 @@ export class UdpSession implements Closable {
     this.#queue!.push(first.slice());
     try {
       if (await this.#open()) {
-        handle.connected(peerText(this.#socket!.addr as Deno.NetAddr));
+        handle.connected(peerText(this.#socket!.addr as Deno.NetAddr), peerText(this.#target!));
         this.#armTimer();
         const queued = this.#queue!;
         this.#queue = undefined;

@@ -1,0 +1,125 @@
+/**
+ * What the status endpoint answers, without sockets: the paths, read-only
+ * methods, the Host check against DNS rebinding, and renderings cached so
+ * that scrapers cannot make the bouncer spend its time rendering. Pure but
+ * for the clock passed in.
+ *
+ * @module
+ */
+import { parseClientAddress } from "../config/network.ts";
+
+/** An answer to send. */
+export interface StatusAnswer {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+}
+
+/** The renderings a request may ask for. */
+export interface StatusRenderers {
+  page(): string;
+  statusJson(query: URLSearchParams): string;
+  metrics(): string;
+  sessionsJson(): string;
+}
+
+const COMMON = { "cache-control": "no-store", "x-content-type-options": "nosniff" };
+const PATHS: Record<
+  string,
+  { type: string; render: (r: StatusRenderers, q: URLSearchParams) => string }
+> = {
+  "/": { type: "text/html; charset=utf-8", render: (r) => r.page() },
+  "/status.json": { type: "application/json", render: (r, q) => r.statusJson(q) },
+  "/sessions.json": { type: "application/json", render: (r) => r.sessionsJson() },
+  "/metrics": { type: "text/plain; version=0.0.4; charset=utf-8", render: (r) => r.metrics() },
+};
+
+/** Answers `method path` (GET and HEAD only). */
+export function answer(
+  method: string,
+  target: string,
+  renderers: StatusRenderers,
+): StatusAnswer {
+  if (method !== "GET" && method !== "HEAD") {
+    return {
+      status: 405,
+      headers: { ...COMMON, allow: "GET, HEAD", "content-type": "text/plain" },
+      body: "read-only: GET or HEAD\n",
+    };
+  }
+  let url: URL;
+  try {
+    url = new URL(target, "http://status.invalid");
+  } catch {
+    return {
+      status: 400,
+      headers: { ...COMMON, "content-type": "text/plain" },
+      body: "bad request\n",
+    };
+  }
+  const route = PATHS[url.pathname];
+  if (!route) {
+    return {
+      status: 404,
+      headers: { ...COMMON, "content-type": "text/plain" },
+      body: `not found: try ${Object.keys(PATHS).join(", ")}\n`,
+    };
+  }
+  return {
+    status: 200,
+    headers: { ...COMMON, "content-type": route.type },
+    body: route.render(renderers, url.searchParams),
+  };
+}
+
+/** Whether an address is one a web page from elsewhere should never reach: loopback or private. */
+function isInternal(address: string): boolean {
+  const ip = parseClientAddress(address);
+  if (!ip) return false;
+  return ["loopback", "private", "linkLocal", "uniqueLocal"].includes(ip.range());
+}
+
+/** Whether the endpoint listens on every address (`0.0.0.0`, `::`). */
+export function isWildcard(address: string): boolean {
+  return address === "0.0.0.0" || address === "::";
+}
+
+/**
+ * Whether a request's `Host` may be answered by an endpoint bound to
+ * `hostname:port`. On a loopback or private address only names of that
+ * address are: a browser tricked into asking a rebinding domain sends that
+ * domain, which is refused.
+ */
+export function hostAllowed(host: string | null, hostname: string, port: number): boolean {
+  if (isWildcard(hostname) || !isInternal(hostname)) return true;
+  if (host === null) return false;
+  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(host.trim().toLowerCase());
+  if (!match) return false;
+  if (match[2] !== undefined && Number(match[2]) !== port) return false;
+  const name = match[1].replace(/^\[|\]$/g, "");
+  if (name === "localhost") return parseClientAddress(hostname)?.range() === "loopback";
+  return parseClientAddress(name)?.toString() === parseClientAddress(hostname)?.toString();
+}
+
+/** Renderings reused for a while, so that many scrapers cost about one. */
+export class RenderCache {
+  readonly #entries = new Map<string, { body: string; at: number; ttl: number }>();
+
+  /** @param minTtlMs how long a rendering is reused at least */
+  constructor(readonly minTtlMs = 250) {}
+
+  /**
+   * The rendering for `key`: a recent one, or a new one from `render`. A
+   * rendering that took long is reused longer (10 times its cost), which
+   * bounds the share of time rendering takes.
+   */
+  get(key: string, render: () => string, now: number): string {
+    const cached = this.#entries.get(key);
+    if (cached && now - cached.at < cached.ttl) return cached.body;
+    const started = performance.now();
+    const body = render();
+    const cost = performance.now() - started;
+    this.#entries.set(key, { body, at: now, ttl: Math.max(this.minTtlMs, 10 * cost) });
+    return body;
+  }
+}
