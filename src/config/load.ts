@@ -25,6 +25,7 @@ import type { ServiceTable } from "./services.ts";
 import { didYouMean } from "./suggest.ts";
 import {
   type Config,
+  DEFAULT_SYSLOG_SOCKET,
   LOG_EVENTS,
   LOG_FORMATS,
   LOG_LEVELS,
@@ -34,6 +35,7 @@ import {
   ruleLabel,
   type RuleSettings,
   type ServerSettings,
+  SYSLOG_FACILITIES,
   type Throttle,
 } from "./types.ts";
 
@@ -71,6 +73,7 @@ export const SERVER_KEYS = [
   "reload_enforces_rules",
   "buffer_memory",
   "pid_file",
+  "syslog_facility",
 ] as const;
 const SETTING_KEYS = [
   "action",
@@ -113,6 +116,7 @@ const BUILT_IN_SERVER: ServerSettings = {
   reloadEnforcesRules: true,
   bufferMemory: DEFAULT_BUFFER_MEMORY,
   pidFile: null,
+  syslogFacility: "daemon",
 };
 
 type Table = Record<string, unknown>;
@@ -276,10 +280,14 @@ function readServer(
   const pidFile = value.pid_file === undefined
     ? null
     : readPath(value.pid_file, scope, "pid_file", source);
+  const syslogFacility = value.syslog_facility === undefined
+    ? BUILT_IN_SERVER.syslogFacility
+    : readChoice(value.syslog_facility, SYSLOG_FACILITIES, scope, "syslog_facility");
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
     status === undefined || drainTimeoutMs === undefined || reloadDrainTimeoutMs === undefined ||
-    reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined
+    reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
+    syslogFacility === undefined
   ) return undefined;
   return {
     log,
@@ -291,6 +299,7 @@ function readServer(
     reloadEnforcesRules,
     bufferMemory,
     pidFile,
+    syslogFacility,
   };
 }
 
@@ -332,11 +341,15 @@ function readLogOutputs(
   const outputs: LogOutput[] = [];
   for (const item of items) {
     if (item === "stderr" || item === "stdout") outputs.push({ kind: item });
-    else if (item === "syslog") {
-      scope.fail(
-        "log",
-        '"syslog" is not supported yet; log to "stderr" under systemd (journald keeps it) or to a file',
-      );
+    else if (item === "syslog") outputs.push({ kind: "syslog", path: DEFAULT_SYSLOG_SOCKET });
+    else if (item.startsWith("syslog:")) {
+      const path = item.slice("syslog:".length);
+      if (!isAbsolute(path)) {
+        scope.fail(
+          "log",
+          `"${item}": expected "syslog:/path/to/socket" (an absolute path to a unix datagram socket such as /dev/log)`,
+        );
+      } else outputs.push({ kind: "syslog", path });
     } else if (item.includes("/")) {
       outputs.push({
         kind: "file",
@@ -347,7 +360,7 @@ function readLogOutputs(
         "log",
         `"${item}" is not an output${
           didYouMean(item, ["stderr", "stdout", "syslog"])
-        } (outputs are "stderr", "stdout" or a file path containing "/", e.g. "./${item}")`,
+        } (outputs are "stderr", "stdout", "syslog", "syslog:/path/to/socket" or a file path containing "/", e.g. "./${item}")`,
       );
     }
   }

@@ -35,7 +35,42 @@ export type LogFormat = typeof LOG_FORMATS[number];
 export type LogOutput =
   | { readonly kind: "stderr" }
   | { readonly kind: "stdout" }
-  | { readonly kind: "file"; readonly path: string };
+  | { readonly kind: "file"; readonly path: string }
+  /** A local syslog daemon's unix datagram socket. */
+  | { readonly kind: "syslog"; readonly path: string };
+
+/** Where `log = ["syslog"]` sends lines. */
+export const DEFAULT_SYSLOG_SOCKET = "/dev/log";
+
+/** Syslog facilities by name, in their RFC 3164 order. */
+export const SYSLOG_FACILITIES = [
+  "kern",
+  "user",
+  "mail",
+  "daemon",
+  "auth",
+  "syslog",
+  "lpr",
+  "news",
+  "uucp",
+  "cron",
+  "authpriv",
+  "ftp",
+  "ntp",
+  "security",
+  "console",
+  "solaris-cron",
+  "local0",
+  "local1",
+  "local2",
+  "local3",
+  "local4",
+  "local5",
+  "local6",
+  "local7",
+] as const;
+/** A syslog facility. */
+export type SyslogFacility = typeof SYSLOG_FACILITIES[number];
 
 /** At most `count` new sessions per `intervalMs`. */
 export interface Throttle {
@@ -107,6 +142,8 @@ export interface ServerSettings {
   readonly bufferMemory: number;
   /** Where to write the process id, or null. */
   readonly pidFile: string | null;
+  /** Facility of lines sent to syslog. */
+  readonly syslogFacility: SyslogFacility;
 }
 
 /** A whole, valid rule file. */

@@ -108,13 +108,19 @@ export function escapeControls(text: string): string {
   );
 }
 
+/** A record's text without time and level (what syslog is given), on one line. */
+export function textBody(record: LogRecord): string {
+  return escapeControls(
+    isSessionEvent(record.properties)
+      ? renderSessionEvent(record.properties as unknown as SessionEvent)
+      : renderMessage(record),
+  );
+}
+
 /** Text lines: `TIME LEVEL message`, one line each, whatever the values hold. */
 export function textFormatter(record: LogRecord): string {
-  const body = isSessionEvent(record.properties)
-    ? renderSessionEvent(record.properties as unknown as SessionEvent)
-    : renderMessage(record);
   return `${new Date(record.timestamp).toISOString()} ${LEVEL_NAMES[record.level]} ${
-    escapeControls(body)
+    textBody(record)
   }\n`;
 }
 

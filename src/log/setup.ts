@@ -1,6 +1,6 @@
 /**
- * Log outputs: stderr, stdout and files, in text or JSON, behind LogTape's
- * logger. Every output is a {@linkcode LineWriter}: a slow or vanished reader
+ * Log outputs: stderr, stdout, files and syslog, in text or JSON, behind
+ * LogTape's logger. Every output is a {@linkcode LineWriter}: a slow or vanished reader
  * or a full disk costs lines (counted, see {@linkcode loggingHealth}), never
  * the process and never the relay's time.
  *
@@ -11,8 +11,9 @@
  * @module
  */
 import { configure, dispose, getLogger, type Logger, type LogRecord } from "@logtape/logtape";
-import type { LogFormat, LogLevel, LogOutput } from "../config/types.ts";
-import { jsonFormatter, textFormatter } from "./events.ts";
+import type { LogFormat, LogLevel, LogOutput, SyslogFacility } from "../config/types.ts";
+import { jsonFormatter, textBody, textFormatter } from "./events.ts";
+import { syslogLine, syslogSink } from "./syslog.ts";
 import { LineWriter, type WriterHealth } from "./writer.ts";
 
 /** The logger category every portbounce record uses. */
@@ -23,14 +24,22 @@ export interface LogSettings {
   readonly outputs: readonly LogOutput[];
   readonly format: LogFormat;
   readonly level: LogLevel;
+  /** Facility of lines sent to syslog. */
+  readonly syslogFacility?: SyslogFacility;
 }
 
 type Formatter = (record: LogRecord) => string;
 
+/** An open output: where lines go, and how a record becomes its line. */
+interface Output {
+  readonly writer: LineWriter;
+  readonly format: Formatter;
+}
+
 /** Stream writers live as long as the process. */
 const streamWriters = new Map<"stderr" | "stdout", LineWriter>();
-let formatter: Formatter = textFormatter;
-let outputs: LineWriter[] = [];
+let outputs: Output[] = [];
+/** Writers opened by the configuration in force (files, syslog), closed when it changes. */
 let files: LineWriter[] = [];
 let tap: ((record: LogRecord) => void) | undefined;
 let configured = false;
@@ -61,32 +70,44 @@ export async function configureLogging(
   settings: LogSettings,
   recordTap?: (record: LogRecord) => void,
 ): Promise<void> {
+  const lineFormat = settings.format === "json" ? jsonFormatter : textFormatter;
+  const facility = settings.syslogFacility ?? "daemon";
+  // Syslog stamps its own time and severity: it gets the body alone (text) or the JSON object.
+  const syslogFormat: Formatter = (record) =>
+    syslogLine(
+      record,
+      settings.format === "json" ? jsonFormatter(record) : textBody(record),
+      facility,
+    );
   const opened: LineWriter[] = [];
-  const writers: LineWriter[] = [];
+  const next: Output[] = [];
   for (const output of settings.outputs) {
-    if (output.kind !== "file") {
-      writers.push(streamWriter(output.kind));
-      continue;
-    }
-    try {
-      const writer = await openFile(output.path);
+    if (output.kind === "stderr" || output.kind === "stdout") {
+      next.push({ writer: streamWriter(output.kind), format: lineFormat });
+    } else if (output.kind === "syslog") {
+      const writer = new LineWriter(`syslog:${output.path}`, syslogSink(output.path), true);
       opened.push(writer);
-      writers.push(writer);
-    } catch (error) {
-      for (const writer of opened) await writer.close();
-      throw new Error(
-        `cannot open log file "${output.path}": ${
-          (error as Error).message.replace(/ \(os error \d+\)$/, "")
-        }`,
-      );
+      next.push({ writer, format: syslogFormat });
+    } else {
+      try {
+        const writer = await openFile(output.path);
+        opened.push(writer);
+        next.push({ writer, format: lineFormat });
+      } catch (error) {
+        for (const writer of opened) await writer.close();
+        throw new Error(
+          `cannot open log file "${output.path}": ${
+            (error as Error).message.replace(/ \(os error \d+\)$/, "")
+          }`,
+        );
+      }
     }
   }
-  const previousFiles = files;
-  formatter = settings.format === "json" ? jsonFormatter : textFormatter;
-  outputs = writers;
+  const previous = files;
+  outputs = next;
   files = opened;
   tap = recordTap;
-  for (const old of previousFiles) {
+  for (const old of previous) {
     await old.close();
     retire(old);
   }
@@ -103,9 +124,12 @@ export async function configureLogging(
 
 function route(record: LogRecord): void {
   tap?.(record);
-  if (outputs.length === 0) return;
-  const line = formatter(record);
-  for (const writer of outputs) writer.push(line);
+  const lines = new Map<Formatter, string>();
+  for (const { writer, format } of outputs) {
+    let line = lines.get(format);
+    if (line === undefined) lines.set(format, line = format(record));
+    writer.push(line);
+  }
 }
 
 function retire(writer: LineWriter): void {

@@ -36,9 +36,14 @@ export class LineWriter implements WriterHealth {
   dropped = 0;
   lastError: string | null = null;
 
+  /**
+   * @param datagrams write each line on its own (syslog: one datagram per event)
+   *   instead of joining what waits into one write
+   */
   constructor(
     readonly name: string,
     readonly sink: ByteSink,
+    readonly datagrams = false,
     readonly maxQueuedChars = MAX_QUEUED_CHARS,
   ) {}
 
@@ -76,15 +81,17 @@ export class LineWriter implements WriterHealth {
         const lines = this.#queue;
         this.#queue = [];
         this.#queuedChars = 0;
-        const bytes = encoder.encode(lines.join(""));
-        try {
-          for (let written = 0; written < bytes.length;) {
-            written += await this.sink.write(bytes.subarray(written));
+        for (const batch of this.datagrams ? lines : [lines.join("")]) {
+          const bytes = encoder.encode(batch);
+          try {
+            for (let written = 0; written < bytes.length;) {
+              written += await this.sink.write(bytes.subarray(written));
+            }
+          } catch (error) {
+            this.failed += this.datagrams ? 1 : lines.length;
+            this.lastError = (error as Error).message?.replace(/ \(os error \d+\)$/, "") ??
+              String(error);
           }
-        } catch (error) {
-          this.failed += lines.length;
-          this.lastError = (error as Error).message?.replace(/ \(os error \d+\)$/, "") ??
-            String(error);
         }
       }
     } finally {

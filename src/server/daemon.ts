@@ -73,6 +73,7 @@ export function logSettingsOf(config: Config, overrides: LogOverrides = {}): Log
     outputs: overrides.outputs ?? config.server.log,
     format: overrides.format ?? config.server.logFormat,
     level: overrides.level ?? config.server.logLevel,
+    syslogFacility: config.server.syslogFacility,
   };
 }
 

@@ -40,6 +40,18 @@ export async function preflight(
     }
   }
   for (const output of config.server.log) {
+    if (output.kind === "syslog") {
+      const info = await Deno.stat(output.path).catch(() => null);
+      if (!info || info.isFile || info.isDirectory) {
+        problems.push({
+          where: config.source,
+          message: `[server]: log: syslog socket ${output.path} ${
+            info ? "is not a socket" : "does not exist (is a syslog daemon running?)"
+          }`,
+        });
+      }
+      continue;
+    }
     if (output.kind !== "file") continue;
     const why = await cannotWrite(output.path);
     if (why) {

@@ -20,7 +20,16 @@ export async function portbounceTaskFlags(): Promise<string[]> {
   return words.slice(2, words.indexOf("main.ts"));
 }
 
-/** A command running the CLI from source like `deno task portbounce ARGS`. */
+/**
+ * What the end-to-end tests run: `main.ts` from source, or, with
+ * `PORTBOUNCE_SCRIPT=/path/to/portbounce.js`, the single-file bundle (CI runs
+ * them that way once, from an empty folder, with `PORTBOUNCE_DENO_DIR` an
+ * empty Deno cache and `--cached-only`, as on a machine that has only Deno).
+ */
+const SCRIPT = Deno.env.get("PORTBOUNCE_SCRIPT") ?? `${ROOT}/main.ts`;
+const CHILD_DENO_DIR = Deno.env.get("PORTBOUNCE_DENO_DIR");
+
+/** A command running the CLI like `deno task portbounce ARGS`. */
 export async function portbounceCommand(
   args: string[],
   options: {
@@ -33,8 +42,9 @@ export async function portbounceCommand(
   const command = [
     Deno.execPath(),
     "run",
+    ...(CHILD_DENO_DIR ? ["--cached-only"] : []),
     ...await portbounceTaskFlags(),
-    `${ROOT}/main.ts`,
+    SCRIPT,
     ...args,
   ];
   const [program, ...rest] = [...(options.wrapper ?? []), ...command];
@@ -44,7 +54,7 @@ export async function portbounceCommand(
     stdin: "null",
     stdout: options.stdout ?? "piped",
     stderr: options.stderr ?? "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...(CHILD_DENO_DIR ? { DENO_DIR: CHILD_DENO_DIR } : {}) },
   });
 }
 

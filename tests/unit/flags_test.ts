@@ -36,3 +36,18 @@ Deno.test("permissions are the least the tool needs", () => {
     assert(!meta.tasks.compile.split(/\s+/).includes(forbidden), forbidden);
   }
 });
+
+Deno.test("the service files run the bundle with the same permission list", async () => {
+  const run = flagsOf(meta.tasks.portbounce);
+  const systemd = await Deno.readTextFile(
+    new URL("../../packaging/systemd/portbounce.service", import.meta.url),
+  );
+  const execLines = systemd.split("\n").filter((line) => /^ExecStart(Pre)?=/.test(line));
+  assertEquals(execLines.length, 2);
+  for (const line of execLines) assertEquals(flagsOf(line), run, line);
+  const rc = await Deno.readTextFile(
+    new URL("../../packaging/openbsd/portbounce", import.meta.url),
+  );
+  const flags = /^daemon_flags="([^"]*)"/m.exec(rc)![1];
+  assertEquals(flagsOf(flags), run);
+});
