@@ -64,9 +64,25 @@ export function renderStatusText(report: StatusReport): string {
       String(total(l.blocked)),
     ]),
   );
+  const targets = report.rules.flatMap((r) => r.targets.map((t) => [r.name, t] as const));
+  const targetTable = targets.length > report.rules.length ||
+      targets.some(([, t]) => !t.up)
+    ? "\n\n" + renderTable(
+      ["RULE", "TARGET", "STATE", "ACTIVE", "SESSIONS", "ERRORS", "UP/DOWN"],
+      targets.map(([rule, t]) => [
+        rule,
+        t.target,
+        t.up ? "up" : `down (${t.last_error ?? "no answer"})`,
+        String(t.active),
+        String(t.total),
+        String(t.errors),
+        `${t.bytes_up}/${t.bytes_down}`,
+      ]),
+    )
+    : "";
   return `portbounce ${report.version}, ${report.source}, up ${report.uptime_s}s, ${
     countOf(report.totals.active, "live session")
-  }\n\n${rules}\n\n${listeners}`;
+  }\n\n${rules}${targetTable}\n\n${listeners}`;
 }
 
 /** Runs `portbounce status ARGS`; resolves to the exit code. */

@@ -9,7 +9,7 @@ import { parse, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join } from "node:path";
 import { clip, clipMiddle, describe } from "./describe.ts";
 import { parseDuration } from "./duration.ts";
-import { parseSize } from "./size.ts";
+import { parseRate, parseSize } from "./size.ts";
 import { DEFAULT_BUFFER_MEMORY } from "../relay/buffer_pool.ts";
 import {
   type ListenEndpoint,
@@ -24,17 +24,21 @@ import { ANY_NETWORKS, type Network, parseIp, parseNetwork } from "./network.ts"
 import type { ServiceTable } from "./services.ts";
 import { didYouMean } from "./suggest.ts";
 import {
+  BALANCE_MODES,
   type Config,
   DEFAULT_SYSLOG_SOCKET,
+  type HealthCheck,
   LOG_EVENTS,
   LOG_FORMATS,
   LOG_LEVELS,
   type LogEvent,
   type LogOutput,
+  PROXY_PROTOCOLS,
   type Rule,
   ruleLabel,
   type RuleSettings,
   type ServerSettings,
+  type SourceAddress,
   SYSLOG_FACILITIES,
   type Throttle,
 } from "./types.ts";
@@ -74,6 +78,7 @@ export const SERVER_KEYS = [
   "buffer_memory",
   "pid_file",
   "syslog_facility",
+  "source",
 ] as const;
 const SETTING_KEYS = [
   "action",
@@ -87,6 +92,11 @@ const SETTING_KEYS = [
   "max_sessions",
   "max_sessions_per_client",
   "throttle",
+  "balance",
+  "health_check",
+  "source",
+  "proxy_protocol",
+  "bandwidth",
 ] as const;
 /** Keys of a `[[rule]]`. */
 export const RULE_KEYS = ["name", "listen", "bounce_to", ...SETTING_KEYS] as const;
@@ -104,6 +114,11 @@ const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {
   maxSessions: 0,
   maxSessionsPerClient: 0,
   throttle: null,
+  balance: "failover",
+  healthCheck: null,
+  source: null,
+  proxyProtocol: null,
+  bandwidth: null,
 };
 
 const BUILT_IN_SERVER: ServerSettings = {
@@ -117,6 +132,7 @@ const BUILT_IN_SERVER: ServerSettings = {
   bufferMemory: DEFAULT_BUFFER_MEMORY,
   pidFile: null,
   syslogFacility: "daemon",
+  source: null,
 };
 
 type Table = Record<string, unknown>;
@@ -219,7 +235,9 @@ export function parseConfig(
     document.defaults,
     new Scope(problems, "defaults", "[defaults]"),
   );
-  const rules = readRules(document.rule, defaults, top, problems, services);
+  // [server] source is the default of [defaults] source, which is the default of a rule's.
+  const inherited = { source: server?.source ?? null, ...defaults };
+  const rules = readRules(document.rule, inherited, top, problems, services);
 
   if (problems.list.length > 0) return { ok: false, problems: problems.list };
   if (rules.length === 0) {
@@ -283,11 +301,12 @@ function readServer(
   const syslogFacility = value.syslog_facility === undefined
     ? BUILT_IN_SERVER.syslogFacility
     : readChoice(value.syslog_facility, SYSLOG_FACILITIES, scope, "syslog_facility");
+  const serverSource = value.source === undefined ? null : readSource(value.source, scope);
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
     status === undefined || drainTimeoutMs === undefined || reloadDrainTimeoutMs === undefined ||
     reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
-    syslogFacility === undefined
+    syslogFacility === undefined || serverSource === undefined
   ) return undefined;
   return {
     log,
@@ -300,6 +319,7 @@ function readServer(
     bufferMemory,
     pidFile,
     syslogFacility,
+    source: serverSource,
   };
 }
 
@@ -461,6 +481,23 @@ function readSettings(table: Table, scope: Scope): Partial<Settings> {
   if (table.throttle !== undefined) {
     settings.throttle = readThrottle(table.throttle, scope);
   }
+  if (table.balance !== undefined) {
+    settings.balance = readChoice(table.balance, BALANCE_MODES, scope, "balance");
+  }
+  if (table.health_check !== undefined) {
+    settings.healthCheck = readHealthCheck(table.health_check, scope);
+  }
+  if (table.source !== undefined) settings.source = readSource(table.source, scope);
+  if (table.proxy_protocol !== undefined) {
+    settings.proxyProtocol = table.proxy_protocol === false
+      ? null
+      : readChoice(table.proxy_protocol, PROXY_PROTOCOLS, scope, "proxy_protocol");
+  }
+  if (table.bandwidth !== undefined) {
+    const rate = parseRate(table.bandwidth);
+    if (typeof rate === "number") settings.bandwidth = rate;
+    else scope.fail("bandwidth", rate.error);
+  }
   // Drop keys whose value failed: the problem is already recorded.
   for (const key of Object.keys(settings) as (keyof Settings)[]) {
     if (settings[key] === undefined) delete settings[key];
@@ -535,7 +572,7 @@ function readRule(
   // With an unreadable action, what bounce_to should be is unknown: say nothing more.
   const actionKnown = table.action === undefined || own.action !== undefined;
 
-  let bounceTo: TargetEndpoint | undefined;
+  let bounceTo: TargetEndpoint[] | undefined;
   if (!actionKnown) {
     // Already reported.
   } else if (settings.action === "pass") {
@@ -544,23 +581,33 @@ function readRule(
         undefined,
         'a pass rule needs bounce_to (or set action = "block")',
       );
-    } else if (typeof table.bounce_to !== "string") {
-      scope.fail(
-        "bounce_to",
-        `expected "ADDRESS[:PORT]", got ${describe(table.bounce_to)}`,
-      );
-    } else {
-      const target = parseTarget(table.bounce_to, settings.protocols, services);
-      if ("error" in target) scope.fail("bounce_to", target.error);
-      else bounceTo = target;
-    }
+    } else bounceTo = readTargets(table.bounce_to, settings.protocols, scope, services);
   } else if (table.bounce_to !== undefined) {
     scope.fail(
       "bounce_to",
       'a block rule bounces nowhere; remove bounce_to or set action = "pass"',
     );
   }
-  if (listen && bounceTo) checkPortMapping(listen, bounceTo, scope);
+  if (listen && bounceTo) {
+    for (const target of bounceTo) checkPortMapping(listen, target, scope);
+  }
+  if (settings.proxyProtocol !== null && settings.protocols.includes("udp")) {
+    scope.fail(
+      "proxy_protocol",
+      'a PROXY protocol header goes at the start of a TCP stream; UDP has none (set protocol = "tcp", or leave proxy_protocol out)',
+    );
+  }
+  if (bounceTo && settings.source?.kind === "ip") {
+    const source = settings.source;
+    for (const target of bounceTo) {
+      if (target.host.kind === "ip" && target.host.family !== source.family) {
+        scope.fail(
+          "source",
+          `"${source.text}" is IPv${source.family} but target "${target.text}" is IPv${target.host.family}: a connection cannot leave from one family toward the other`,
+        );
+      }
+    }
+  }
 
   if (scope.problems.list.length > before || !listen) return undefined;
   const found = scope.problems.lines.get(scope.section);
@@ -592,6 +639,118 @@ function readListen(
     else endpoints.push(endpoint);
   }
   return endpoints.length === items.length ? endpoints : undefined;
+}
+
+/** `bounce_to`: one target or a list of them, each at most once. */
+function readTargets(
+  value: unknown,
+  protocols: readonly Protocol[],
+  scope: Scope,
+  services: ServiceTable,
+): TargetEndpoint[] | undefined {
+  if (typeof value !== "string" && !Array.isArray(value)) {
+    return scope.fail(
+      "bounce_to",
+      `expected "ADDRESS[:PORT]" or a list of them, got ${describe(value)}`,
+    );
+  }
+  const items = readStringList(value, scope, "bounce_to");
+  if (items === undefined) return undefined;
+  if (items.length === 0) return scope.fail("bounce_to", "expected at least one target");
+  const targets: TargetEndpoint[] = [];
+  const seen = new Set<string>();
+  for (const item of items) {
+    const target = parseTarget(item, protocols, services);
+    if ("error" in target) {
+      scope.fail("bounce_to", target.error);
+      continue;
+    }
+    const key = `${target.host.kind === "ip" ? target.host.address : target.host.name} ${
+      target.ports?.first ?? "-"
+    } ${target.ports?.last ?? "-"}`;
+    if (seen.has(key)) scope.fail("bounce_to", `"${item}" is listed twice`);
+    seen.add(key);
+    targets.push(target);
+  }
+  return targets.length === items.length ? targets : undefined;
+}
+
+/** `health_check = "5s"` or a table with interval, timeout, rise and fall. */
+function readHealthCheck(value: unknown, scope: Scope): HealthCheck | null | undefined {
+  if (value === false) return null;
+  const defaults = { rise: 2, fall: 3 };
+  if (typeof value === "string" || typeof value === "number") {
+    const intervalMs = readDuration(value, scope, "health_check", 100);
+    if (intervalMs === undefined) return undefined;
+    return { intervalMs, timeoutMs: Math.min(2_000, intervalMs), ...defaults };
+  }
+  if (!isTable(value)) {
+    return scope.fail(
+      "health_check",
+      `expected a duration such as "5s", or a table { interval = "5s", timeout = "2s", rise = 2, fall = 3 }, got ${
+        describe(value)
+      }`,
+    );
+  }
+  for (const key of Object.keys(value)) {
+    if (!["interval", "timeout", "rise", "fall"].includes(key)) {
+      scope.fail("health_check", `unknown key "${key}" (keys: interval, timeout, rise, fall)`);
+    }
+  }
+  const intervalMs = value.interval === undefined
+    ? 5_000
+    : readDuration(value.interval, scope, "health_check", 100);
+  const timeoutMs = value.timeout === undefined
+    ? Math.min(2_000, intervalMs ?? 5_000)
+    : readDuration(value.timeout, scope, "health_check", 1);
+  const count = (key: "rise" | "fall") => {
+    const n = value[key];
+    if (n === undefined) return defaults[key];
+    if (typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= 100) return n;
+    return scope.fail(
+      "health_check",
+      `${key}: expected a whole number from 1 to 100, got ${describe(n)}`,
+    );
+  };
+  const rise = count("rise");
+  const fall = count("fall");
+  if (
+    intervalMs === undefined || timeoutMs === undefined || rise === undefined || fall === undefined
+  ) {
+    return undefined;
+  }
+  if (timeoutMs > intervalMs) {
+    return scope.fail("health_check", "timeout must not be longer than interval");
+  }
+  return { intervalMs, timeoutMs, rise, fall };
+}
+
+/** `source = "203.0.113.5"` or an interface name such as `"eth1"`. */
+function readSource(value: unknown, scope: Scope): SourceAddress | undefined {
+  if (typeof value !== "string" || value === "") {
+    return scope.fail("source", `expected an address or an interface name, got ${describe(value)}`);
+  }
+  const text = value.startsWith("[") && value.endsWith("]") ? value.slice(1, -1) : value;
+  if (/^[\d.]+$/.test(text) || text.includes(":")) {
+    const ip = parseIp(text);
+    if ("error" in ip) return scope.fail("source", ip.error);
+    if (ip.toString() === "0.0.0.0" || ip.toString() === "::") {
+      return scope.fail(
+        "source",
+        `"${value}" is not one address; leave source out for the default`,
+      );
+    }
+    return {
+      kind: "ip",
+      address: ip.toString(),
+      family: ip.kind() === "ipv4" ? 4 : 6,
+      text: value,
+    };
+  }
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$/.test(text)) {
+    return scope.fail("source", `"${clip(value)}" is neither an IP address nor an interface name`);
+  }
+  return { kind: "interface", name: text, text: value };
 }
 
 /** `bounce_to` ports: none (keep), one (all to it), or a range as long as each listen range. */

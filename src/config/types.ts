@@ -72,6 +72,31 @@ export const SYSLOG_FACILITIES = [
 /** A syslog facility. */
 export type SyslogFacility = typeof SYSLOG_FACILITIES[number];
 
+/** How a rule with several targets picks one for a new session. */
+export const BALANCE_MODES = ["failover", "round-robin", "least-sessions", "source-hash"] as const;
+/** A balance mode. */
+export type BalanceMode = typeof BALANCE_MODES[number];
+
+/** Active health checks of a rule's targets: TCP connects. */
+export interface HealthCheck {
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  /** Consecutive successes that bring a target back up. */
+  readonly rise: number;
+  /** Consecutive failures that mark it down. */
+  readonly fall: number;
+}
+
+/** The address outgoing traffic leaves from: an address, or an interface's first address of the target's family. */
+export type SourceAddress =
+  | { readonly kind: "ip"; readonly address: string; readonly family: 4 | 6; readonly text: string }
+  | { readonly kind: "interface"; readonly name: string; readonly text: string };
+
+/** PROXY protocol versions sent toward targets. */
+export const PROXY_PROTOCOLS = ["v1", "v2"] as const;
+/** A PROXY protocol version. */
+export type ProxyProtocol = typeof PROXY_PROTOCOLS[number];
+
 /** At most `count` new sessions per `intervalMs`. */
 export interface Throttle {
   readonly count: number;
@@ -95,6 +120,16 @@ export interface RuleSettings {
   /** 0 means unlimited. */
   readonly maxSessionsPerClient: number;
   readonly throttle: Throttle | null;
+  /** How a target is picked among several. */
+  readonly balance: BalanceMode;
+  /** Active health checks, or null for passive ones only (TCP connect failures). */
+  readonly healthCheck: HealthCheck | null;
+  /** Where outgoing traffic leaves from; null: where the system's routing says. */
+  readonly source: SourceAddress | null;
+  /** PROXY protocol header sent to the target first (TCP only), or null. */
+  readonly proxyProtocol: ProxyProtocol | null;
+  /** Bytes per second the rule's sessions may move, each direction on its own; null: no limit. */
+  readonly bandwidth: number | null;
 }
 
 /** Where a rule stands in its file: its `[[rule]]` line and its keys' lines. */
@@ -112,10 +147,11 @@ interface RuleBase extends RuleSettings {
   readonly listen: readonly ListenEndpoint[];
 }
 
-/** A rule that bounces matching clients to its target. */
+/** A rule that bounces matching clients to its targets. */
 export interface PassRule extends RuleBase {
   readonly action: "pass";
-  readonly bounceTo: TargetEndpoint;
+  /** One target or more, in the order `balance` reads them. */
+  readonly bounceTo: readonly TargetEndpoint[];
 }
 
 /** A rule that refuses matching clients. */
@@ -144,6 +180,8 @@ export interface ServerSettings {
   readonly pidFile: string | null;
   /** Facility of lines sent to syslog. */
   readonly syslogFacility: SyslogFacility;
+  /** Where outgoing traffic leaves from, for rules that do not say (Barefoot's `external:`). */
+  readonly source: SourceAddress | null;
 }
 
 /** A whole, valid rule file. */
@@ -162,6 +200,11 @@ export function ruleWhere(
 ): string {
   const line = (key !== undefined ? rule.lines.keys.get(key) : undefined) ?? rule.lines.header;
   return line === null || line === undefined ? source : `${source}:${line}`;
+}
+
+/** `bounce_to` as written: `a:80` or `a:80, b:80`. */
+export function targetsText(rule: PassRule): string {
+  return rule.bounceTo.map((t) => t.text).join(", ");
 }
 
 /** How a rule is named in messages: `rule "web" (rule #2)`. */

@@ -8,7 +8,7 @@
 import type { IpAddress } from "../config/network.ts";
 import type { PassRule, Rule } from "../config/types.ts";
 import { firstMatch } from "../rules/match.ts";
-import type { ListenerPlan, Target } from "../rules/plan.ts";
+import type { ListenerPlan, SourcePlan, Target } from "../rules/plan.ts";
 import type { Admission, RuleLimiter } from "./limits.ts";
 import type { BlockReason } from "./session.ts";
 
@@ -28,6 +28,7 @@ export type Decision =
     readonly pass: true;
     readonly rule: PassRule;
     readonly targets: readonly Target[];
+    readonly source: SourcePlan | null;
     readonly admission: Admission;
   }
   | Refusal;
@@ -45,9 +46,9 @@ export function decide(
 ): Decision {
   const binding = client ? firstMatch(plan.bindings, client, local) : undefined;
   if (!binding) return { pass: false, rule: null, reason: "no-matching-rule" };
-  const { rule, targets } = binding;
+  const { rule, targets, source } = binding;
   if (rule.action === "block" || targets.length === 0) return { pass: false, rule, reason: "rule" };
   const admission = limiterOf(rule).admit(client!.toString(), now);
   if ("refused" in admission) return { pass: false, rule, reason: admission.refused };
-  return { pass: true, rule, targets, admission };
+  return { pass: true, rule, targets, source, admission };
 }

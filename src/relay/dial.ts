@@ -1,13 +1,14 @@
 /**
  * The one place outgoing traffic starts: every TCP connection to a target
- * (sessions and `check --probe`) and every UDP upstream socket. Target
- * choice, a source address or a PROXY header plug in here.
+ * (sessions, health checks and `check --probe`) and every UDP upstream
+ * socket, from the rule's source address where it sets one.
  *
  * @module
  */
 import { formatDuration } from "../config/duration.ts";
 import { parseClientAddress } from "../config/network.ts";
-import type { Target } from "../rules/plan.ts";
+import type { SourcePlan, Target } from "../rules/plan.ts";
+import { denoError, NodeConn, type RelayConn } from "./tcp/conn.ts";
 import { setLongTimeout } from "./timers.ts";
 
 /** A connect that did not finish within its timeout. */
@@ -27,35 +28,61 @@ export interface UdpUpstream {
 /** Opens outgoing connections and sockets. */
 export interface Dialer {
   /**
-   * Connects to `target` within `timeoutMs`. Aborting `cancel` gives up (the
-   * dialer also aborts it when the time is up, and then throws {@linkcode DialTimeout}).
+   * Connects to `target` within `timeoutMs`, from `source` if given. Aborting
+   * `cancel` gives up (the dialer also aborts it when the time is up, and then
+   * throws {@linkcode DialTimeout}).
    */
-  tcp(target: Target, timeoutMs: number, cancel: AbortController): Promise<Deno.TcpConn>;
-  /** Resolves `target` and opens an ephemeral UDP socket of its family. */
-  udp(target: Target): Promise<UdpUpstream>;
+  tcp(
+    target: Target,
+    timeoutMs: number,
+    cancel: AbortController,
+    source?: SourcePlan | null,
+  ): Promise<RelayConn>;
+  /** Resolves `target` and opens a UDP socket toward it, bound to `source` if given. */
+  udp(target: Target, source?: SourcePlan | null): Promise<UdpUpstream>;
 }
 
-/** The target's address: as written, or the first the system resolver gives for a name. */
-export async function resolveHost(host: string): Promise<string> {
+/** The target's address: as written, or what the system resolver gives for a name (of `family`). */
+export async function resolveHost(host: string, family?: 4 | 6): Promise<string> {
   if (parseClientAddress(host)) return host;
   const { lookup } = await import("node:dns/promises");
-  return (await lookup(host)).address;
+  return (await lookup(host, family ? { family } : {})).address;
+}
+
+/** The source address for a target's family, resolving a target name if need be. */
+async function sourceFor(
+  target: Target,
+  source: SourcePlan,
+): Promise<{ address: string; local: string }> {
+  const family = source.v4 && !source.v6 ? 4 : source.v6 && !source.v4 ? 6 : undefined;
+  const address = await resolveHost(target.host, family);
+  const local = address.includes(":") ? source.v6 : source.v4;
+  if (local === null) {
+    throw new Deno.errors.AddrNotAvailable(
+      `source ${source.text} has no IPv${address.includes(":") ? 6 : 4} address for ${address}`,
+    );
+  }
+  return { address, local };
 }
 
 /** Dials with the operating system's sockets. */
 export const systemDialer: Dialer = {
-  async tcp(target, timeoutMs, cancel) {
+  async tcp(target, timeoutMs, cancel, source) {
     let timedOut = false;
     const cancelTimer = setLongTimeout(() => {
       timedOut = true;
       cancel.abort();
     }, timeoutMs);
     try {
-      return await Deno.connect({
-        hostname: target.host,
-        port: target.port,
-        signal: cancel.signal,
-      });
+      if (!source) {
+        return await Deno.connect({
+          hostname: target.host,
+          port: target.port,
+          signal: cancel.signal,
+        });
+      }
+      const { address, local } = await sourceFor(target, source);
+      return await connectFrom(address, target.port, local, cancel.signal);
     } catch (error) {
       throw timedOut ? new DialTimeout(timeoutMs) : error;
     } finally {
@@ -63,13 +90,43 @@ export const systemDialer: Dialer = {
     }
   },
 
-  async udp(target) {
-    const address = await resolveHost(target.host);
-    const socket = Deno.listenDatagram({
-      transport: "udp",
-      hostname: address.includes(":") ? "::" : "0.0.0.0",
-      port: 0,
-    });
+  async udp(target, source) {
+    let address: string;
+    let local: string;
+    if (source) {
+      ({ address, local } = await sourceFor(target, source));
+    } else {
+      address = await resolveHost(target.host);
+      local = address.includes(":") ? "::" : "0.0.0.0";
+    }
+    const socket = Deno.listenDatagram({ transport: "udp", hostname: local, port: 0 });
     return { socket, target: { transport: "udp", hostname: address, port: target.port } };
   },
 };
+
+/** `Deno.connect` cannot bind a source address; `node:net` can. */
+async function connectFrom(
+  address: string,
+  port: number,
+  localAddress: string,
+  signal: AbortSignal,
+): Promise<RelayConn> {
+  const net = (await import("node:net")).default;
+  return await new Promise<RelayConn>((resolve, reject) => {
+    const socket = net.connect({ host: address, port, localAddress, allowHalfOpen: true });
+    const onAbort = () => {
+      socket.destroy();
+      reject(new Deno.errors.Interrupted("connect cancelled"));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    socket.once("connect", () => {
+      signal.removeEventListener("abort", onAbort);
+      socket.removeAllListeners("error");
+      resolve(new NodeConn(socket));
+    });
+    socket.once("error", (error) => {
+      signal.removeEventListener("abort", onAbort);
+      reject(denoError(error));
+    });
+  });
+}

@@ -7,7 +7,8 @@
  */
 import type { IpAddress } from "../config/network.ts";
 import type { PassRule, Protocol } from "../config/types.ts";
-import type { ListenerPlan } from "../rules/plan.ts";
+import type { ListenerPlan, Target } from "../rules/plan.ts";
+import type { Bandwidth } from "./bandwidth.ts";
 import type { Decision, Refusal } from "./admission.ts";
 import type { Dialer } from "./dial.ts";
 import type { Closable, SessionHandle, SessionSetup } from "./session.ts";
@@ -43,6 +44,18 @@ export interface RefusalPlace {
   readonly listen: string;
 }
 
+/** Target choice, health and bandwidth, as relays use them. */
+export interface TargetPool {
+  /** The order in which a new session from `client` tries `targets`. */
+  order(rule: PassRule, targets: readonly Target[], client: string): Target[];
+  /** A connect to `target` succeeded. */
+  succeeded(target: Target): void;
+  /** A connect to `target` failed, and why. */
+  failed(target: Target, error: string): void;
+  /** The rule's bandwidth budgets, each direction, or null without a limit. */
+  bandwidth(rule: PassRule): { readonly up: Bandwidth; readonly down: Bandwidth } | null;
+}
+
 /** An admitted session before its relay starts. */
 export interface Admitted {
   readonly setup: SessionSetup;
@@ -73,6 +86,7 @@ export interface RelayHost {
   readonly tuning: RelayTuning;
   /** Checks TCP sessions' idle and stall deadlines. */
   readonly sweeper: Sweeper;
+  readonly targets: TargetPool;
 }
 
 /** A bound listener of either protocol, as the daemon drives it. */

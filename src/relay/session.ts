@@ -45,7 +45,9 @@ export type DropReason =
   /** A datagram did not fit the receive buffer (see the UDP session on parked sessions). */
   | "truncated"
   /** Sending it failed (target unreachable, buffer full, ...). */
-  | "send-failed";
+  | "send-failed"
+  /** It would have gone beyond the rule's bandwidth. */
+  | "bandwidth";
 
 /** Direction of relayed bytes: `up` is client to target, `down` target to client. */
 export type Direction = "up" | "down";
@@ -82,10 +84,15 @@ export interface SessionSetup {
  */
 export interface SessionHandle {
   /**
-   * The session reaches its target: `local` is the bouncer's own `ip:port`
-   * toward it, `remote` the target's address as connected.
+   * The session reaches its target: `target` as configured (`db:5432`),
+   * `local` the bouncer's own `ip:port` toward it, `remote` the target's
+   * address as connected.
    */
-  connected(local: string, remote: string): void;
+  connected(
+    ends: { readonly target: string; readonly local: string; readonly remote: string },
+  ): void;
+  /** One of several targets failed to connect and the next is tried (logged, not counted). */
+  attemptFailed(target: string, error: string): void;
   /** `bytes` were delivered in `direction` (written to the far side, not merely read). */
   delivered(direction: Direction, bytes: number): void;
   /** A connect or I/O error, logged as an `error` event and counted. */

@@ -14,7 +14,7 @@ import type { ListenEndpoint, Protocol } from "../config/endpoint.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import type { ConfigProblem } from "../config/load.ts";
 import { parseIp } from "../config/network.ts";
-import { type Config, type Rule, ruleLabel, ruleWhere } from "../config/types.ts";
+import { type Config, type Rule, ruleLabel, ruleWhere, targetsText } from "../config/types.ts";
 
 /** Where a pass rule sends one listener's sessions. `host` is an IP or a name resolved per session. */
 export interface Target {
@@ -32,7 +32,27 @@ export interface Binding {
    * (`0.0.0.0`: every IPv4 address); null when it takes every address the socket does.
    */
   readonly only: string | null;
+  /** Where the rule's outgoing traffic leaves from, per family; null: the system picks. */
+  readonly source: SourcePlan | null;
 }
+
+/** A rule's source address, resolved: one per address family (an interface may have both). */
+export interface SourcePlan {
+  readonly v4: string | null;
+  readonly v6: string | null;
+  /** As written (`eth1`, `203.0.113.5`). */
+  readonly text: string;
+}
+
+/** What this host has, for planning: its addresses and its interfaces' addresses. */
+export interface HostFacts {
+  /** Canonical addresses of this host (loopback is always local as well). */
+  readonly localAddresses: ReadonlySet<string>;
+  /** Addresses per interface name. */
+  readonly interfaces: ReadonlyMap<string, readonly string[]>;
+}
+
+const NO_FACTS: HostFacts = { localAddresses: new Set(), interfaces: new Map() };
 
 /** One socket to open. */
 export interface ListenerPlan {
@@ -79,11 +99,12 @@ export function formatTarget(target: Target): string {
 export function buildPlan(
   config: Config,
   resolved: ResolvedNames,
-  localAddresses: ReadonlySet<string> = new Set(),
+  host: HostFacts = NO_FACTS,
 ): { listeners: ListenerPlan[]; problems: ConfigProblem[] } {
   const listeners = new Map<string, ListenerPlan & { bindings: Binding[] }>();
   const problems: ConfigProblem[] = [];
   for (const rule of config.rules) {
+    const source = sourceOf(rule, host, config.source, problems);
     for (const endpoint of rule.listen) {
       const addresses = addressesOf(endpoint, resolved);
       if ("error" in addresses) {
@@ -114,7 +135,12 @@ export function buildPlan(
               listeners.set(key, listener);
             }
             if (listener.bindings.some((b) => b.rule === rule)) continue;
-            listener.bindings.push({ rule, targets: targetsFor(rule, endpoint, port), only: null });
+            listener.bindings.push({
+              rule,
+              targets: targetsFor(rule, endpoint, port),
+              only: null,
+              source,
+            });
           }
         }
       }
@@ -122,7 +148,7 @@ export function buildPlan(
   }
   const merged = mergeWildcards([...listeners.values()], config.source, problems);
   const looping = new Set<Rule>();
-  for (const listener of merged) findSelfBounces(listener, localAddresses, looping);
+  for (const listener of merged) findSelfBounces(listener, host.localAddresses, looping);
   for (const { rule, message } of [...looping].map((rule) => loopProblem(rule, merged))) {
     problems.push({ where: ruleWhere(config.source, rule, "bounce_to"), message });
   }
@@ -218,7 +244,7 @@ function loopProblem(
   listeners: readonly ListenerPlan[],
 ): { rule: Rule; message: string } {
   const listener = listeners.find((l) => l.bindings.some((b) => b.rule === rule))!;
-  const target = rule.action === "pass" ? rule.bounceTo.text : "";
+  const target = rule.action === "pass" ? targetsText(rule) : "";
   return {
     rule,
     message: `${
@@ -256,9 +282,56 @@ function addressesOf(
 
 function targetsFor(rule: Rule, endpoint: ListenEndpoint, port: number): Target[] {
   if (rule.action === "block") return [];
-  const { host, ports } = rule.bounceTo;
-  const hostText = host.kind === "ip" ? host.address : host.name;
-  if (ports === null) return [{ host: hostText, port }];
-  if (ports.first === ports.last) return [{ host: hostText, port: ports.first }];
-  return [{ host: hostText, port: ports.first + (port - endpoint.ports.first) }];
+  return rule.bounceTo.map(({ host, ports }) => {
+    const hostText = host.kind === "ip" ? host.address : host.name;
+    if (ports === null) return { host: hostText, port };
+    if (ports.first === ports.last) return { host: hostText, port: ports.first };
+    return { host: hostText, port: ports.first + (port - endpoint.ports.first) };
+  });
+}
+
+/**
+ * A rule's source, resolved: an address as it is, an interface as its first
+ * address of each family. An interface this host lacks, or one without an
+ * address of a target's family, is a problem.
+ */
+function sourceOf(
+  rule: Rule,
+  host: HostFacts,
+  file: string,
+  problems: ConfigProblem[],
+): SourcePlan | null {
+  if (rule.action !== "pass" || rule.source === null) return null;
+  const source = rule.source;
+  if (source.kind === "ip") {
+    return {
+      v4: source.family === 4 ? source.address : null,
+      v6: source.family === 6 ? source.address : null,
+      text: source.text,
+    };
+  }
+  const addresses = host.interfaces.get(source.name);
+  if (!addresses) {
+    problems.push({
+      where: ruleWhere(file, rule, "source"),
+      message: `${
+        ruleLabel(rule)
+      }: source: "${source.name}" is not a network interface of this host`,
+    });
+    return null;
+  }
+  const v4 = addresses.find((a) => !a.includes(":")) ?? null;
+  const v6 = addresses.find((a) => a.includes(":")) ?? null;
+  for (const target of rule.bounceTo) {
+    if (target.host.kind !== "ip") continue;
+    if ((target.host.family === 4 ? v4 : v6) === null) {
+      problems.push({
+        where: ruleWhere(file, rule, "source"),
+        message: `${
+          ruleLabel(rule)
+        }: source: interface "${source.name}" has no IPv${target.host.family} address for target "${target.text}"`,
+      });
+    }
+  }
+  return { v4, v6, text: source.text };
 }

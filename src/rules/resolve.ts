@@ -5,7 +5,7 @@
  * @module
  */
 import { parseClientAddress } from "../config/network.ts";
-import type { ResolvedNames } from "./plan.ts";
+import type { HostFacts, ResolvedNames } from "./plan.ts";
 
 /** Looks up every name: interface names first, then host names through the system resolver. */
 export async function resolveNames(
@@ -42,14 +42,20 @@ export async function resolveNames(
 
 /** This host's addresses (those of its interfaces), canonical text. */
 export function localAddresses(): Set<string> {
-  const found = new Set<string>();
-  for (const addresses of interfaceAddresses().values()) {
+  return hostFacts().localAddresses as Set<string>;
+}
+
+/** What planning needs to know of this host: its addresses, by interface and in all. */
+export function hostFacts(): HostFacts {
+  const interfaces = interfaceAddresses();
+  const localAddresses = new Set<string>();
+  for (const addresses of interfaces.values()) {
     for (const address of addresses) {
       const ip = parseClientAddress(address);
-      if (ip) found.add(ip.toString());
+      if (ip) localAddresses.add(ip.toString());
     }
   }
-  return found;
+  return { localAddresses, interfaces };
 }
 
 /** Addresses per interface name, leaving out IPv6 link-local ones (they need a zone). */

@@ -35,6 +35,7 @@ import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
+import { TargetRegistry } from "./targets.ts";
 import { SessionTracker, type TrackedSession } from "./tracker.ts";
 
 /**
@@ -95,6 +96,7 @@ export class Engine implements RelayHost {
   readonly dialer: Dialer;
   readonly tuning: RelayTuning;
   readonly sweeper: Sweeper;
+  readonly targets: TargetRegistry;
   /** When the engine started (epoch ms). */
   readonly startedAt = Date.now();
   /** Limits by rule name: a reload that changes a rule keeps its live counts. */
@@ -117,7 +119,8 @@ export class Engine implements RelayHost {
     this.dialer = options.dialer ?? systemDialer;
     this.tuning = options.tuning ?? DEFAULT_TUNING;
     this.gate = new EventGate(this.tuning.eventWindowMs);
-    this.sessions = new SessionTracker(log, this.stats, this.gate);
+    this.targets = new TargetRegistry(log, this.dialer);
+    this.sessions = new SessionTracker(log, this.stats, this.gate, this.targets);
     this.sweeper = new Sweeper(this.tuning.sweepIntervalMs);
   }
 
@@ -152,6 +155,7 @@ export class Engine implements RelayHost {
       for (const listener of engine.#listeners.values()) listener.stopAccepting();
       return { ok: false, failures };
     }
+    engine.targets.apply(rules, plan);
     return { ok: true, engine };
   }
 
@@ -274,6 +278,7 @@ export class Engine implements RelayHost {
       if (limiter) limiter.limits = rule;
     }
     this.#rules = rules;
+    this.targets.apply(rules, plan);
 
     const diff = diffListeners(this.#listeners.keys(), plan);
     this.#failed.clear();
@@ -392,6 +397,11 @@ export class Engine implements RelayHost {
     return [...bound, ...failed];
   }
 
+  /** The plans of the listeners in force. */
+  listenerPlans(): ListenerPlan[] {
+    return [...this.#listeners.values()].map((listener) => listener.plan);
+  }
+
   /** Addresses actually bound, in plan order. */
   boundAddresses(): BoundAddress[] {
     return [...this.#listeners.values()].map((listener) => ({
@@ -432,6 +442,7 @@ export class Engine implements RelayHost {
    */
   async shutdown(drainMs: number): Promise<void> {
     await this.stopAccepting();
+    this.targets.stop();
     clearInterval(this.#gateTimer);
     this.#reportSuppressed();
     for (const cancel of this.#drainTimers) cancel();

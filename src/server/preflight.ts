@@ -39,6 +39,17 @@ export async function preflight(
       });
     }
   }
+  for (const rule of config.rules) {
+    if (rule.action !== "pass" || rule.source?.kind !== "ip") continue;
+    const ip = parseClientAddress(rule.source.address)!;
+    if (ip.range() === "loopback" || local.has(ip.toString())) continue;
+    problems.push({
+      where: ruleWhere(config.source, rule, "source"),
+      message: `${
+        ruleLabel(rule)
+      }: source: ${rule.source.address} is not an address of this host, so connections cannot leave from it`,
+    });
+  }
   for (const output of config.server.log) {
     if (output.kind === "syslog") {
       const info = await Deno.stat(output.path).catch(() => null);

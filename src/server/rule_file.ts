@@ -7,7 +7,7 @@ import { type ConfigProblem, parseConfig } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import type { Config } from "../config/types.ts";
 import { buildPlan, type ListenerPlan, listenNames } from "../rules/plan.ts";
-import { localAddresses, resolveNames } from "../rules/resolve.ts";
+import { hostFacts, resolveNames } from "../rules/resolve.ts";
 
 /** A rule file ready to run, or everything wrong with it. */
 export type LoadedRules =
@@ -109,7 +109,7 @@ export async function loadRuleText(text: string, source: string): Promise<Loaded
   const parsed = parseConfig(text, source, loadServices());
   if (!parsed.ok) return parsed;
   const resolved = await resolveNames(listenNames(parsed.config));
-  const { listeners, problems } = buildPlan(parsed.config, resolved, localAddresses());
+  const { listeners, problems } = buildPlan(parsed.config, resolved, hostFacts());
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,

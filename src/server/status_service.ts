@@ -16,6 +16,7 @@ import { buildStatusReport, type SessionView, type StatusInput } from "../status
 import { answer, isWildcard, RenderCache } from "../status/routes.ts";
 import { VERSION } from "../version.ts";
 import type { Engine } from "./engine.ts";
+import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 
 /** The live sessions as the status lists them, oldest first. */
 export function sessionViews(engine: Engine): SessionView[] {
@@ -26,7 +27,7 @@ export function sessionViews(engine: Engine): SessionView[] {
     protocol: s.setup.protocol,
     client: s.setup.client,
     listen: s.setup.listen,
-    target: s.setup.target,
+    target: s.target,
     local: s.local,
     started: new Date(s.startedAt).toISOString(),
     age_s: Math.round((wall - s.startedAt) / 1000),
@@ -38,6 +39,19 @@ export function sessionViews(engine: Engine): SessionView[] {
       ? null
       : Math.max(0, Math.round((s.drainDeadline - wall) / 1000)),
   }));
+}
+
+/** Each rule's distinct targets (`host:port`), in the order its listeners name them. */
+export function ruleTargets(listeners: readonly ListenerPlan[]): Map<string, string[]> {
+  const found = new Map<string, string[]>();
+  for (const listener of listeners) {
+    for (const { rule, targets } of listener.bindings) {
+      const list = found.get(rule.name) ?? [];
+      for (const target of targets.map(formatTarget)) if (!list.includes(target)) list.push(target);
+      found.set(rule.name, list);
+    }
+  }
+  return found;
 }
 
 /** The status endpoint as configured by the rule file in force. */
@@ -70,6 +84,8 @@ export class StatusService {
         in_use_bytes: relayBuffers.inUse,
         refused: relayBuffers.refused,
       },
+      targets: this.engine.targets.states(),
+      ruleTargets: ruleTargets(this.engine.listenerPlans()),
     };
   }
 

@@ -34,6 +34,8 @@ export class TrackedSession implements SessionHandle {
   datagramsDown = 0;
   /** The bouncer's own `ip:port` toward the target, once connected. */
   local: string | null = null;
+  /** The target: as configured until connected, then the one it got. */
+  target: string;
   /** Whether a reload removed its rule or listener (it goes on until it ends or is drained). */
   draining = false;
   /** When a reload left it draining with a deadline: the wall-clock end (epoch ms). */
@@ -52,17 +54,40 @@ export class TrackedSession implements SessionHandle {
     readonly counters: Counters[],
   ) {
     this.setup = admitted.setup;
+    this.target = admitted.setup.target;
     this.rule = admitted.rule;
     this.#admission = admitted.admission;
   }
 
-  connected(local: string, remote: string): void {
+  connected(ends: { target: string; local: string; remote: string }): void {
+    const { target, local, remote } = ends;
     this.local = local;
+    this.target = target;
     if (this.setup.protocol === "tcp") {
       this.#connection = `${local} ${remote}`;
       this.tracker.ownConnections.add(this.#connection);
     }
+    const counters = this.tracker.stats.ofTarget(this.rule.name, target);
+    countStart([counters], this.setup.client, this.setup.clientIp, Date.now());
+    this.counters.push(counters);
+    this.tracker.targets?.joined(target);
     this.#event({ event: "connect", local });
+  }
+
+  attemptFailed(target: string, error: string): void {
+    this.tracker.stats.ofTarget(this.rule.name, target).errors++;
+    if (!this.rule.log.has("error")) return;
+    const what = `connect failures to ${target} (rule ${this.rule.name})`;
+    if (
+      !this.tracker.gate.pass(
+        `attempt ${this.rule.name} ${target} ${error}`,
+        what,
+        performance.now(),
+      )
+    ) {
+      return;
+    }
+    this.#event({ event: "error", target, error: `${error}; trying the next target` });
   }
 
   delivered(direction: Direction, bytes: number): void {
@@ -113,6 +138,7 @@ export class TrackedSession implements SessionHandle {
     this.#admission.release();
     for (const c of this.counters) c.active--;
     if (this.#connection !== null) this.tracker.ownConnections.delete(this.#connection);
+    if (this.local !== null) this.tracker.targets?.left(this.target);
     this.tracker.forget(this);
   }
 
@@ -124,7 +150,7 @@ export class TrackedSession implements SessionHandle {
       protocol: setup.protocol,
       client: setup.client,
       listen: setup.listen,
-      target: setup.target,
+      target: this.target,
       ...fields,
     }, this.rule);
   }
@@ -137,7 +163,13 @@ export class SessionTracker {
   /** `local remote` (`ip:port ip:port`) of portbounce's own live TCP connections toward targets. */
   readonly ownConnections = new Set<string>();
 
-  constructor(readonly log: Logger, readonly stats: Stats, readonly gate: EventGate) {}
+  constructor(
+    readonly log: Logger,
+    readonly stats: Stats,
+    readonly gate: EventGate,
+    /** Told which target each session is on (for least-sessions); absent in unit tests. */
+    readonly targets?: { joined(target: string): void; left(target: string): void },
+  ) {}
 
   /** Starts accounting for an admitted session. */
   open(admitted: Admitted, session: Closable): SessionHandle {

@@ -79,6 +79,53 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
       );
     }
   }
+  for (const rule of report.rules) {
+    for (const t of rule.targets) {
+      const labels = { rule: rule.name, target: t.target };
+      out.add(
+        "portbounce_target_up",
+        "gauge",
+        "1 if the target takes sessions, 0 if it is down.",
+        labels,
+        t.up ? 1 : 0,
+      );
+      out.add(
+        "portbounce_target_sessions_active",
+        "gauge",
+        "Live sessions of the rule on the target.",
+        labels,
+        t.active,
+      );
+      out.add(
+        "portbounce_target_sessions_total",
+        "counter",
+        "Sessions of the rule that reached the target.",
+        labels,
+        t.total,
+      );
+      out.add(
+        "portbounce_target_errors_total",
+        "counter",
+        "Failed connects and I/O errors on the target.",
+        labels,
+        t.errors,
+      );
+      out.add(
+        "portbounce_target_bytes_total",
+        "counter",
+        "Bytes relayed with the target, by direction.",
+        { ...labels, direction: "up" },
+        t.bytes_up,
+      );
+      out.add(
+        "portbounce_target_bytes_total",
+        "counter",
+        "",
+        { ...labels, direction: "down" },
+        t.bytes_down,
+      );
+    }
+  }
   out.add(
     "portbounce_log_lines_lost_total",
     "counter",
@@ -86,6 +133,53 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
     { cause: "write-failed" },
     report.log.lines_failed,
   );
+  for (const rule of report.rules) {
+    for (const t of rule.targets) {
+      const labels = { rule: rule.name, target: t.target };
+      out.add(
+        "portbounce_target_up",
+        "gauge",
+        "1 if the target takes sessions, 0 if it is down.",
+        labels,
+        t.up ? 1 : 0,
+      );
+      out.add(
+        "portbounce_target_sessions_active",
+        "gauge",
+        "Live sessions of the rule on the target.",
+        labels,
+        t.active,
+      );
+      out.add(
+        "portbounce_target_sessions_total",
+        "counter",
+        "Sessions of the rule that reached the target.",
+        labels,
+        t.total,
+      );
+      out.add(
+        "portbounce_target_errors_total",
+        "counter",
+        "Failed connects and I/O errors on the target.",
+        labels,
+        t.errors,
+      );
+      out.add(
+        "portbounce_target_bytes_total",
+        "counter",
+        "Bytes relayed with the target, by direction.",
+        { ...labels, direction: "up" },
+        t.bytes_up,
+      );
+      out.add(
+        "portbounce_target_bytes_total",
+        "counter",
+        "",
+        { ...labels, direction: "down" },
+        t.bytes_down,
+      );
+    }
+  }
   out.add(
     "portbounce_log_lines_lost_total",
     "counter",

@@ -48,6 +48,16 @@ const STATE_TEXT = {
   none: "no traffic yet",
 };
 
+/** A rule's targets, each with its health when there are several or one is down. */
+function targetsCell(rule: RuleReport): string {
+  if (rule.targets.length <= 1 && rule.targets.every((t) => t.up)) return escape(rule.target ?? "");
+  return rule.targets.map((t) =>
+    `<span class="target ${t.up ? "up" : "down"}">${escape(t.target)} ${
+      t.up ? "up" : `down${t.last_error ? `: ${escape(t.last_error)}` : ""}`
+    } (${t.active} live)</span>`
+  ).join("<br>");
+}
+
 /** Renders the page. */
 export function renderStatusPage(report: StatusReport): string {
   const now = Date.parse(report.now);
@@ -65,7 +75,7 @@ export function renderStatusPage(report: StatusReport): string {
     return `<tr class="rule" data-rule="${escape(rule.name)}">
 <td>${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
 <td>${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
-<td>${rule.target === null ? "&mdash;" : escape(rule.target)}</td>
+<td>${rule.target === null ? "&mdash;" : targetsCell(rule)}</td>
 <td class="n">${rule.clients_1m}</td><td class="n">${rule.clients_15m}</td><td class="n">${rule.clients_60m}</td>
 <td class="n">${rule.active}${
       rule.idle > 0 ? ` (${rule.idle} idle)` : ""
@@ -100,6 +110,7 @@ th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:to
 th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .state{font-weight:600;white-space:nowrap}.arriving{color:#16702e}.quiet{color:#8a6d00}
 .none{color:#777}.block{color:#555}.failed{color:#b00020}.open{color:#1f5fa8}.removed{color:#8a3b00}
+.target.up{color:#16702e}.target.down{color:#b00020}
 </style></head><body>
 <h1>portbounce</h1>
 <p class="meta">${escape(report.source)} &middot; version ${escape(report.version)} &middot; up ${

@@ -7,7 +7,7 @@
  * @module
  */
 import type { ListenEndpoint } from "../config/endpoint.ts";
-import type { Rule } from "../config/types.ts";
+import { type Rule, targetsText } from "../config/types.ts";
 import type { BlockReason, DropReason } from "../relay/session.ts";
 import type { Counters, Stats } from "./stats.ts";
 
@@ -57,6 +57,32 @@ export interface CountersReport {
   readonly last_client: string | null;
 }
 
+/** One target of a rule: its health and this rule's sessions on it. */
+export interface TargetReport {
+  readonly target: string;
+  readonly up: boolean;
+  /** When it last went up or down. */
+  readonly since: string;
+  readonly failures: number;
+  readonly last_error: string | null;
+  /** Whether active health checks run for it. */
+  readonly checked: boolean;
+  readonly active: number;
+  readonly total: number;
+  readonly errors: number;
+  readonly bytes_up: number;
+  readonly bytes_down: number;
+}
+
+/** Health of a target, as the engine knows it. */
+export interface TargetHealthInput {
+  readonly up: boolean;
+  readonly since: number;
+  readonly failures: number;
+  readonly lastError: string | null;
+  readonly checked: boolean;
+}
+
 /** One rule in the report. */
 export interface RuleReport extends CountersReport {
   readonly name: string;
@@ -71,6 +97,8 @@ export interface RuleReport extends CountersReport {
   readonly state: "in force" | "removed";
   /** Live sessions that moved nothing for 10 seconds or more (quiet UDP flows among them). */
   readonly idle: number;
+  /** Its targets (several with `bounce_to` a list), in order. */
+  readonly targets: readonly TargetReport[];
   /** Distinct client addresses that started sessions in the last 1, 15 and 60 minutes. */
   readonly clients_1m: number;
   readonly clients_15m: number;
@@ -120,6 +148,10 @@ export interface StatusInput {
   readonly sessions: readonly SessionView[];
   readonly log: LogHealthReport;
   readonly buffers: BuffersReport;
+  /** Each target's health, by `host:port`. */
+  readonly targets: ReadonlyMap<string, TargetHealthInput>;
+  /** Each listener's targets of each rule, to list them (`host:port`, in order). */
+  readonly ruleTargets: ReadonlyMap<string, readonly string[]>;
 }
 
 /** A session counts as idle after this long without traffic. */
@@ -170,6 +202,24 @@ export function buildStatusReport(input: StatusInput): StatusReport {
   const removed = [
     ...new Set(input.sessions.filter((s) => !inForce.has(s.rule)).map((s) => s.rule)),
   ];
+  const targetRows = (rule: string): TargetReport[] =>
+    (input.ruleTargets.get(rule) ?? []).map((target) => {
+      const health = input.targets.get(target);
+      const c = stats.targets.get(`${rule}\u0000${target}`);
+      return {
+        target,
+        up: health?.up ?? true,
+        since: new Date(health?.since ?? input.startedAt).toISOString(),
+        failures: health?.failures ?? 0,
+        last_error: health?.lastError ?? null,
+        checked: health?.checked ?? false,
+        active: c?.active ?? 0,
+        total: c?.total ?? 0,
+        errors: c?.errors ?? 0,
+        bytes_up: c?.bytesUp ?? 0,
+        bytes_down: c?.bytesDown ?? 0,
+      };
+    });
   const ruleRow = (
     name: string,
     counters: Counters | undefined,
@@ -179,6 +229,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     return {
       name,
       ...shape,
+      targets: targetRows(name),
       ...countersReport(
         counters,
         shape.action === "block" ? counters?.lastBlocked : counters?.lastClient,
@@ -203,7 +254,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
           action: rule.action,
           protocols: rule.protocols,
           listen: rule.listen.map(listenText),
-          target: rule.action === "pass" ? rule.bounceTo.text : null,
+          target: rule.action === "pass" ? targetsText(rule) : null,
           state: "in force",
         })
       ),

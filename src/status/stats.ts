@@ -56,6 +56,13 @@ export class Stats {
   readonly rules = new Map<string, Counters>();
   readonly listeners = new Map<string, Counters>();
   readonly pairs = new Map<string, PairCounters>();
+  /** Counters of one rule's sessions on one of its targets, by `rule\0target`. */
+  readonly targets = new Map<string, Counters>();
+
+  /** The counters of `rule`'s sessions on `target`. Created on first use. */
+  ofTarget(rule: string, target: string): Counters {
+    return this.#get(this.targets, `${rule}\u0000${target}`, false);
+  }
 
   /**
    * Every counter set an event on `listener` under `rule` adds to: the

@@ -51,7 +51,11 @@ Deno.test("tracker: one handle accounts for a session's life, once", async () =>
   const closed: DisconnectReason[] = [];
   const handle = tracker.open(admit(limiter, "10.0.0.1"), { close: (r) => closed.push(r) });
   assertEquals([tracker.size, limiter.active, stats.rules.get("web")!.active], [1, 1, 1]);
-  handle.connected("127.0.0.1:50000", "127.0.0.1:8080");
+  handle.connected({
+    target: "127.0.0.1:8080",
+    local: "127.0.0.1:50000",
+    remote: "127.0.0.1:8080",
+  });
   handle.delivered("up", 100);
   handle.delivered("down", 250);
   handle.error("target: connection reset");
@@ -118,6 +122,14 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
     sessions: [],
     log: { lines_failed: 0, lines_dropped: 0, last_error: null },
     buffers: { budget_bytes: 1024, in_use_bytes: 0, refused: 0 },
+    targets: new Map([["127.0.0.1:8080", {
+      up: false,
+      since: 0,
+      failures: 3,
+      lastError: "connection refused",
+      checked: false,
+    }]]),
+    ruleTargets: new Map([["web", ["127.0.0.1:8080"]]]),
   });
   const text = renderMetrics(report, stats, 0);
   const families = parsePrometheus(text) as {
@@ -129,6 +141,7 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
   assertEquals(up.value, "7");
   assertEquals(up.labels!.listen, "127.0.0.1:80");
   assertIncludes(text, 'portbounce_listener_up{protocol="tcp",listen="127.0.0.1:80"} 1');
+  assertIncludes(text, 'portbounce_target_up{rule="web",target="127.0.0.1:8080"} 0');
 });
 
 Deno.test("the text log line names everything in SPEC order", () => {

@@ -251,7 +251,7 @@ Deno.test("rule-level problems: each class with its message", () => {
     ["server = 1\n", "[server]: expected a table"],
     ['[server]\nlog = "stdrr"\n', '"stdrr" is not an output; did you mean "stderr"?'],
     ["[server]\nlog = []\n", "expected at least one output"],
-    ['[server]\nlog = "syslog"\n', '"syslog" is not supported yet'],
+    ['[server]\nlog = "syslog:relative/log"\n', 'expected "syslog:/path/to/socket"'],
     ['[server]\nstatus = "localhost:9180"\n', "status: expected an IP address and port"],
     ["[server]\nstatus = 9180\n", 'status: expected "ADDRESS:PORT"'],
     [
@@ -291,4 +291,71 @@ Deno.test("an empty rule file is valid, with a warning", () => {
   assert(result.ok);
   assertEquals(result.config.rules.length, 0);
   assertIncludes(result.warnings[0].message, "no [[rule]] tables");
+});
+
+Deno.test("several targets, balance, health checks, source, PROXY protocol and bandwidth", () => {
+  const config = loadRules(`
+[server]
+source = "127.0.0.5"
+
+[[rule]]
+name = "web"
+listen = "127.0.0.1:80"
+bounce_to = ["127.0.0.1:8081", "127.0.0.1:8082"]
+balance = "round-robin"
+health_check = { interval = "2s", timeout = "500ms", rise = 1, fall = 2 }
+proxy_protocol = "v2"
+bandwidth = "10MiB/s"
+
+[[rule]]
+name = "dns"
+protocol = "udp"
+listen = "127.0.0.1:53"
+bounce_to = "127.0.0.1:5353"
+health_check = "5s"
+source = "lo"
+`);
+  const [web, dns] = config.rules;
+  assert(web.action === "pass" && dns.action === "pass");
+  assertEquals(web.bounceTo.map((t) => t.text), ["127.0.0.1:8081", "127.0.0.1:8082"]);
+  assertEquals(web.balance, "round-robin");
+  assertEquals(web.healthCheck, { intervalMs: 2_000, timeoutMs: 500, rise: 1, fall: 2 });
+  assertEquals(web.proxyProtocol, "v2");
+  assertEquals(web.bandwidth, 10 * 1024 * 1024);
+  assertEquals(web.source, { kind: "ip", address: "127.0.0.5", family: 4, text: "127.0.0.5" });
+  assertEquals(dns.healthCheck, { intervalMs: 5_000, timeoutMs: 2_000, rise: 2, fall: 3 });
+  assertEquals(dns.source, { kind: "interface", name: "lo", text: "lo" });
+  assertEquals(dns.balance, "failover", "the default");
+});
+
+Deno.test("bad target lists, balance modes, rates and PROXY on UDP are located errors", () => {
+  const rule = (extra: string, target = '"127.0.0.1:81"') =>
+    `[[rule]]\nname = "r"\nlisten = "127.0.0.1:80"\nbounce_to = ${target}\n${extra}\n`;
+  const cases: [string, string][] = [
+    [rule("", "[]"), 'rules.toml:4: rule "r" (rule #1): bounce_to: expected at least one target'],
+    [rule("", '["127.0.0.1:81", "127.0.0.1:81"]'), 'bounce_to: "127.0.0.1:81" is listed twice'],
+    [
+      rule('balance = "random"'),
+      'rules.toml:5: rule "r" (rule #1): balance: expected one of "failover", "round-robin", "least-sessions", "source-hash", got "random"',
+    ],
+    [rule('bandwidth = "10"'), 'bandwidth: expected a rate such as "10MiB/s"'],
+    [rule('bandwidth = "10MiB"'), 'bandwidth: expected a rate such as "10MiB/s"'],
+    [rule('bandwidth = "0MiB/s"'), "must be more than 0"],
+    [
+      rule('protocol = "udp"\nproxy_protocol = "v1"'),
+      "a PROXY protocol header goes at the start of a TCP stream",
+    ],
+    [rule('proxy_protocol = "v3"'), 'proxy_protocol: expected one of "v1", "v2"'],
+    [rule('source = "[::1]"'), 'source: "[::1]" is IPv6 but target "127.0.0.1:81" is IPv4'],
+    [rule('source = "0.0.0.0"'), "is not one address"],
+    [
+      rule('health_check = { interval = "1s", timeout = "2s" }'),
+      "timeout must not be longer than interval",
+    ],
+    [rule("health_check = { rise = 0 }"), "rise: expected a whole number from 1 to 100"],
+    [rule('health_check = { every = "1s" }'), 'unknown key "every"'],
+  ];
+  for (const [text, expected] of cases) {
+    assertIncludes(problems(text).join("\n"), expected);
+  }
 });

@@ -12,7 +12,7 @@ function plan(text: string, resolved: ResolvedNames = new Map()) {
 
 /** The plan with its problems (and this host's addresses). */
 function planned(text: string, resolved: ResolvedNames = new Map(), local = new Set<string>()) {
-  return buildPlan(loadRules(text), resolved, local);
+  return buildPlan(loadRules(text), resolved, { localAddresses: local, interfaces: new Map() });
 }
 
 Deno.test("one listener per (protocol, address, port), rules in file order", () => {

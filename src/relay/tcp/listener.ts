@@ -83,12 +83,15 @@ export class TcpRelayListener implements RelayListener {
       }
       return;
     }
-    const { rule, targets, admission } = decision;
+    const { rule, targets, source, admission } = decision;
     const session = new TcpSession({
       client: conn,
       rule,
       targets,
+      source,
+      clientIp: clientIp!.toString(),
       dialer: this.host.dialer,
+      pool: this.host.targets,
       sweeper: this.host.sweeper,
       isOwnListener: (remote, local) => this.host.isOwnListener(remote, local),
     });
@@ -99,7 +102,7 @@ export class TcpRelayListener implements RelayListener {
         client,
         clientIp: clientIp!.toString(),
         listen,
-        target: formatTarget(targets[0]),
+        target: targets.map(formatTarget).join(", "),
       },
       rule,
       admission,

@@ -17,8 +17,10 @@
  *
  * @module
  */
+import type { Bandwidth } from "../bandwidth.ts";
 import { BufferPool, relayBuffers } from "../buffer_pool.ts";
 import { describeIoError } from "../errors.ts";
+import type { RelayConn } from "./conn.ts";
 
 const SMALL_BUFFER = 2 * 1024;
 const LARGE_BUFFER = 256 * 1024;
@@ -52,6 +54,8 @@ export class Direction {
     readonly delivered: (bytes: number) => void,
     /** The source failed while a write was pending (the loop itself is blocked). */
     readonly sourceFailed: (error: PipeError) => void,
+    /** The rule's bandwidth for this direction, or null. */
+    readonly bandwidth: Bandwidth | null = null,
   ) {}
 }
 
@@ -68,8 +72,8 @@ function release(buffer: Uint8Array): void {
  * Throws {@linkcode PipeError} on an I/O error either side.
  */
 export async function pipe(
-  source: Deno.Conn,
-  destination: Deno.Conn,
+  source: RelayConn,
+  destination: RelayConn,
   state: Direction,
   other: Direction,
 ): Promise<void> {
@@ -97,9 +101,13 @@ export async function pipe(
       reading = read(next);
       ahead = next;
       state.writingSince = now;
+      const bandwidth = state.bandwidth;
       try {
         for (let written = 0; written < n;) {
-          const wrote = await destination.write(buffer.subarray(written, n));
+          // Under a bandwidth limit, write in slices, each waiting its turn (the read pauses).
+          const end = bandwidth ? Math.min(n, written + bandwidth.slice) : n;
+          if (bandwidth) await bandwidth.take(end - written);
+          const wrote = await destination.write(buffer.subarray(written, end));
           written += wrote;
           state.lastActivity = performance.now();
           state.delivered(wrote);

@@ -1,17 +1,22 @@
 /**
- * One TCP session: connect to the target, relay both directions with
- * half-close, end it when it is idle or a write stalls, and report through
- * its {@linkcode SessionHandle} how it went and how it ended.
+ * One TCP session: connect to a target (the next one when a connect fails,
+ * within the rule's connect budget), send a PROXY header if the rule asks,
+ * relay both directions with half-close under the rule's bandwidth, end it
+ * when it is idle or a write stalls, and report through its
+ * {@linkcode SessionHandle} how it went and how it ended.
  *
  * @module
  */
 import type { PassRule } from "../../config/types.ts";
-import type { Target } from "../../rules/plan.ts";
+import { formatTarget, type SourcePlan, type Target } from "../../rules/plan.ts";
 import { type Dialer, DialTimeout } from "../dial.ts";
 import { describeConnectError } from "../errors.ts";
+import type { TargetPool } from "../host.ts";
 import { peerText } from "../peer.ts";
+import { proxyHeader } from "../proxy_protocol.ts";
 import type { Closable, DisconnectReason, SessionHandle } from "../session.ts";
 import type { Sweepable, Sweeper } from "../sweeper.ts";
+import type { RelayConn } from "./conn.ts";
 import { Direction, pipe, PipeError } from "./pipe.ts";
 
 /** What a TCP session starts from. */
@@ -20,12 +25,17 @@ export interface TcpSessionSetup {
   readonly client: Deno.TcpConn;
   /** The rule that admitted it: timeouts come from here. */
   readonly rule: PassRule;
-  /** Where to connect, in order of preference. */
+  /** Where to connect, as listed; the pool says in which order. */
   readonly targets: readonly Target[];
+  /** The address to connect from, or null. */
+  readonly source: SourcePlan | null;
+  /** The client's address alone, for `source-hash`. */
+  readonly clientIp: string;
   readonly dialer: Dialer;
+  readonly pool: TargetPool;
   /** Checks the session's idle and stall deadlines. */
   readonly sweeper: Sweeper;
-  /** Whether a connection to this address reached one of portbounce's own listeners. */
+  /** Whether a connection (from `local`) to `remote` reached one of portbounce's own listeners. */
   readonly isOwnListener: (remote: Deno.NetAddr, local: Deno.NetAddr) => boolean;
 }
 
@@ -38,7 +48,7 @@ export class TcpSession implements Closable, Sweepable {
   #reason: DisconnectReason | undefined;
   #error: string | undefined;
   #firstEnd: "client" | "target" | undefined;
-  #targetConn: Deno.TcpConn | undefined;
+  #targetConn: RelayConn | undefined;
   /** Aborts the connect in progress; dropped once connected (idle sessions stay small). */
   #connecting: AbortController | undefined;
   #handle: SessionHandle | undefined;
@@ -101,41 +111,70 @@ export class TcpSession implements Closable, Sweepable {
     }
   }
 
-  async #connect(handle: SessionHandle): Promise<Deno.TcpConn | undefined> {
-    const { rule, targets, dialer } = this.setup;
-    const connecting = this.#connecting = new AbortController();
-    try {
-      const conn = await dialer.tcp(targets[0], rule.connectTimeoutMs, connecting);
-      if (this.#reason) {
-        // Closed (drain, shutdown) while connecting.
-        closeQuietly(conn);
-        return undefined;
+  /** Tries the targets in the pool's order until one answers, within `connect_timeout` in all. */
+  async #connect(handle: SessionHandle): Promise<RelayConn | undefined> {
+    const { rule, targets, dialer, pool, source } = this.setup;
+    const order = pool.order(rule, targets, this.setup.clientIp);
+    const started = performance.now();
+    const failures: string[] = [];
+    for (let i = 0; i < order.length; i++) {
+      const left = rule.connectTimeoutMs - (performance.now() - started);
+      if (left <= 0) break;
+      const target = order[i];
+      const connecting = this.#connecting = new AbortController();
+      try {
+        // Each target left gets its share of what remains of the budget.
+        const conn = await dialer.tcp(target, left / (order.length - i), connecting, source);
+        this.#connecting = undefined;
+        if (this.#reason) {
+          // Closed (drain, shutdown) while connecting.
+          closeQuietly(conn);
+          return undefined;
+        }
+        if (this.setup.isOwnListener(conn.remoteAddr, conn.localAddr)) {
+          closeQuietly(conn);
+          this.#setError(
+            `${
+              peerText(conn.remoteAddr)
+            } is one of portbounce's own listeners: the session would loop`,
+          );
+          return undefined;
+        }
+        pool.succeeded(target);
+        this.#targetConn = conn;
+        handle.connected({
+          target: formatTarget(target),
+          local: peerText(conn.localAddr),
+          remote: peerText(conn.remoteAddr),
+        });
+        return conn;
+      } catch (error) {
+        this.#connecting = undefined;
+        if (this.#reason) return undefined;
+        const cause = error instanceof DialTimeout ? error.message : describeConnectError(error);
+        pool.failed(target, cause);
+        failures.push(`${formatTarget(target)}: ${cause}`);
+        if (order.length > 1 && i < order.length - 1) {
+          handle.attemptFailed(formatTarget(target), cause);
+        }
       }
-      if (this.setup.isOwnListener(conn.remoteAddr, conn.localAddr)) {
-        closeQuietly(conn);
-        this.#reason = "error";
-        this.#error = `${
-          peerText(conn.remoteAddr)
-        } is one of portbounce's own listeners: the session would loop`;
-        handle.error(this.#error);
-        return undefined;
-      }
-      this.#targetConn = conn;
-      return conn;
-    } catch (error) {
-      if (this.#reason) return undefined;
-      const cause = error instanceof DialTimeout ? error.message : describeConnectError(error);
-      this.#reason = "error";
-      this.#error = cause;
-      handle.error(cause);
-      return undefined;
-    } finally {
-      this.#connecting = undefined;
     }
+    this.#setError(
+      order.length === 1
+        ? failures[0]?.replace(/^[^ ]+: /, "") ?? "no connect budget left"
+        : `all ${order.length} targets failed: ${failures.join("; ")}`,
+    );
+    return undefined;
   }
 
-  async #relay(target: Deno.TcpConn, handle: SessionHandle): Promise<void> {
-    const client = this.setup.client;
+  #setError(cause: string): void {
+    this.#reason = "error";
+    this.#error = cause;
+    this.#handle!.error(cause);
+  }
+
+  async #relay(target: RelayConn, handle: SessionHandle): Promise<void> {
+    const { client, rule, pool } = this.setup;
     for (const conn of [client, target]) {
       try {
         conn.setNoDelay(true);
@@ -144,14 +183,31 @@ export class TcpSession implements Closable, Sweepable {
         // The peer may already be gone; the relay below reports that.
       }
     }
-    handle.connected(peerText(target.localAddr), peerText(target.remoteAddr));
+    if (rule.proxyProtocol) {
+      const header = proxyHeader(rule.proxyProtocol, {
+        clientAddress: client.remoteAddr.hostname,
+        clientPort: client.remoteAddr.port,
+        listenAddress: client.localAddr.hostname,
+        listenPort: client.localAddr.port,
+      });
+      try {
+        for (let written = 0; written < header.length;) {
+          written += await target.write(header.subarray(written));
+        }
+      } catch (error) {
+        return this.#pipeFailed(new PipeError("destination", error), "client");
+      }
+    }
+    const bandwidth = pool.bandwidth(rule);
     const up = this.#up = new Direction(
       (n) => handle.delivered("up", n),
       (error) => this.#pipeFailed(error, "client"),
+      bandwidth?.up ?? null,
     );
     const down = this.#down = new Direction(
       (n) => handle.delivered("down", n),
       (error) => this.#pipeFailed(error, "target"),
+      bandwidth?.down ?? null,
     );
     this.setup.sweeper.add(this);
     await Promise.all([
@@ -166,7 +222,7 @@ export class TcpSession implements Closable, Sweepable {
     ]);
   }
 
-  #probe(conn: Deno.TcpConn, side: "client" | "target"): void {
+  #probe(conn: RelayConn, side: "client" | "target"): void {
     conn.write(EMPTY).catch((error) => this.#pipeFailed(new PipeError("source", error), side));
   }
 
@@ -175,6 +231,11 @@ export class TcpSession implements Closable, Sweepable {
     const writing = reading === "client" ? "target" : "client";
     const side = error instanceof PipeError && error.side === "destination" ? writing : reading;
     const reset = error instanceof PipeError && error.isReset;
+    if (reset && !this.#reason) {
+      // Pass the reset on where the runtime can (a node:net connection toward the target).
+      const other = side === "client" ? this.#targetConn : undefined;
+      other?.reset?.();
+    }
     this.#fail(
       reset ? "reset" : "error",
       `${side}: ${error instanceof Error ? error.message : String(error)}`,
@@ -190,7 +251,7 @@ export class TcpSession implements Closable, Sweepable {
   }
 }
 
-function closeQuietly(conn: Deno.Conn): void {
+function closeQuietly(conn: RelayConn): void {
   try {
     conn.close();
   } catch {

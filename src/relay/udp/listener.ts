@@ -113,13 +113,17 @@ export class UdpRelayListener implements RelayListener {
       });
       return;
     }
-    const { rule, targets, admission } = decision;
+    const { rule, targets, source, admission } = decision;
+    // No connect to fail over with: the flow takes the first target the pool offers.
+    const [target] = this.host.targets.order(rule, targets, clientIp!.toString());
     const session = new UdpSession({
       client: from,
       rule,
-      targets,
+      target,
+      source,
       dialer: this.host.dialer,
       tuning: this.host.tuning,
+      bandwidth: this.host.targets.bandwidth(rule),
       sendReply: (reply, to) => this.socket.send(reply, to),
       onEnd: () => this.#flows.delete(key),
     });
@@ -131,7 +135,7 @@ export class UdpRelayListener implements RelayListener {
         client,
         clientIp: clientIp!.toString(),
         listen,
-        target: formatTarget(targets[0]),
+        target: formatTarget(target),
       },
       rule,
       admission,

@@ -22,7 +22,8 @@
  */
 import { parseClientAddress } from "../../config/network.ts";
 import type { PassRule } from "../../config/types.ts";
-import type { Target } from "../../rules/plan.ts";
+import { formatTarget, type SourcePlan, type Target } from "../../rules/plan.ts";
+import type { Bandwidth } from "../bandwidth.ts";
 import { BufferPool, relayBuffers } from "../buffer_pool.ts";
 import type { Dialer } from "../dial.ts";
 import { describeIoError } from "../errors.ts";
@@ -47,8 +48,13 @@ export type ReplySender = (data: Uint8Array, client: Deno.NetAddr) => Promise<un
 export interface UdpSessionSetup {
   readonly client: Deno.NetAddr;
   readonly rule: PassRule;
-  readonly targets: readonly Target[];
+  /** The target this flow sends to, for its whole life. */
+  readonly target: Target;
+  /** The address to send from, or null. */
+  readonly source: SourcePlan | null;
   readonly dialer: Dialer;
+  /** The rule's bandwidth budgets: datagrams beyond them are dropped. */
+  readonly bandwidth: { readonly up: Bandwidth; readonly down: Bandwidth } | null;
   readonly tuning: RelayTuning;
   readonly sendReply: ReplySender;
   /** Called once, when the flow has ended. */
@@ -80,7 +86,11 @@ export class UdpSession implements Closable {
     this.#queue!.push(first.slice());
     try {
       if (await this.#open()) {
-        handle.connected(peerText(this.#socket!.addr as Deno.NetAddr), peerText(this.#target!));
+        handle.connected({
+          target: formatTarget(this.setup.target),
+          local: peerText(this.#socket!.addr as Deno.NetAddr),
+          remote: peerText(this.#target!),
+        });
         this.#armTimer();
         const queued = this.#queue!;
         this.#queue = undefined;
@@ -128,7 +138,7 @@ export class UdpSession implements Closable {
 
   async #open(): Promise<boolean> {
     try {
-      const upstream = await this.setup.dialer.udp(this.setup.targets[0]);
+      const upstream = await this.setup.dialer.udp(this.setup.target, this.setup.source);
       if (this.#closed) {
         upstream.socket.close();
         return false;
@@ -146,6 +156,10 @@ export class UdpSession implements Closable {
 
   async #send(data: Uint8Array): Promise<void> {
     this.#touch();
+    if (this.setup.bandwidth && !this.setup.bandwidth.up.tryTake(data.length)) {
+      this.#handle!.dropped("bandwidth");
+      return;
+    }
     try {
       await this.#socket!.send(data, this.#target!);
       this.#handle!.delivered("up", data.length);
@@ -193,7 +207,7 @@ export class UdpSession implements Closable {
       this.close("error");
       return;
     }
-    if (from.port === own.port && isLoopback(from.hostname)) return; // Our own wake-up.
+    if (from.port === own.port && isOwnAddress(from.hostname, own)) return; // Our own wake-up.
     if (!this.#fromTarget(from)) {
       handle.dropped("not-from-target");
       return;
@@ -208,6 +222,10 @@ export class UdpSession implements Closable {
         "truncated",
         `reply of ${buffer.length} bytes or more arrived while ${why} and was dropped`,
       );
+      return;
+    }
+    if (this.setup.bandwidth && !this.setup.bandwidth.down.tryTake(data.length)) {
+      handle.dropped("bandwidth");
       return;
     }
     try {
@@ -241,8 +259,7 @@ export class UdpSession implements Closable {
     const socket = this.#socket;
     if (!socket || this.#closed) return;
     const own = socket.addr as Deno.NetAddr;
-    const loopback = own.hostname.includes(":") ? "::1" : "127.0.0.1";
-    socket.send(new Uint8Array(0), { transport: "udp", hostname: loopback, port: own.port })
+    socket.send(new Uint8Array(0), { transport: "udp", hostname: wakeAddress(own), port: own.port })
       .catch(() => {});
   }
 
@@ -272,7 +289,15 @@ export class UdpSession implements Closable {
   }
 }
 
-function isLoopback(hostname: string): boolean {
-  const address = parseClientAddress(hostname);
-  return address !== null && address.range() === "loopback";
+/** Where a socket sends itself its wake-up: its own address, or loopback when bound to every address. */
+function wakeAddress(own: Deno.NetAddr): string {
+  if (own.hostname === "0.0.0.0") return "127.0.0.1";
+  if (own.hostname === "::") return "::1";
+  return own.hostname;
+}
+
+/** Whether a datagram's sender is this socket itself (its wake-up). */
+function isOwnAddress(hostname: string, own: Deno.NetAddr): boolean {
+  const from = parseClientAddress(hostname);
+  return from !== null && from.toString() === parseClientAddress(wakeAddress(own))?.toString();
 }

@@ -1,0 +1,179 @@
+/**
+ * The targets of the rules in force: their health (passive from sessions'
+ * connects, active from `health_check`), live session counts for
+ * `least-sessions`, round-robin counters, and each rule's bandwidth budgets.
+ * Health is kept by target address, so a reload keeps it for targets that
+ * stay; budgets are kept by rule name while the rate stays.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { HealthCheck, PassRule, Rule } from "../config/types.ts";
+import { targetOrder } from "../relay/balance.ts";
+import { Bandwidth } from "../relay/bandwidth.ts";
+import type { Dialer } from "../relay/dial.ts";
+import { describeConnectError } from "../relay/errors.ts";
+import { TargetHealth } from "../relay/health.ts";
+import type { TargetPool } from "../relay/host.ts";
+import { formatTarget, type ListenerPlan, type SourcePlan, type Target } from "../rules/plan.ts";
+
+/** One target's state, as the status shows it. */
+export interface TargetState {
+  readonly target: string;
+  readonly up: boolean;
+  /** Wall-clock time of the last change (epoch ms). */
+  readonly since: number;
+  readonly failures: number;
+  readonly lastError: string | null;
+  readonly sessions: number;
+  /** Whether active checks run for it. */
+  readonly checked: boolean;
+}
+
+interface Checker {
+  readonly timer: ReturnType<typeof setInterval>;
+  readonly check: HealthCheck;
+}
+
+/** The engine's targets. */
+export class TargetRegistry implements TargetPool {
+  readonly #health = new Map<string, TargetHealth & { sessions: number }>();
+  readonly #rounds = new Map<string, number>();
+  readonly #bandwidth = new Map<string, { rate: number; up: Bandwidth; down: Bandwidth }>();
+  readonly #checkers = new Map<string, Checker>();
+
+  constructor(readonly log: Logger, readonly dialer: Dialer) {}
+
+  #state(target: Target): TargetHealth & { sessions: number } {
+    const key = formatTarget(target);
+    let state = this.#health.get(key);
+    if (!state) this.#health.set(key, state = Object.assign(new TargetHealth(), { sessions: 0 }));
+    return state;
+  }
+
+  order(rule: PassRule, targets: readonly Target[], client: string): Target[] {
+    if (targets.length === 1) return [...targets];
+    const now = performance.now();
+    return targetOrder(targets, rule.balance, {
+      usable: (t) => this.#state(t).usable(now),
+      sessions: (t) => this.#state(t).sessions,
+      next: () => {
+        const n = this.#rounds.get(rule.name) ?? 0;
+        this.#rounds.set(rule.name, n + 1);
+        return n;
+      },
+    }, client);
+  }
+
+  succeeded(target: Target, rise = 1): void {
+    if (this.#state(target).succeeded(rise)) {
+      this.log.info("target {target} is up again", { target: formatTarget(target) });
+    }
+  }
+
+  failed(target: Target, error: string, fall?: number): void {
+    const state = this.#state(target);
+    if (state.failed(error, performance.now(), fall)) {
+      this.log.warn("target {target} is down after {failures} failed connects: {error}", {
+        target: formatTarget(target),
+        failures: state.failures,
+        error,
+      });
+    }
+  }
+
+  bandwidth(rule: PassRule): { up: Bandwidth; down: Bandwidth } | null {
+    if (rule.bandwidth === null) return null;
+    const kept = this.#bandwidth.get(rule.name);
+    if (kept && kept.rate === rule.bandwidth) return kept;
+    const fresh = {
+      rate: rule.bandwidth,
+      up: new Bandwidth(rule.bandwidth),
+      down: new Bandwidth(rule.bandwidth),
+    };
+    this.#bandwidth.set(rule.name, fresh);
+    return fresh;
+  }
+
+  /** A session is on `target` now (until `left`). */
+  joined(target: string): void {
+    const state = this.#health.get(target);
+    if (state) state.sessions++;
+  }
+
+  left(target: string): void {
+    const state = this.#health.get(target);
+    if (state) state.sessions = Math.max(0, state.sessions - 1);
+  }
+
+  /**
+   * The rules in force changed: forget targets and budgets nobody uses any
+   * more, and run active checks for the targets of rules that ask for them.
+   */
+  apply(rules: readonly Rule[], listeners: readonly ListenerPlan[]): void {
+    const wanted = new Map<
+      string,
+      { target: Target; check: HealthCheck; source: SourcePlan | null }
+    >();
+    const used = new Set<string>();
+    for (const listener of listeners) {
+      for (const { rule, targets, source } of listener.bindings) {
+        for (const target of targets) {
+          const key = formatTarget(target);
+          used.add(key);
+          this.#state(target);
+          if (rule.action === "pass" && rule.healthCheck && !wanted.has(key)) {
+            wanted.set(key, { target, check: rule.healthCheck, source });
+          }
+        }
+      }
+    }
+    for (const key of this.#health.keys()) if (!used.has(key)) this.#health.delete(key);
+    const names = new Set(rules.map((r) => r.name));
+    for (const name of this.#bandwidth.keys()) if (!names.has(name)) this.#bandwidth.delete(name);
+    for (const [key, checker] of this.#checkers) {
+      const want = wanted.get(key);
+      if (!want || JSON.stringify(want.check) !== JSON.stringify(checker.check)) {
+        clearInterval(checker.timer);
+        this.#checkers.delete(key);
+      }
+    }
+    for (const [key, { target, check, source }] of wanted) {
+      if (this.#checkers.has(key)) continue;
+      const timer = setInterval(() => this.#check(target, check, source), check.intervalMs);
+      Deno.unrefTimer(timer);
+      this.#checkers.set(key, { timer, check });
+      this.#check(target, check, source);
+    }
+  }
+
+  /** One active check: a TCP connect within the check's timeout. */
+  async #check(target: Target, check: HealthCheck, source: SourcePlan | null): Promise<void> {
+    try {
+      const conn = await this.dialer.tcp(target, check.timeoutMs, new AbortController(), source);
+      conn.close();
+      this.succeeded(target, check.rise);
+    } catch (error) {
+      this.failed(target, describeConnectError(error), check.fall);
+    }
+  }
+
+  /** Stops every active check. */
+  stop(): void {
+    for (const checker of this.#checkers.values()) clearInterval(checker.timer);
+    this.#checkers.clear();
+  }
+
+  /** Every target's state now. */
+  states(): Map<string, TargetState> {
+    return new Map([...this.#health].map(([target, h]) => [target, {
+      target,
+      up: h.up,
+      since: h.since,
+      failures: h.failures,
+      lastError: h.lastError,
+      sessions: h.sessions,
+      checked: this.#checkers.has(target),
+    }]));
+  }
+}
