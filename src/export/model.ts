@@ -1,0 +1,277 @@
+/**
+ * What `portbounce export` turns into router rules: every rule's listen
+ * addresses, ports, protocols, client networks and targets, with names
+ * resolved, in file order, and what a router cannot do of it. Pure: names
+ * and interfaces are resolved before, and passed in.
+ *
+ * @module
+ */
+import type { ListenEndpoint, PortRange, TargetEndpoint } from "../config/endpoint.ts";
+import { formatDuration } from "../config/duration.ts";
+import type { ConfigProblem } from "../config/load.ts";
+import { type IpAddress, parseIp } from "../config/network.ts";
+import { formatSize } from "../config/size.ts";
+import { type Config, type PassRule, type Rule, ruleLabel, ruleWhere } from "../config/types.ts";
+
+/** Where packets are headed, as the router matches them. */
+export type Destination =
+  /** One address. */
+  | { readonly kind: "address"; readonly address: string; readonly family: 4 | 6 }
+  /** Any address of the router (`*`, `0.0.0.0`, `[::]`), of one family or both. */
+  | { readonly kind: "local"; readonly family: 4 | 6 | null }
+  /** Arriving on a network interface, at one of the router's addresses. */
+  | { readonly kind: "interface"; readonly name: string };
+
+/** One target, resolved. */
+export interface ExportTarget {
+  readonly address: string;
+  readonly family: 4 | 6;
+  /** As written, when it was a name (for a comment). */
+  readonly name: string | null;
+  /** Null keeps the listen port; a range of the listen range's length maps port N to the N-th. */
+  readonly ports: PortRange | null;
+}
+
+/** One (listen address, ports, protocol) of a rule. */
+export interface ExportMatch {
+  readonly protocol: "tcp" | "udp";
+  readonly destination: Destination;
+  /** As written, when it was a host name (for a comment). */
+  readonly destinationName: string | null;
+  readonly ports: PortRange;
+}
+
+/** A rule, as the router is to apply it. */
+export interface ExportRule {
+  readonly rule: Rule;
+  readonly matches: readonly ExportMatch[];
+  /** Client networks by family; null: any client. */
+  readonly from: { readonly v4: readonly string[]; readonly v6: readonly string[] } | null;
+  /** For pass rules, the targets of each family (a family without one cannot be bounced). */
+  readonly targets: readonly ExportTarget[];
+  /** What the router will not do of this rule, one line each. */
+  readonly notDone: readonly string[];
+}
+
+/** Addresses found for names, for export (listen host names, target names, interfaces). */
+export interface ExportNames {
+  /** Host name -> its addresses. */
+  readonly hosts: ReadonlyMap<string, readonly string[]>;
+  /** Interface names this router has. */
+  readonly interfaces: ReadonlySet<string>;
+  /** Whether an address is one of the router's own (loopback always is). */
+  isLocal(address: IpAddress): boolean;
+}
+
+/** The whole export, or why it cannot be made faithfully. */
+export type ExportModel =
+  | { readonly ok: true; readonly rules: readonly ExportRule[] }
+  | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+
+/** Builds the export model of a valid rule set. */
+export function buildExport(config: Config, names: ExportNames): ExportModel {
+  const problems: ConfigProblem[] = [];
+  const rules: ExportRule[] = [];
+  for (const rule of config.rules) {
+    const where = (key: string) => ruleWhere(config.source, rule, key);
+    const matches: ExportMatch[] = [];
+    for (const endpoint of rule.listen) {
+      const destinations = destinationsOf(endpoint, names);
+      if ("error" in destinations) {
+        problems.push({
+          where: where("listen"),
+          message: `${ruleLabel(rule)}: listen: ${destinations.error}`,
+        });
+        continue;
+      }
+      for (const protocol of rule.protocols) {
+        for (const destination of destinations) {
+          matches.push({
+            protocol,
+            destination,
+            destinationName: endpoint.host.kind === "name" && destination.kind === "address"
+              ? endpoint.host.name
+              : null,
+            ports: endpoint.ports,
+          });
+        }
+      }
+      if (endpoint.ports.first === 0) {
+        problems.push({
+          where: where("listen"),
+          message: `${
+            ruleLabel(rule)
+          }: listen: "${endpoint.text}": port 0 is picked when portbounce starts; a router needs the port`,
+        });
+      }
+    }
+    const targets: ExportTarget[] = [];
+    // Loopback listeners take this host's own clients: their packets can be redirected locally.
+    const local = matches.length > 0 && matches.every((m) => isLoopback(m.destination));
+    if (rule.action === "pass") {
+      for (const endpoint of rule.bounceTo) {
+        const resolved = targetsOf(endpoint, names);
+        if ("error" in resolved) {
+          problems.push({
+            where: where("bounce_to"),
+            message: `${ruleLabel(rule)}: bounce_to: ${resolved.error}`,
+          });
+          continue;
+        }
+        for (const target of resolved) {
+          const ip = parseIp(target.address) as IpAddress;
+          if (local && ip.range() !== "loopback") {
+            problems.push({
+              where: where("bounce_to"),
+              message: `${
+                ruleLabel(rule)
+              }: bounce_to: "${endpoint.text}" is elsewhere, but the rule listens on loopback: packets from 127.0.0.1 cannot leave the host, so a router cannot do this; listen on the router's own address instead`,
+            });
+          } else if (!local && names.isLocal(ip)) {
+            problems.push({
+              where: where("bounce_to"),
+              message: `${
+                ruleLabel(rule)
+              }: bounce_to: "${endpoint.text}" is on the router itself (${target.address}) while clients come from elsewhere: a router translates their packets toward other hosts, not to its own services; keep portbounce for this rule, or give the target's own address`,
+            });
+          }
+          targets.push(target);
+        }
+      }
+      for (const match of matches) {
+        const family = familyOf(match.destination);
+        if (family !== null && !targets.some((t) => t.family === family)) {
+          problems.push({
+            where: where("bounce_to"),
+            message: `${ruleLabel(rule)}: bounce_to has no IPv${family} target for listen ${
+              describeDestination(match.destination)
+            }: a router cannot translate between families`,
+          });
+        }
+      }
+    }
+    rules.push({ rule, matches, from: fromOf(rule), targets, notDone: notDone(rule) });
+  }
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, rules };
+}
+
+/** Whether packets to a destination come from this host only (loopback addresses). */
+export function isLoopback(destination: Destination): boolean {
+  if (destination.kind !== "address") return false;
+  const ip = parseIp(destination.address);
+  return !("error" in ip) && ip.range() === "loopback";
+}
+
+function familyOf(destination: Destination): 4 | 6 | null {
+  return destination.kind === "address"
+    ? destination.family
+    : destination.kind === "local"
+    ? destination.family
+    : null;
+}
+
+/** `203.0.113.10`, `any local address`, `interface eth1`. */
+export function describeDestination(destination: Destination): string {
+  switch (destination.kind) {
+    case "address":
+      return destination.address;
+    case "local":
+      return destination.family === null
+        ? "any local address"
+        : `any local IPv${destination.family} address`;
+    case "interface":
+      return `interface ${destination.name}`;
+  }
+}
+
+function destinationsOf(
+  endpoint: ListenEndpoint,
+  names: ExportNames,
+): Destination[] | { error: string } {
+  const host = endpoint.host;
+  switch (host.kind) {
+    case "any":
+      return [{ kind: "local", family: null }];
+    case "ip":
+      if (host.address === "0.0.0.0") return [{ kind: "local", family: 4 }];
+      if (host.address === "::") return [{ kind: "local", family: null }];
+      return [{ kind: "address", address: host.address, family: host.family }];
+    case "name": {
+      if (names.interfaces.has(host.name)) return [{ kind: "interface", name: host.name }];
+      const found = names.hosts.get(host.name);
+      if (!found || found.length === 0) return { error: `"${host.name}" did not resolve` };
+      return found.map((address) => ({
+        kind: "address" as const,
+        address,
+        family: address.includes(":") ? 6 as const : 4 as const,
+      }));
+    }
+  }
+}
+
+function targetsOf(
+  endpoint: TargetEndpoint,
+  names: ExportNames,
+): ExportTarget[] | { error: string } {
+  const host = endpoint.host;
+  if (host.kind === "ip") {
+    return [{ address: host.address, family: host.family, name: null, ports: endpoint.ports }];
+  }
+  const found = names.hosts.get(host.name);
+  if (!found || found.length === 0) return { error: `"${host.name}" did not resolve` };
+  // A router rule takes one address per name: the first the resolver gives of each family.
+  const v4 = found.find((a) => !a.includes(":"));
+  const v6 = found.find((a) => a.includes(":"));
+  return [v4, v6].filter((a): a is string => a !== undefined).map((address) => ({
+    address,
+    family: address.includes(":") ? 6 : 4,
+    name: host.name,
+    ports: endpoint.ports,
+  }));
+}
+
+function fromOf(rule: Rule): ExportRule["from"] {
+  const networks = rule.from.map((n) => n.text);
+  if (networks.includes("0.0.0.0/0") && networks.includes("::/0")) return null;
+  return {
+    v4: networks.filter((n) => !n.includes(":")),
+    v6: networks.filter((n) => n.includes(":")),
+  };
+}
+
+/** What portbounce does for a rule that a packet filter cannot. */
+function notDone(rule: Rule): string[] {
+  const lines: string[] = [];
+  if (rule.action !== "pass") return lines;
+  const pass = rule as PassRule;
+  // Defaults are said once in the header; what the rule sets itself is said here.
+  if (pass.idleTimeoutMs > 0) lines.push(`idle_timeout ${formatDuration(pass.idleTimeoutMs)}`);
+  if (pass.stallTimeoutMs !== 300_000 && pass.stallTimeoutMs > 0) {
+    lines.push(`stall_timeout ${formatDuration(pass.stallTimeoutMs)}`);
+  }
+  if (pass.protocols.includes("udp") && pass.udpIdleTimeoutMs !== 60_000) {
+    lines.push(
+      `udp_idle_timeout ${formatDuration(pass.udpIdleTimeoutMs)} (conntrack's UDP timeouts apply)`,
+    );
+  }
+  if (pass.bounceTo.length > 1 && pass.balance === "failover") {
+    lines.push("failover to the next target: the router sends every session to the first");
+  }
+  if (pass.bounceTo.length > 1 && pass.balance === "least-sessions") {
+    lines.push("least-sessions: the router takes turns (round-robin) instead");
+  }
+  if (pass.healthCheck || pass.bounceTo.length > 1) lines.push("health checks of the targets");
+  if (pass.proxyProtocol) {
+    lines.push(
+      `proxy_protocol ${pass.proxyProtocol}: the router forwards packets as they are; a target expecting a PROXY header will refuse them`,
+    );
+  }
+  if (pass.bandwidth !== null) {
+    lines.push(
+      `bandwidth ${
+        formatSize(pass.bandwidth)
+      }/s as backpressure: the router drops packets beyond the rate instead`,
+    );
+  }
+  return lines;
+}

@@ -1,0 +1,260 @@
+/**
+ * The export as an nftables ruleset: one table of its own (`inet
+ * portbounce` by default), loaded atomically by `nft -f` and replaced by a
+ * second load. A filter chain before destination NAT applies the rules in
+ * file order (pass, block, limits, logging) and drops what no pass rule lets
+ * through on the exported addresses and ports (deny by default); a NAT chain
+ * sends what passes to its targets; with `--masquerade` the router's address
+ * becomes the source toward the targets. Pure.
+ *
+ * @module
+ */
+import type { Rule } from "../config/types.ts";
+import { type ExportOptions, header } from "./text.ts";
+import {
+  type Destination,
+  type ExportMatch,
+  type ExportModel,
+  type ExportRule,
+  type ExportTarget,
+  isLoopback,
+} from "./model.ts";
+
+/** `ct mark` of connections this table translated: 0x7062 ("pb") and the rule number. */
+const MARK = 0x70620000;
+const mark = (rule: Rule) => `0x${(MARK + rule.index).toString(16)}`;
+
+/** Renders the model as `nft -f` input. */
+export function renderNftables(model: ExportModel & { ok: true }, options: ExportOptions): string {
+  const table = options.table;
+  /** Sets by name, emitted only when a line uses them. */
+  const sets = new Map<string, string[]>();
+  const defineSet = (name: string, family: 4 | 6, elements: readonly string[] | null) =>
+    sets.set(name, [
+      `\tset ${name} {`,
+      `\t\ttype ipv${family}_addr`,
+      ...(elements ? [`\t\tflags interval`, `\t\telements = { ${elements.join(", ")} }`] : [
+        `\t\tsize 65535`,
+        `\t\tflags dynamic`,
+      ]),
+      `\t}`,
+    ]);
+  // Packets from elsewhere arrive at prerouting; this host's own (to loopback) leave through output.
+  const chains = {
+    filter: [] as string[],
+    nat: [] as string[],
+    filterOut: [] as string[],
+    natOut: [] as string[],
+  };
+  const post: string[] = [];
+  const denied = new Map<string, { text: string; loopback: boolean }>();
+
+  for (const exported of model.rules) {
+    const { rule } = exported;
+    const label = `${rule.name} (#${rule.index})`;
+    const prefix = `set${rule.index}`;
+    const labelled = new Set<string[]>();
+    for (const match of exported.matches) {
+      const loopback = isLoopback(match.destination);
+      const filter = loopback ? chains.filterOut : chains.filter;
+      const nat = loopback ? chains.natOut : chains.nat;
+      for (const lines of [filter, nat]) {
+        if (!labelled.has(lines)) lines.push(`\t\t# ${label}`);
+        labelled.add(lines);
+      }
+      for (const family of familiesOf(match.destination, exported)) {
+        const head = matchText(match, family, exported, prefix, options.interface);
+        if (head === null) continue; // No client of this family may use the rule.
+        const networks = exported.from?.[family === 4 ? "v4" : "v6"];
+        if (networks) defineSet(`${prefix}_from${family}`, family, networks);
+        const comment = match.destinationName ? ` comment "${match.destinationName}"` : "";
+        if (rule.action === "block") {
+          const log = rule.log.has("block") ? ` log prefix "${logPrefix(rule.name)}"` : "";
+          filter.push(`\t\t${head}${log} drop${comment}`);
+        } else {
+          const ip = family === 4 ? "ip" : "ip6";
+          if (rule.maxSessions > 0) {
+            filter.push(`\t\t${head} ct count over ${rule.maxSessions} drop`);
+          }
+          if (rule.maxSessionsPerClient > 0) {
+            defineSet(`${prefix}_clients${family}`, family, null);
+            filter.push(
+              `\t\t${head} add @${prefix}_clients${family} { ${ip} saddr ct count over ${rule.maxSessionsPerClient} } drop`,
+            );
+          }
+          if (rule.throttle) filter.push(`\t\t${head} limit rate over ${rate(rule.throttle)} drop`);
+          const log = rule.log.has("connect") ? ` log prefix "${logPrefix(rule.name)}"` : "";
+          filter.push(`\t\t${head}${log} accept${comment}`);
+          const to = dnatTarget(exported, match, family);
+          nat.push(`\t\t${head} ct mark set ${mark(rule)} dnat ${ip} to ${to.text}${comment}`);
+          if (to.note) nat.push(`\t\t# ${to.note}`);
+        }
+        // Deny by default: once for each exported address and port.
+        const key = `${match.protocol} ${family} ${
+          JSON.stringify(match.destination)
+        } ${match.ports.first}-${match.ports.last}`;
+        if (!denied.has(key)) {
+          denied.set(key, { text: destinationText(match, family, options.interface), loopback });
+        }
+      }
+    }
+    if (rule.action === "pass" && options.masquerade) {
+      const source = rule.source?.kind === "ip" ? rule.source : null;
+      post.push(
+        source
+          ? `\t\tct mark ${mark(rule)} snat ${
+            source.family === 4 ? "ip" : "ip6"
+          } to ${source.address} # ${label}: its source`
+          : `\t\tct mark ${mark(rule)} masquerade # ${label}`,
+      );
+    }
+  }
+
+  const deny = (loopback: boolean) =>
+    [...denied.values()].filter((d) => d.loopback === loopback).flatMap(({ text }) => [
+      `\t\t${text} limit rate 10/minute burst 5 packets log prefix "${logPrefix("no rule")}"`,
+      `\t\t${text} drop`,
+    ]);
+  const chain = (name: string, hook: string, type: string, priority: string, body: string[]) =>
+    body.length === 0 ? [] : [
+      "",
+      `\tchain ${name} {`,
+      `\t\ttype ${type} hook ${hook} priority ${priority}; policy accept;`,
+      ...body,
+      "\t}",
+    ];
+  const filterBody = (rules: string[], loopback: boolean) => {
+    const denies = deny(loopback);
+    if (rules.length === 0 && denies.length === 0) return [];
+    return [
+      "\t\tct state established,related accept",
+      ...rules,
+      "\t\t# Deny by default: what no rule above lets through.",
+      ...denies,
+    ];
+  };
+  const lines = [
+    ...header("nftables", options, model),
+    `table inet ${table}`,
+    `delete table inet ${table}`,
+    "",
+    `table inet ${table} {`,
+    ...[...sets.values()].flat(),
+    ...chain("filter", "prerouting", "filter", "dstnat - 10", filterBody(chains.filter, false)),
+    ...chain("nat", "prerouting", "nat", "dstnat", chains.nat),
+    ...chain("filter_local", "output", "filter", "-110", filterBody(chains.filterOut, true)),
+    ...chain("nat_local", "output", "nat", "-100", chains.natOut),
+    ...(options.masquerade ? chain("postrouting", "postrouting", "nat", "srcnat", post) : []),
+    "}",
+  ];
+  return lines.join("\n") + "\n";
+}
+
+function logPrefix(name: string): string {
+  // nftables takes at most 127 characters; keep it short and quote-free.
+  return `portbounce ${name.replace(/"/g, "")}: `.slice(0, 60);
+}
+
+/** The families a match applies to. */
+function familiesOf(destination: Destination, exported: ExportRule): (4 | 6)[] {
+  if (destination.kind === "address") return [destination.family];
+  if (destination.kind === "local" && destination.family !== null) return [destination.family];
+  // Any local address, or an interface: both, where the rule has clients and targets of the family.
+  return ([4, 6] as const).filter((family) =>
+    exported.rule.action !== "pass" || exported.targets.some((t) => t.family === family)
+  );
+}
+
+function destinationText(match: ExportMatch, family: 4 | 6, iif: string | null): string {
+  const d = match.destination;
+  const on = iif ? `iifname "${iif}" ` : "";
+  const where = on +
+    (d.kind === "address"
+      ? `${family === 4 ? "ip" : "ip6"} daddr ${d.address}`
+      : d.kind === "interface"
+      ? `iifname "${d.name}" meta nfproto ipv${family} fib daddr type local`
+      : `meta nfproto ipv${family} fib daddr type local`);
+  const ports = match.ports.first === match.ports.last
+    ? `${match.ports.first}`
+    : `${match.ports.first}-${match.ports.last}`;
+  return `${where} ${match.protocol} dport ${ports}`;
+}
+
+/** The match of a rule's packets, or null when its clients have no address of `family`. */
+function matchText(
+  match: ExportMatch,
+  family: 4 | 6,
+  exported: ExportRule,
+  prefix: string,
+  iif: string | null,
+): string | null {
+  const head = destinationText(match, family, iif);
+  if (exported.from === null) return head;
+  const networks = exported.from[family === 4 ? "v4" : "v6"];
+  if (networks.length === 0) return null;
+  return `${head} ${family === 4 ? "ip" : "ip6"} saddr @${prefix}_from${family}`;
+}
+
+/** `dnat ... to` for a match: the target (or targets, by balance), ports mapped as portbounce maps them. */
+function dnatTarget(
+  exported: ExportRule,
+  match: ExportMatch,
+  family: 4 | 6,
+): { text: string; note?: string } {
+  const rule = exported.rule;
+  const targets = exported.targets.filter((t) => t.family === family);
+  const balance = rule.action === "pass" ? rule.balance : "failover";
+  const address = (t: ExportTarget) => family === 6 ? `[${t.address}]` : t.address;
+  const portOf = (t: ExportTarget, port: number) =>
+    t.ports === null
+      ? port
+      : t.ports.first === t.ports.last
+      ? t.ports.first
+      : t.ports.first + (port - match.ports.first);
+  const ranged = match.ports.first !== match.ports.last;
+  const one = (t: ExportTarget): string => {
+    if (t.ports === null) return t.address;
+    if (!ranged) return `${address(t)}:${portOf(t, match.ports.first)}`;
+    if (t.ports.first === t.ports.last) return `${address(t)}:${t.ports.first}`;
+    const map = [];
+    for (let port = match.ports.first; port <= match.ports.last; port++) {
+      map.push(`${port} : ${portOf(t, port)}`);
+    }
+    return `${t.address} : ${match.protocol} dport map { ${map.join(", ")} }`;
+  };
+  if (targets.length === 1 || balance === "failover" || ranged) {
+    const note = targets.length > 1
+      ? `${rule.name}: the router sends every session to ${targets[0].address}${
+        ranged ? " (several targets with a port range)" : ""
+      }; portbounce ${balance === "failover" ? "fails over to the next" : `balances (${balance})`}`
+      : undefined;
+    return { text: one(targets[0]), note };
+  }
+  const chooser = balance === "source-hash"
+    ? `jhash ${family === 4 ? "ip" : "ip6"} saddr mod ${targets.length}`
+    : `numgen inc mod ${targets.length}`;
+  const entries = targets.map((t, i) =>
+    t.ports === null && !ranged
+      ? `${i} : ${t.address} . ${match.ports.first}`
+      : `${i} : ${t.address} . ${portOf(t, match.ports.first)}`
+  );
+  return {
+    text: `${chooser} map { ${entries.join(", ")} }`,
+    note: balance === "least-sessions"
+      ? `${rule.name}: least-sessions becomes taking turns (the router does not count sessions)`
+      : undefined,
+  };
+}
+
+function rate(throttle: { count: number; intervalMs: number }): string {
+  const units: [string, number][] = [["second", 1_000], ["minute", 60_000], ["hour", 3_600_000], [
+    "day",
+    86_400_000,
+  ]];
+  for (const [unit, ms] of units) {
+    if (throttle.intervalMs === ms) return `${throttle.count}/${unit}`;
+  }
+  // Another interval: the same average rate per minute (at least 1).
+  const perMinute = Math.max(1, Math.round((throttle.count * 60_000) / throttle.intervalMs));
+  return `${perMinute}/minute`;
+}
