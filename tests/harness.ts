@@ -32,6 +32,8 @@ export interface InProcessDaemon extends AsyncDisposable {
 export interface StartOptions {
   readonly tuning?: Partial<RelayTuning>;
   readonly dialer?: Dialer;
+  /** The wall clock of history, alarms and session times. */
+  readonly clock?: () => number;
 }
 
 /** Starts the daemon on `rules` (rule-file text); throws with the problems or log if it cannot. */
@@ -52,7 +54,11 @@ export async function startDaemon(
     overrides: { outputs: [] },
     ruleFile,
     handleSignals: false,
-    engine: { tuning: { ...DEFAULT_TUNING, ...options.tuning }, dialer: options.dialer },
+    engine: {
+      tuning: { ...DEFAULT_TUNING, ...options.tuning },
+      dialer: options.dialer,
+      clock: options.clock,
+    },
     logTap: (record) => log.add(parseEntry(jsonFormatter(record)) as LogEntry),
   });
   if (typeof started === "number") {

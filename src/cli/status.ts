@@ -6,6 +6,7 @@
  */
 import { countOf } from "../config/describe.ts";
 import { ago } from "../status/page.ts";
+import { unicodeSparkline } from "../status/sparkline.ts";
 import type { StatusReport } from "../status/report.ts";
 import { total } from "../status/stats.ts";
 import { parseCommandArgs } from "./args.ts";
@@ -33,6 +34,7 @@ export function renderStatusText(report: StatusReport): string {
   const rules = renderTable(
     [
       "RULE",
+      "LAST HOUR",
       "ACTION",
       "ACTIVE",
       "SESSIONS",
@@ -44,6 +46,7 @@ export function renderStatusText(report: StatusReport): string {
     ],
     report.rules.map((r) => [
       r.name,
+      unicodeSparkline(r.history.slice(-60).map((b) => b.sessions)).padEnd(60),
       r.action,
       String(r.active),
       String(r.total),

@@ -79,6 +79,7 @@ export const SERVER_KEYS = [
   "pid_file",
   "syslog_facility",
   "source",
+  "history",
 ] as const;
 const SETTING_KEYS = [
   "action",
@@ -97,6 +98,8 @@ const SETTING_KEYS = [
   "source",
   "proxy_protocol",
   "bandwidth",
+  "alarm_quiet",
+  "alarm_errors",
 ] as const;
 /** Keys of a `[[rule]]`. */
 export const RULE_KEYS = ["name", "listen", "bounce_to", ...SETTING_KEYS] as const;
@@ -119,6 +122,8 @@ const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {
   source: null,
   proxyProtocol: null,
   bandwidth: null,
+  alarmQuietMs: null,
+  alarmErrors: null,
 };
 
 const BUILT_IN_SERVER: ServerSettings = {
@@ -133,6 +138,7 @@ const BUILT_IN_SERVER: ServerSettings = {
   pidFile: null,
   syslogFacility: "daemon",
   source: null,
+  historyMs: 24 * 3_600_000,
 };
 
 type Table = Record<string, unknown>;
@@ -302,11 +308,14 @@ function readServer(
     ? BUILT_IN_SERVER.syslogFacility
     : readChoice(value.syslog_facility, SYSLOG_FACILITIES, scope, "syslog_facility");
   const serverSource = value.source === undefined ? null : readSource(value.source, scope);
+  const historyMs = value.history === undefined
+    ? BUILT_IN_SERVER.historyMs
+    : readHistory(value.history, scope);
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
     status === undefined || drainTimeoutMs === undefined || reloadDrainTimeoutMs === undefined ||
     reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
-    syslogFacility === undefined || serverSource === undefined
+    syslogFacility === undefined || serverSource === undefined || historyMs === undefined
   ) return undefined;
   return {
     log,
@@ -320,6 +329,7 @@ function readServer(
     pidFile,
     syslogFacility,
     source: serverSource,
+    historyMs,
   };
 }
 
@@ -334,6 +344,16 @@ function readPath(value: unknown, scope: Scope, key: string, source: string): st
     return scope.fail(key, `expected a file path, got ${describe(value)}`);
   }
   return isAbsolute(value) ? value : join(dirname(source), value);
+}
+
+/** `history`: a minute to 30 days. */
+function readHistory(value: unknown, scope: Scope): number | undefined {
+  const ms = readDuration(value, scope, "history", 60_000);
+  if (ms === undefined) return undefined;
+  if (ms < 60_000 || ms > 30 * 86_400_000) {
+    return scope.fail("history", `"${value}": expected from 1m to 720h (30 days)`);
+  }
+  return ms;
 }
 
 /** At least 1 MiB: below that, hardly one streaming TCP direction gets a large buffer. */
@@ -492,6 +512,16 @@ function readSettings(table: Table, scope: Scope): Partial<Settings> {
     settings.proxyProtocol = table.proxy_protocol === false
       ? null
       : readChoice(table.proxy_protocol, PROXY_PROTOCOLS, scope, "proxy_protocol");
+  }
+  if (table.alarm_quiet !== undefined) {
+    settings.alarmQuietMs = table.alarm_quiet === false
+      ? null
+      : readDuration(table.alarm_quiet, scope, "alarm_quiet", 1_000);
+  }
+  if (table.alarm_errors !== undefined) {
+    settings.alarmErrors = table.alarm_errors === false
+      ? null
+      : readRateLimit(table.alarm_errors, scope, "alarm_errors", "errors");
   }
   if (table.bandwidth !== undefined) {
     const rate = parseRate(table.bandwidth);
@@ -897,24 +927,31 @@ function readLogEvents(
 }
 
 function readThrottle(value: unknown, scope: Scope): Throttle | undefined {
-  const expected = 'expected "COUNT/INTERVAL" such as "50/1s" (at most 50 new sessions a second)';
+  return readRateLimit(value, scope, "throttle", "new sessions");
+}
+
+/** `"COUNT/INTERVAL"` such as `"50/1s"` or `"10/m"`. */
+function readRateLimit(
+  value: unknown,
+  scope: Scope,
+  key: string,
+  what: string,
+): Throttle | undefined {
+  const expected = `expected "COUNT/INTERVAL" such as "50/1s" (at most 50 ${what} a second)`;
   if (typeof value !== "string") {
-    return scope.fail("throttle", `${expected}, got ${describe(value)}`);
+    return scope.fail(key, `${expected}, got ${describe(value)}`);
   }
   const match = /^(\d+)\/(.+)$/.exec(value);
-  if (!match) return scope.fail("throttle", `${expected}, got "${value}"`);
+  if (!match) return scope.fail(key, `${expected}, got "${value}"`);
   const count = Number(match[1]);
   const interval = parseDuration(
     /^\d/.test(match[2]) ? match[2] : `1${match[2]}`,
   );
   if (typeof interval !== "number") {
-    return scope.fail("throttle", `"${value}": ${interval.error}`);
+    return scope.fail(key, `"${value}": ${interval.error}`);
   }
   if (count < 1 || interval < 1) {
-    return scope.fail(
-      "throttle",
-      `"${value}": count and interval must both be more than 0`,
-    );
+    return scope.fail(key, `"${value}": count and interval must both be more than 0`);
   }
   return { count, intervalMs: interval, text: value };
 }

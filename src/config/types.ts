@@ -130,6 +130,10 @@ export interface RuleSettings {
   readonly proxyProtocol: ProxyProtocol | null;
   /** Bytes per second the rule's sessions may move, each direction on its own; null: no limit. */
   readonly bandwidth: number | null;
+  /** Warn when a rule that had traffic sees no new session for this long; null: never. */
+  readonly alarmQuietMs: number | null;
+  /** Warn when errors exceed this many per interval; null: never. */
+  readonly alarmErrors: Throttle | null;
 }
 
 /** Where a rule stands in its file: its `[[rule]]` line and its keys' lines. */
@@ -182,6 +186,8 @@ export interface ServerSettings {
   readonly syslogFacility: SyslogFacility;
   /** Where outgoing traffic leaves from, for rules that do not say (Barefoot's `external:`). */
   readonly source: SourceAddress | null;
+  /** How much per-minute history is kept (ms). */
+  readonly historyMs: number;
 }
 
 /** A whole, valid rule file. */

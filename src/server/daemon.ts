@@ -118,7 +118,10 @@ export class Daemon {
     }
     const log = logger();
     relayBuffers.limitBytes = config.server.bufferMemory;
-    const bound = Engine.bind(config.rules, listeners, log, options.engine);
+    const bound = Engine.bind(config.rules, listeners, log, {
+      historyMs: config.server.historyMs,
+      ...options.engine,
+    });
     if (!bound.ok) {
       logBindFailures(log, bound.failures, listeners.length);
       await closeLogging();
@@ -308,6 +311,11 @@ export class Daemon {
       });
     }
     log.info("reload: {summary}", { summary: describeReload(summary, drainMs) });
+    this.engine.monitor.apply(
+      loaded.config.rules,
+      this.engine.listenerPlans().map((p) => p.key),
+      server.historyMs,
+    );
     this.#current = loaded.config;
     const error = await this.status.apply(loaded.config);
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });

@@ -35,6 +35,7 @@ import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
+import { Monitor } from "./monitor.ts";
 import { TargetRegistry } from "./targets.ts";
 import { SessionTracker, type TrackedSession } from "./tracker.ts";
 
@@ -87,6 +88,10 @@ export interface ReloadPolicy {
 export interface EngineOptions {
   readonly dialer?: Dialer;
   readonly tuning?: RelayTuning;
+  /** How much per-minute history to keep (ms; `[server] history`). */
+  readonly historyMs?: number;
+  /** The wall clock for history and alarms (tests move it). */
+  readonly clock?: () => number;
 }
 
 /** A set of bound listeners with their sessions. */
@@ -97,8 +102,9 @@ export class Engine implements RelayHost {
   readonly tuning: RelayTuning;
   readonly sweeper: Sweeper;
   readonly targets: TargetRegistry;
+  readonly monitor: Monitor;
   /** When the engine started (epoch ms). */
-  readonly startedAt = Date.now();
+  readonly startedAt: number;
   /** Limits by rule name: a reload that changes a rule keeps its live counts. */
   readonly #limiters = new Map<string, RuleLimiter>();
   /** Rate limits for the events clients can cause. */
@@ -120,7 +126,22 @@ export class Engine implements RelayHost {
     this.tuning = options.tuning ?? DEFAULT_TUNING;
     this.gate = new EventGate(this.tuning.eventWindowMs);
     this.targets = new TargetRegistry(log, this.dialer);
-    this.sessions = new SessionTracker(log, this.stats, this.gate, this.targets);
+    this.monitor = new Monitor(
+      log,
+      this.stats,
+      options.historyMs ?? 24 * 3_600_000,
+      this.gate,
+      options.clock,
+    );
+    this.sessions = new SessionTracker(
+      log,
+      this.stats,
+      this.gate,
+      this.targets,
+      this.monitor,
+      options.clock,
+    );
+    this.startedAt = (options.clock ?? Date.now)();
     this.sweeper = new Sweeper(this.tuning.sweepIntervalMs);
   }
 
@@ -156,6 +177,7 @@ export class Engine implements RelayHost {
       return { ok: false, failures };
     }
     engine.targets.apply(rules, plan);
+    engine.monitor.apply(rules, plan.map((p) => p.key), options.historyMs ?? 24 * 3_600_000);
     return { ok: true, engine };
   }
 
@@ -187,6 +209,7 @@ export class Engine implements RelayHost {
 
   refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
     const rule = refusal.rule?.name ?? null;
+    this.monitor.refused(rule, listenerKey);
     countBlock(this.stats.of(rule, listenerKey), refusal.reason, place.client);
     if (refusal.rule !== null && !refusal.rule.log.has("block")) return;
     const key = `block ${place.protocol} ${rule} ${place.clientIp} ${refusal.reason}`;
@@ -238,6 +261,7 @@ export class Engine implements RelayHost {
   /** Starts accepting on every listener. */
   serve(): void {
     for (const listener of this.#listeners.values()) listener.serve();
+    this.monitor.start();
     this.#gateTimer = setInterval(() => this.#reportSuppressed(), 1_000);
     Deno.unrefTimer(this.#gateTimer);
   }
@@ -443,6 +467,7 @@ export class Engine implements RelayHost {
   async shutdown(drainMs: number): Promise<void> {
     await this.stopAccepting();
     this.targets.stop();
+    this.monitor.stop();
     clearInterval(this.#gateTimer);
     this.#reportSuppressed();
     for (const cancel of this.#drainTimers) cancel();

@@ -62,14 +62,16 @@ export class StatusService {
 
   constructor(readonly engine: Engine, readonly log: Logger, private config: Config) {}
 
-  /** What the report is built from, now. */
-  input(): StatusInput {
+  /** What the report is built from, now; `historyMinutes` of history per rule. */
+  input(historyMinutes = 60): StatusInput {
     const health = loggingHealth();
+    const monitor = this.engine.monitor;
+    const now = monitor.now();
     return {
       version: VERSION,
       source: this.config.source,
       startedAt: this.engine.startedAt,
-      now: Date.now(),
+      now,
       rules: this.engine.rules,
       listeners: this.engine.listenerStates(),
       stats: this.engine.stats,
@@ -86,16 +88,58 @@ export class StatusService {
       },
       targets: this.engine.targets.states(),
       ruleTargets: ruleTargets(this.engine.listenerPlans()),
+      history: (key, minutes) => monitor.history.buckets(key, minutes, now, this.#counters(key)),
+      historyMinutes: Math.min(historyMinutes, monitor.history.minutes - 1),
+      alarms: {
+        active: monitor.alarms.active(),
+        recent: monitor.alarms.recent().map((a) => ({ ...a, at: new Date(a.at).toISOString() })),
+        counts: [...monitor.alarms.counts].map(([key, count]) => {
+          const [rule, kind] = key.split("\u0000");
+          return { rule, kind, count };
+        }),
+      },
     };
+  }
+
+  #counters(key: string) {
+    const name = key.slice(key.indexOf(":") + 1);
+    return key.startsWith("rule:")
+      ? this.engine.stats.rules.get(name)
+      : this.engine.stats.listeners.get(name);
+  }
+
+  /** `/history.json`: the whole window, every rule and listener. */
+  historyJson(): string {
+    const monitor = this.engine.monitor;
+    const minutes = monitor.history.minutes - 1;
+    const now = monitor.now();
+    const of = (key: string) => monitor.history.buckets(key, minutes, now, this.#counters(key));
+    return JSON.stringify({
+      minutes,
+      rules: this.engine.rules.map((r) => ({ name: r.name, history: of(`rule:${r.name}`) })),
+      listeners: this.engine.listenerPlans().map((l) => ({
+        key: l.key,
+        history: of(`listener:${l.key}`),
+      })),
+    }) + "\n";
   }
 
   #answer = (method: string, target: string) => {
     const now = performance.now();
     const cached = (key: string, render: () => string) => this.#cache.get(key, render, now);
-    const report = () => buildStatusReport(this.input());
+    const report = (minutes?: number) => buildStatusReport(this.input(minutes));
     return answer(method, target, {
-      page: () => cached("/", () => renderStatusPage(report())),
-      statusJson: () => cached("/status.json", () => JSON.stringify(report(), null, 2) + "\n"),
+      page: () =>
+        cached("/", () => renderStatusPage(report(this.engine.monitor.history.minutes - 1))),
+      statusJson: (query) => {
+        const asked = Number(query.get("history") ?? 60);
+        const minutes = Number.isInteger(asked) && asked >= 0 ? asked : 60;
+        return cached(
+          `/status.json?${minutes}`,
+          () => JSON.stringify(report(minutes), null, 2) + "\n",
+        );
+      },
+      historyJson: () => cached("/history.json", () => this.historyJson()),
       metrics: () =>
         cached("/metrics", () => renderMetrics(report(), this.engine.stats, this.engine.startedAt)),
       sessionsJson: () =>

@@ -25,7 +25,7 @@ import { countBytes, countDrop, type Counters, countStart, type Stats } from "..
 /** One live session as the tracker keeps it. */
 export class TrackedSession implements SessionHandle {
   /** Wall-clock start (epoch ms). */
-  readonly startedAt = Date.now();
+  readonly startedAt: number;
   /** Monotonic time of the last delivered byte or datagram. */
   lastActivity = performance.now();
   bytesUp = 0;
@@ -53,6 +53,7 @@ export class TrackedSession implements SessionHandle {
     readonly session: Closable,
     readonly counters: Counters[],
   ) {
+    this.startedAt = tracker.clock();
     this.setup = admitted.setup;
     this.target = admitted.setup.target;
     this.rule = admitted.rule;
@@ -68,7 +69,7 @@ export class TrackedSession implements SessionHandle {
       this.tracker.ownConnections.add(this.#connection);
     }
     const counters = this.tracker.stats.ofTarget(this.rule.name, target);
-    countStart([counters], this.setup.client, this.setup.clientIp, Date.now());
+    countStart([counters], this.setup.client, this.setup.clientIp, this.tracker.clock());
     this.counters.push(counters);
     this.tracker.targets?.joined(target);
     this.#event({ event: "connect", local });
@@ -130,7 +131,7 @@ export class TrackedSession implements SessionHandle {
         bytes_up: this.bytesUp,
         bytes_down: this.bytesDown,
         ...(udp ? { datagrams_up: this.datagramsUp, datagrams_down: this.datagramsDown } : {}),
-        duration_ms: Date.now() - this.startedAt,
+        duration_ms: this.tracker.clock() - this.startedAt,
         reason,
         ...(error !== undefined ? { error } : {}),
       });
@@ -169,13 +170,20 @@ export class SessionTracker {
     readonly gate: EventGate,
     /** Told which target each session is on (for least-sessions); absent in unit tests. */
     readonly targets?: { joined(target: string): void; left(target: string): void },
+    /** Told when sessions start (history); absent in unit tests. */
+    readonly monitor?: {
+      sessionStarted(rule: string, listenerKey: string, clientIp: string): void;
+    },
+    /** The wall clock of session times (tests move it). */
+    readonly clock: () => number = Date.now,
   ) {}
 
   /** Starts accounting for an admitted session. */
   open(admitted: Admitted, session: Closable): SessionHandle {
     const { setup, rule } = admitted;
     const counters = this.stats.of(rule.name, setup.listenerKey);
-    countStart(counters, setup.client, setup.clientIp, Date.now());
+    this.monitor?.sessionStarted(rule.name, setup.listenerKey, setup.clientIp);
+    countStart(counters, setup.client, setup.clientIp, this.clock());
     const tracked = new TrackedSession(this, admitted, session, counters);
     this.#live.add(tracked);
     return tracked;

@@ -126,6 +126,21 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
       );
     }
   }
+  for (const { rule, kind, count } of report.alarms.counts) {
+    out.add("portbounce_alarms_total", "counter", "Alarms raised, by rule and kind.", {
+      rule,
+      alarm: kind,
+    }, count);
+  }
+  for (const rule of report.rules) {
+    for (const kind of ["quiet", "errors"]) {
+      const active = report.alarms.active.some((a) => a.rule === rule.name && a.kind === kind);
+      out.add("portbounce_alarm_active", "gauge", "1 while the alarm is raised.", {
+        rule: rule.name,
+        alarm: kind,
+      }, active ? 1 : 0);
+    }
+  }
   out.add(
     "portbounce_log_lines_lost_total",
     "counter",
@@ -178,6 +193,21 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
         { ...labels, direction: "down" },
         t.bytes_down,
       );
+    }
+  }
+  for (const { rule, kind, count } of report.alarms.counts) {
+    out.add("portbounce_alarms_total", "counter", "Alarms raised, by rule and kind.", {
+      rule,
+      alarm: kind,
+    }, count);
+  }
+  for (const rule of report.rules) {
+    for (const kind of ["quiet", "errors"]) {
+      const active = report.alarms.active.some((a) => a.rule === rule.name && a.kind === kind);
+      out.add("portbounce_alarm_active", "gauge", "1 while the alarm is raised.", {
+        rule: rule.name,
+        alarm: kind,
+      }, active ? 1 : 0);
     }
   }
   out.add(

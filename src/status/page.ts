@@ -9,6 +9,7 @@ import type { RuleReport, StatusReport } from "./report.ts";
 import { total } from "./stats.ts";
 import { countOf } from "../config/describe.ts";
 import { formatSize } from "../config/size.ts";
+import { svgChart, svgSparkline } from "./sparkline.ts";
 
 const REFRESH_SECONDS = 5;
 
@@ -58,6 +59,69 @@ function targetsCell(rule: RuleReport): string {
   ).join("<br>");
 }
 
+function historyText(minutes: number): string {
+  return minutes % 60 === 0 ? `${minutes / 60}h` : `${minutes}m`;
+}
+
+function sparkline(rule: RuleReport): string {
+  if (rule.action === "block" || rule.history.length === 0) return "";
+  const values = rule.history.map((b) => b.sessions);
+  const first = rule.first_session === null ? null : Date.parse(rule.first_session);
+  const index = first === null
+    ? null
+    : rule.history.findIndex((b) => b.minute <= first && first < b.minute + 60_000);
+  return svgSparkline(
+    values,
+    `${rule.name}: new sessions per minute`,
+    index === null || index < 0 ? null : index,
+  );
+}
+
+function chart(report: StatusReport): string {
+  const pass = report.rules.filter((r) => r.action === "pass" && r.history.length > 0);
+  if (pass.length === 0) return "";
+  return svgChart(
+    pass.map((r) => ({ name: r.name, values: r.history.map((b) => b.sessions) })),
+    pass[0].history.map((b) => b.minute),
+  );
+}
+
+/** What a newcomer needs first: which rules carry traffic, which went quiet and since when. */
+function summary(report: StatusReport, now: number): string {
+  const pass = report.rules.filter((r) => r.action === "pass" && r.state === "in force");
+  const carrying = pass.filter((r) => ruleState(r, now) === "arriving");
+  const quiet = pass.filter((r) => ruleState(r, now) === "quiet" || ruleState(r, now) === "open");
+  const never = pass.filter((r) => ruleState(r, now) === "none");
+  const names = (rules: RuleReport[], detail: (r: RuleReport) => string) =>
+    rules.map((r) => `<b>${escape(r.name)}</b> (${detail(r)})`).join(", ");
+  return `<div class="summary" id="summary">
+<p>Carrying traffic: ${
+    carrying.length === 0 ? "none" : names(
+      carrying,
+      (r) => `${r.clients_15m} clients in 15m, first ${ago(r.first_session, now)}`,
+    )
+  }</p>
+<p>Gone quiet: ${
+    quiet.length === 0
+      ? "none"
+      : names(quiet, (r) => `no new session since ${ago(r.last_session, now)}`)
+  }</p>
+<p>No traffic yet: ${
+    never.length === 0 ? "none" : never.map((r) => `<b>${escape(r.name)}</b>`).join(", ")
+  }</p>
+</div>`;
+}
+
+function alarmsList(report: StatusReport, now: number): string {
+  if (report.alarms.recent.length === 0) return "";
+  const items = [...report.alarms.recent].reverse().slice(0, 20).map((a) =>
+    `<li class="${a.kind === "quiet" || a.kind === "errors" ? "warning" : "info"}">${
+      ago(a.at, now)
+    }: ${escape(a.kind)} &mdash; <b>${escape(a.rule)}</b>: ${escape(a.detail)}</li>`
+  ).join("\n");
+  return `<h2>Alarms</h2><ul class="alarms" id="alarms">\n${items}\n</ul>`;
+}
+
 /** Renders the page. */
 export function renderStatusPage(report: StatusReport): string {
   const now = Date.parse(report.now);
@@ -74,6 +138,7 @@ export function renderStatusPage(report: StatusReport): string {
       : STATE_TEXT[state];
     return `<tr class="rule" data-rule="${escape(rule.name)}">
 <td>${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
+<td class="spark">${sparkline(rule)}</td>
 <td>${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
 <td>${rule.target === null ? "&mdash;" : targetsCell(rule)}</td>
 <td class="n">${rule.clients_1m}</td><td class="n">${rule.clients_15m}</td><td class="n">${rule.clients_60m}</td>
@@ -111,6 +176,12 @@ th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric
 .state{font-weight:600;white-space:nowrap}.arriving{color:#16702e}.quiet{color:#8a6d00}
 .none{color:#777}.block{color:#555}.failed{color:#b00020}.open{color:#1f5fa8}.removed{color:#8a3b00}
 .target.up{color:#16702e}.target.down{color:#b00020}
+.summary{background:#fff;border:1px solid #ddd;padding:.6em .8em;margin:0 0 1em}
+.summary p{margin:.2em 0}.chart{margin:0 0 1em}.chart svg{display:block;max-width:100%}
+.chart figcaption{font-size:12px;color:#555}.key{margin-right:.8em;white-space:nowrap}
+.key span{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}
+td.spark svg{display:block;width:100%;min-width:120px}.wide{overflow-x:auto}
+.alarms li.warning{color:#8a3b00}
 </style></head><body>
 <h1>portbounce</h1>
 <p class="meta">${escape(report.source)} &middot; version ${escape(report.version)} &middot; up ${
@@ -118,16 +189,21 @@ th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric
   } &middot; ${countOf(report.totals.active, "live session")} &middot; updated ${
     escape(report.now)
   } (every ${REFRESH_SECONDS}s)</p>
-<table id="rules"><thead><tr><th>rule</th><th>state</th><th>listen</th><th>target</th>
+${summary(report, now)}
+${chart(report)}
+<div class="wide"><table id="rules"><thead><tr><th>rule</th><th>state</th><th>new sessions / min (${
+    historyText(report.history_minutes)
+  })</th><th>listen</th><th>target</th>
 <th>clients 1m</th><th>15m</th><th>60m</th><th>active</th><th>sessions</th><th>last session</th><th>last client</th>
 <th>blocked</th><th>errors</th><th>bytes up / down</th></tr></thead>
 <tbody>
 ${ruleRows}
-</tbody></table>
-<table id="listeners"><thead><tr><th>listener</th><th>socket</th><th>rules</th><th>active</th><th>sessions</th><th>blocked</th></tr></thead>
+</tbody></table></div>
+${alarmsList(report, now)}
+<div class="wide"><table id="listeners"><thead><tr><th>listener</th><th>socket</th><th>rules</th><th>active</th><th>sessions</th><th>blocked</th></tr></thead>
 <tbody>
 ${listenerRows}
-</tbody></table>
+</tbody></table></div>
 </body></html>
 `;
 }

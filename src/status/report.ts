@@ -10,6 +10,7 @@ import type { ListenEndpoint } from "../config/endpoint.ts";
 import { type Rule, targetsText } from "../config/types.ts";
 import type { BlockReason, DropReason } from "../relay/session.ts";
 import type { Counters, Stats } from "./stats.ts";
+import type { Bucket } from "./history.ts";
 
 /** A listener as the status shows it: bound, or why not. */
 export interface ListenerState {
@@ -99,6 +100,8 @@ export interface RuleReport extends CountersReport {
   readonly idle: number;
   /** Its targets (several with `bounce_to` a list), in order. */
   readonly targets: readonly TargetReport[];
+  /** Per-minute history, oldest first (see `history` in the input). */
+  readonly history: readonly Bucket[];
   /** Distinct client addresses that started sessions in the last 1, 15 and 60 minutes. */
   readonly clients_1m: number;
   readonly clients_15m: number;
@@ -122,6 +125,23 @@ export interface BuffersReport {
   readonly refused: number;
 }
 
+/** Alarms in force and raised lately. */
+export interface AlarmsReport {
+  readonly active: readonly { readonly rule: string; readonly kind: string }[];
+  readonly recent: readonly {
+    readonly kind: string;
+    readonly rule: string;
+    readonly at: string;
+    readonly detail: string;
+  }[];
+  /** Alarms raised so far, by rule and kind. */
+  readonly counts: readonly {
+    readonly rule: string;
+    readonly kind: string;
+    readonly count: number;
+  }[];
+}
+
 /** The whole report (`/status.json`). */
 export interface StatusReport {
   readonly version: string;
@@ -134,6 +154,9 @@ export interface StatusReport {
   readonly listeners: readonly ListenerReport[];
   readonly log: LogHealthReport;
   readonly buffers: BuffersReport;
+  readonly alarms: AlarmsReport;
+  /** Minutes of history each rule carries here. */
+  readonly history_minutes: number;
 }
 
 /** What the report is built from. */
@@ -152,6 +175,11 @@ export interface StatusInput {
   readonly targets: ReadonlyMap<string, TargetHealthInput>;
   /** Each listener's targets of each rule, to list them (`host:port`, in order). */
   readonly ruleTargets: ReadonlyMap<string, readonly string[]>;
+  /** The last `minutes` of history of a rule (`rule:NAME`) or listener (`listener:KEY`). */
+  readonly history: (key: string, minutes: number) => Bucket[];
+  /** Minutes of history to put in the report. */
+  readonly historyMinutes: number;
+  readonly alarms: AlarmsReport;
 }
 
 /** A session counts as idle after this long without traffic. */
@@ -230,6 +258,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
       name,
       ...shape,
       targets: targetRows(name),
+      history: input.historyMinutes > 0 ? input.history(`rule:${name}`, input.historyMinutes) : [],
       ...countersReport(
         counters,
         shape.action === "block" ? counters?.lastBlocked : counters?.lastClient,
@@ -276,5 +305,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     })),
     log: input.log,
     buffers: input.buffers,
+    alarms: input.alarms,
+    history_minutes: input.historyMinutes,
   };
 }

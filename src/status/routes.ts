@@ -21,6 +21,7 @@ export interface StatusRenderers {
   statusJson(query: URLSearchParams): string;
   metrics(): string;
   sessionsJson(): string;
+  historyJson(): string;
 }
 
 const COMMON = { "cache-control": "no-store", "x-content-type-options": "nosniff" };
@@ -31,6 +32,7 @@ const PATHS: Record<
   "/": { type: "text/html; charset=utf-8", render: (r) => r.page() },
   "/status.json": { type: "application/json", render: (r, q) => r.statusJson(q) },
   "/sessions.json": { type: "application/json", render: (r) => r.sessionsJson() },
+  "/history.json": { type: "application/json", render: (r) => r.historyJson() },
   "/metrics": { type: "text/plain; version=0.0.4; charset=utf-8", render: (r) => r.metrics() },
 };
 

@@ -130,6 +130,9 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
       checked: false,
     }]]),
     ruleTargets: new Map([["web", ["127.0.0.1:8080"]]]),
+    history: () => [],
+    historyMinutes: 0,
+    alarms: { active: [{ rule: "web", kind: "quiet" }], recent: [], counts: [] },
   });
   const text = renderMetrics(report, stats, 0);
   const families = parsePrometheus(text) as {
@@ -142,6 +145,7 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
   assertEquals(up.labels!.listen, "127.0.0.1:80");
   assertIncludes(text, 'portbounce_listener_up{protocol="tcp",listen="127.0.0.1:80"} 1');
   assertIncludes(text, 'portbounce_target_up{rule="web",target="127.0.0.1:8080"} 0');
+  assertIncludes(text, 'portbounce_alarm_active{rule="web",alarm="quiet"} 1');
 });
 
 Deno.test("the text log line names everything in SPEC order", () => {

@@ -1,0 +1,127 @@
+/**
+ * Watching the move: per-minute history of every rule and listener, and the
+ * alarms (first traffic, quiet, resumed, errors) logged as they are raised.
+ * What the status page's charts and `/history.json` are drawn from.
+ *
+ * @module
+ */
+import type { Logger } from "@logtape/logtape";
+import type { Rule } from "../config/types.ts";
+import { formatDuration } from "../config/duration.ts";
+import { type AlarmEvent, Alarms } from "../status/alarms.ts";
+import { History } from "../status/history.ts";
+import type { Stats } from "../status/stats.ts";
+import type { EventGate } from "../log/rate_limit.ts";
+
+/** How often alarms are evaluated and minutes closed. */
+const TICK_MS = 1_000;
+
+/** History and alarms of one engine. */
+export class Monitor {
+  history: History;
+  readonly alarms = new Alarms();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #rules: readonly Rule[] = [];
+
+  constructor(
+    readonly log: Logger,
+    readonly stats: Stats,
+    windowMs: number,
+    /** Rate limits alarms that flap. */
+    readonly gate: EventGate,
+    /** The clock (epoch ms); tests move it. */
+    readonly now: () => number = Date.now,
+  ) {
+    this.history = new History(windowMs);
+  }
+
+  /** The rules in force (and the history window) changed. */
+  apply(rules: readonly Rule[], listenerKeys: readonly string[], windowMs: number): void {
+    this.#rules = rules;
+    if (this.history.minutes !== Math.max(2, Math.round(windowMs / 60_000) + 1)) {
+      this.history = new History(windowMs);
+    }
+    const keys = new Set([
+      ...rules.map((r) => `rule:${r.name}`),
+      ...listenerKeys.map((k) => `listener:${k}`),
+    ]);
+    this.history.keep(keys);
+    this.alarms.keep(new Set(rules.map((r) => r.name)));
+  }
+
+  /** A session starts (before it is counted). */
+  sessionStarted(rule: string, listenerKey: string, clientIp: string): void {
+    const now = this.now();
+    this.history.sessionStarted(`rule:${rule}`, clientIp, now, this.stats.rules.get(rule));
+    this.history.sessionStarted(
+      `listener:${listenerKey}`,
+      clientIp,
+      now,
+      this.stats.listeners.get(listenerKey),
+    );
+  }
+
+  /** A client was refused (before it is counted). */
+  refused(rule: string | null, listenerKey: string): void {
+    const now = this.now();
+    if (rule !== null) this.history.touched(`rule:${rule}`, now, this.stats.rules.get(rule));
+    this.history.touched(`listener:${listenerKey}`, now, this.stats.listeners.get(listenerKey));
+  }
+
+  /** Starts evaluating every second. */
+  start(): void {
+    this.#timer = setInterval(() => this.tick(), TICK_MS);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Closes minutes that ended and logs alarms raised; returns them. */
+  tick(): AlarmEvent[] {
+    const now = this.now();
+    this.history.advance(now, (key) => this.#counters(key));
+    const raised = this.alarms.evaluate(this.#rules, (rule) => {
+      const c = this.stats.rules.get(rule);
+      return { lastSession: c?.lastSession ?? null, errors: c?.errors ?? 0 };
+    }, now);
+    for (const alarm of raised) this.#logAlarm(alarm);
+    return raised;
+  }
+
+  #counters(key: string) {
+    const at = key.indexOf(":");
+    const name = key.slice(at + 1);
+    return key.startsWith("rule:") ? this.stats.rules.get(name) : this.stats.listeners.get(name);
+  }
+
+  #logAlarm(alarm: AlarmEvent): void {
+    const what = `${alarm.kind} alarms of rule ${alarm.rule}`;
+    if (!this.gate.pass(`alarm ${alarm.rule} ${alarm.kind}`, what, performance.now())) return;
+    const fields = { event: alarm.kind, rule: alarm.rule, detail: alarm.detail };
+    switch (alarm.kind) {
+      case "first-traffic": {
+        const client = this.stats.rules.get(alarm.rule)?.lastClient ?? "?";
+        this.log.info("first traffic for rule {rule}: {client}", { ...fields, client });
+        break;
+      }
+      case "quiet": {
+        const rule = this.#rules.find((r) => r.name === alarm.rule);
+        this.log.warn("rule {rule} is quiet: {detail} (alarm_quiet {quiet})", {
+          ...fields,
+          quiet: rule?.action === "pass" && rule.alarmQuietMs
+            ? formatDuration(rule.alarmQuietMs)
+            : "",
+        });
+        break;
+      }
+      case "resumed":
+        this.log.info("rule {rule} has traffic again", fields);
+        break;
+      case "errors":
+        this.log.warn("rule {rule}: {detail} (alarm_errors)", fields);
+        break;
+    }
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * Small pictures of traffic over time: a line of Unicode blocks for the
+ * terminal, and inline SVG for the status page (a sparkline per rule, one
+ * chart of all rules). No scripts, no external assets. Pure.
+ *
+ * @module
+ */
+
+const BLOCKS = "▁▂▃▄▅▆▇█";
+
+/** One character per value: a space for nothing, then eight heights. */
+export function unicodeSparkline(values: readonly number[]): string {
+  const max = Math.max(0, ...values);
+  return values.map((v) =>
+    v <= 0 || max === 0 ? " " : BLOCKS[Math.min(7, Math.floor((v / max) * 7.999))]
+  ).join("");
+}
+
+function escape(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+    /"/g,
+    "&quot;",
+  );
+}
+
+/** Points of a polyline through `values` in a `width` x `height` box (0 at the bottom). */
+function points(values: readonly number[], width: number, height: number, max: number): string {
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  return values.map((v, i) =>
+    `${(i * step).toFixed(1)},${(height - (max > 0 ? (v / max) * (height - 2) : 0) - 1).toFixed(1)}`
+  ).join(" ");
+}
+
+/**
+ * A sparkline of new sessions per minute, with the first minute that had
+ * traffic marked (index, or null), labelled for screen readers.
+ */
+export function svgSparkline(
+  values: readonly number[],
+  label: string,
+  firstTraffic: number | null,
+  width = 240,
+  height = 32,
+): string {
+  const max = Math.max(0, ...values);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const marker = firstTraffic === null
+    ? ""
+    : `<line class="first" x1="${(firstTraffic * step).toFixed(1)}" x2="${
+      (firstTraffic * step).toFixed(1)
+    }" y1="0" y2="${height}" stroke="#16702e" stroke-dasharray="2 2"/>`;
+  return `<svg class="spark" role="img" aria-label="${
+    escape(label)
+  }" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" preserveAspectRatio="none">` +
+    `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${marker}` +
+    `<polyline fill="none" stroke="#4a4a4a" stroke-width="1.5" points="${
+      points(values, width, height, max)
+    }"/>` +
+    `<title>${escape(label)}: at most ${max} new sessions a minute</title></svg>`;
+}
+
+const COLOURS = [
+  "#1f5fa8",
+  "#b35900",
+  "#16702e",
+  "#8a3b9e",
+  "#b00020",
+  "#00707a",
+  "#6b6b00",
+  "#444",
+];
+
+/** One chart of every rule's new sessions per minute, with a legend. */
+export function svgChart(
+  series: readonly { readonly name: string; readonly values: readonly number[] }[],
+  minutes: readonly number[],
+  width = 720,
+  height = 160,
+): string {
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const lines = series.map((s, i) =>
+    `<polyline class="series" data-rule="${escape(s.name)}" fill="none" stroke="${
+      COLOURS[i % COLOURS.length]
+    }" stroke-width="1.5" points="${points(s.values, width, height, max)}"/>`
+  ).join("");
+  const legend = series.map((s, i) =>
+    `<span class="key"><span style="background:${COLOURS[i % COLOURS.length]}"></span>${
+      escape(s.name)
+    }</span>`
+  ).join(" ");
+  const from = minutes.length > 0 ? new Date(minutes[0]).toISOString().slice(11, 16) : "";
+  const to = minutes.length > 0
+    ? new Date(minutes[minutes.length - 1]).toISOString().slice(11, 16)
+    : "";
+  return `<figure class="chart"><svg role="img" aria-label="new sessions per minute, every rule" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" width="100%" height="${height}">` +
+    `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${lines}` +
+    `<text x="4" y="12" font-size="11" fill="#555">${max}/min</text></svg>` +
+    `<figcaption>${legend} <span class="axis">${from} – ${to} UTC</span></figcaption></figure>`;
+}

@@ -1,0 +1,149 @@
+/**
+ * The status page's history, as a browser draws it: a rule whose traffic
+ * starts mid-window, another that goes quiet, with the clock moved by the
+ * test (no waiting). Headless Chromium renders the page; the test reads the
+ * pixels of the chart, not the markup. `PORTBOUNCE_SCREENSHOT=docs/status-page.png`
+ * refreshes the screenshot in docs/.
+ */
+import { assert, assertEquals, assertIncludes } from "../assert.ts";
+import { startDaemon } from "../harness.ts";
+import { echo, exchange, tcpServer } from "../e2e/helpers.ts";
+import { decodePng } from "../png.ts";
+
+const chromium = await new Deno.Command("chromium", {
+  args: ["--version"],
+  stdout: "null",
+  stderr: "null",
+})
+  .output().then((o) => o.success, () => false);
+
+async function chromiumRun(args: string[]): Promise<void> {
+  const profile = await Deno.makeTempDir({ prefix: "portbounce-chromium-" });
+  try {
+    await new Deno.Command("chromium", {
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        `--user-data-dir=${profile}`,
+        ...args,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } finally {
+    await Deno.remove(profile, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test({
+  name: "history on the page: traffic that starts mid-window, a rule gone quiet, drawn by Chromium",
+  ignore: !chromium,
+  async fn() {
+    await using target = tcpServer(echo);
+    const minute = 60_000;
+    const start = Math.floor(Date.now() / minute) * minute - 120 * minute;
+    let now = start + 1_000;
+    await using bouncer = await startDaemon(
+      `[server]\nstatus = "127.0.0.1:0"\nhistory = "2h"\n` +
+        `[[rule]]\nname = "www-new"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target.port}"\nalarm_quiet = "15m"\nlog = []\n` +
+        `[[rule]]\nname = "www-old"\nlisten = "127.0.0.2:0"\nbounce_to = "127.0.0.1:${target.port}"\nalarm_quiet = "15m"\nlog = []\n`,
+      { clock: () => now },
+    );
+    const [fresh, old] = [bouncer.port(0), bouncer.port(1)];
+    for (let m = 0; m < 120; m++) {
+      now = start + m * minute + 1_000;
+      // DNS moves over at minute 60: the new address takes traffic, the old one fades out.
+      const newCount = m < 60 ? 0 : Math.min(6, Math.ceil((m - 59) / 8));
+      const oldCount = m < 70 ? Math.max(1, 4 - Math.floor(m / 20)) : 0;
+      for (let i = 0; i < newCount; i++) await exchange(fresh, "x");
+      for (let i = 0; i < oldCount; i++) await exchange(old, "x", "127.0.0.2");
+      bouncer.daemon.engine.monitor.tick();
+    }
+    now = start + 120 * minute + 1_000;
+    bouncer.daemon.engine.monitor.tick();
+    await bouncer.log.waitFor({ event: "quiet", rule: "www-old" });
+    await bouncer.log.waitFor({ event: "first-traffic", rule: "www-new" });
+
+    const status = bouncer.daemon.status.address!;
+    const json = await fetch(`http://${status}/status.json?history=120`).then((r) => r.json());
+    const history = json.rules.find((r: { name: string }) => r.name === "www-new").history;
+    assertEquals(history.length, 120);
+    assertEquals(history.slice(0, 60).every((b: { sessions: number }) => b.sessions === 0), true);
+    assert(history.slice(60).every((b: { sessions: number }) => b.sessions > 0));
+    assertEquals(json.alarms.active, [{ rule: "www-old", kind: "quiet" }]);
+    const all = await fetch(`http://${status}/history.json`).then((r) => r.json());
+    assertEquals(all.minutes, 120);
+    assertEquals(all.rules.map((r: { name: string }) => r.name), ["www-new", "www-old"]);
+
+    await using dir = await Deno.makeTempDir({ prefix: "portbounce-page-" }).then((path) =>
+      Object.assign(path, {
+        [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
+      })
+    );
+    const shot = `${dir}/page.png`;
+    await chromiumRun([`--screenshot=${shot}`, "--window-size=1400,900", `http://${status}/`]);
+    const image = decodePng(await Deno.readFile(shot));
+    const near = (x: number, y: number, rgb: number, tolerance = 48) => {
+      const [r, g, b] = image.pixel(x, y);
+      return Math.abs(r - (rgb >> 16)) < tolerance &&
+        Math.abs(g - ((rgb >> 8) & 255)) < tolerance && Math.abs(b - (rgb & 255)) < tolerance;
+    };
+    const background = (x: number, y: number) => near(x, y, 0xf4f6f8, 3);
+    // The chart: the first band of rows with a long run of its background (#f4f6f8).
+    const wide = (y: number) => {
+      let run = 0;
+      for (let x = 0; x < image.width; x++) {
+        run = background(x, y) ? run + 1 : 0;
+        if (run > 500) return true;
+      }
+      return false;
+    };
+    let top = 0;
+    while (top < image.height && !wide(top)) top++;
+    // Lines crossing it break some rows: the band ends at the last wide row close below.
+    let bottom = top;
+    for (let y = top; y < Math.min(image.height, top + 250); y++) if (wide(y)) bottom = y + 1;
+    assert(bottom - top > 100, `no chart found (rows ${top}-${bottom})`);
+    let left = 0;
+    while (!background(left, top + 2)) left++;
+    let right = left;
+    while (right < image.width && background(right, top + 2)) right++;
+    // Where each rule's line rises above the baseline, as a share of the chart's width.
+    const raised = (rgb: number) => {
+      const xs: number[] = [];
+      for (let x = left; x < right; x++) {
+        for (let y = top; y < bottom - 4; y++) {
+          if (near(x, y, rgb)) {
+            xs.push((x - left) / (right - left));
+            break;
+          }
+        }
+      }
+      return xs;
+    };
+    const fresh_ = raised(0x1f5fa8); // www-new, the first colour.
+    const old_ = raised(0xb35900); // www-old, the second.
+    assert(fresh_.length > 0 && old_.length > 0, "both lines drawn");
+    // Nothing of www-new in the first half; it shows from minute 60 (where www-old's line, drawn
+    // over it, leaves it by minute 70).
+    assert(
+      Math.min(...fresh_) > 0.45 && Math.min(...fresh_) < 0.62,
+      `www-new rises at ${Math.min(...fresh_)}`,
+    );
+    assert(
+      Math.min(...old_) < 0.05 && Math.max(...old_) < 0.75,
+      `www-old: ${Math.min(...old_)}-${Math.max(...old_)}`,
+    );
+    const page = await fetch(`http://${status}/`).then((r) => r.text());
+    assertIncludes(page, '<line class="first"');
+    assertIncludes(page, "Gone quiet: <b>www-old</b>");
+    const screenshot = Deno.env.get("PORTBOUNCE_SCREENSHOT");
+    if (screenshot) await Deno.copyFile(shot, screenshot);
+  },
+});

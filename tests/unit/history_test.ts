@@ -1,0 +1,98 @@
+/**
+ * Per-minute history and alarms with an injected clock: no sleeping.
+ */
+import { assert, assertEquals } from "../assert.ts";
+import { History, minuteOf } from "../../src/status/history.ts";
+import { Alarms } from "../../src/status/alarms.ts";
+import { Stats } from "../../src/status/stats.ts";
+import { unicodeSparkline } from "../../src/status/sparkline.ts";
+import { loadRules } from "../fixtures/rules.ts";
+
+const T0 = minuteOf(Date.UTC(2026, 10, 28, 9, 0)); // 09:00:00 UTC
+const MIN = 60_000;
+
+Deno.test("history: sessions, distinct clients, bytes, errors and blocks per minute; gaps are empty", () => {
+  const stats = new Stats();
+  const [listener, pair, rule] = stats.of("web", "tcp 127.0.0.1:80");
+  const history = new History(10 * MIN);
+  const start = (client: string, at: number) => {
+    history.sessionStarted("rule:web", client, at, rule);
+    for (const c of [listener, pair, rule]) c.total++;
+  };
+  start("198.51.100.7", T0 + 1_000);
+  start("198.51.100.7", T0 + 2_000);
+  start("198.51.100.8", T0 + 3_000);
+  rule.bytesUp += 100;
+  rule.bytesDown += 5_000;
+  rule.errors += 1;
+  rule.blocked.rule = 4;
+  start("198.51.100.9", T0 + 3 * MIN + 1); // Minutes 1 and 2 pass without traffic.
+  history.advance(T0 + 4 * MIN, () => rule);
+  const buckets = history.buckets("rule:web", 5, T0 + 4 * MIN, rule);
+  assertEquals(buckets.map((b) => b.minute), [0, 1, 2, 3, 4].map((i) => T0 - MIN + i * MIN));
+  assertEquals(buckets[1], {
+    minute: T0,
+    sessions: 3,
+    clients: 2,
+    bytes_up: 100,
+    bytes_down: 5_000,
+    errors: 1,
+    blocked: 4,
+  });
+  assertEquals([buckets[2].sessions, buckets[3].sessions, buckets[4].sessions], [0, 0, 1]);
+  assertEquals(buckets[4].clients, 1);
+});
+
+Deno.test("history: the window wraps; a key without history reads as empty minutes; keep() forgets", () => {
+  const stats = new Stats();
+  const rule = stats.of("web", "l")[2];
+  const history = new History(3 * MIN);
+  for (let m = 0; m < 10; m++) {
+    history.sessionStarted("rule:web", "c", T0 + m * MIN + 10, rule);
+    rule.total++;
+  }
+  history.advance(T0 + 10 * MIN, () => rule);
+  const buckets = history.buckets("rule:web", 100, T0 + 10 * MIN, rule);
+  assertEquals(buckets.length, 3, "at most the window");
+  assertEquals(buckets.map((b) => b.sessions), [1, 1, 1]);
+  assertEquals(history.buckets("rule:none", 2, T0, undefined).map((b) => b.sessions), [0, 0]);
+  history.keep(new Set());
+  assertEquals(history.size, 0);
+});
+
+Deno.test("alarms: first traffic once, quiet after alarm_quiet, resumed, errors over the rate", () => {
+  const config = loadRules(`
+[[rule]]
+name = "web"
+listen = "127.0.0.1:80"
+bounce_to = "127.0.0.1:81"
+alarm_quiet = "15m"
+alarm_errors = "10/1m"
+`);
+  const alarms = new Alarms();
+  let lastSession: number | null = null;
+  let errors = 0;
+  const at = (t: number) =>
+    alarms.evaluate(config.rules, () => ({ lastSession, errors }), t).map((a) => a.kind);
+  assertEquals(at(T0), [], "nothing before traffic, and never quiet without traffic");
+  lastSession = T0 + 1_000;
+  assertEquals(at(T0 + 2_000), ["first-traffic"]);
+  assertEquals(at(T0 + 14 * MIN), []);
+  assertEquals(at(T0 + 16 * MIN), ["quiet"]);
+  assertEquals(at(T0 + 17 * MIN), [], "said once");
+  assertEquals(alarms.active(), [{ rule: "web", kind: "quiet" }]);
+  lastSession = T0 + 18 * MIN;
+  assertEquals(at(T0 + 18 * MIN + 1), ["resumed"]);
+  errors = 5;
+  assertEquals(at(T0 + 19 * MIN), []);
+  errors = 20;
+  assertEquals(at(T0 + 19 * MIN + 30_000), ["errors"]);
+  assertEquals(at(T0 + 22 * MIN), [], "cleared when the rate falls");
+  assert(alarms.recent().length === 4);
+  assertEquals(alarms.counts.get("web\u0000quiet"), 1);
+});
+
+Deno.test("terminal sparkline: eight heights, a space for nothing", () => {
+  assertEquals(unicodeSparkline([0, 1, 2, 4, 8]), " ▁▂▄█");
+  assertEquals(unicodeSparkline([0, 0]), "  ");
+});
