@@ -12,6 +12,8 @@ export interface Statement {
   readonly keyword: string;
   readonly values: readonly string[];
   readonly line: number;
+  /** For a server setting: the comments above it and at the end of its line, without `#`. */
+  readonly comments: readonly string[];
 }
 
 /** `client pass { ... }` and the other blocks. */
@@ -23,12 +25,20 @@ export interface Block {
   readonly statements: readonly Statement[];
   readonly line: number;
   readonly endLine: number;
+  /** The comments above the block (since the previous setting or block), without `#`. */
+  readonly comments: readonly string[];
+  /** The comments inside the block, in order. */
+  readonly innerComments: readonly string[];
 }
 
 /** A whole file. */
 export interface BarefootFile {
   readonly settings: readonly Statement[];
   readonly blocks: readonly Block[];
+  /** Comments at the top of the file that a blank line separates from what follows. */
+  readonly header: readonly string[];
+  /** Comments after the last setting or block. */
+  readonly trailer: readonly string[];
   /** The file's lines, to quote blocks that are not translated. */
   readonly lines: readonly string[];
 }
@@ -94,6 +104,45 @@ interface Token {
   readonly line: number;
 }
 
+/** Every `#` comment of a file by line, and where the blank lines are. */
+class Comments {
+  readonly #byLine = new Map<number, string>();
+  readonly #blank = new Set<number>();
+
+  constructor(lines: readonly string[]) {
+    lines.forEach((raw, i) => {
+      const hash = raw.indexOf("#");
+      if (hash !== -1) this.#byLine.set(i + 1, raw.slice(hash + 1).replace(/^ /, "").trimEnd());
+      else if (raw.trim() === "") this.#blank.add(i + 1);
+    });
+  }
+
+  /** Comments on lines first..last, in order. */
+  within(first: number, last: number): string[] {
+    const found: string[] = [];
+    for (let line = first; line <= last; line++) {
+      const comment = this.#byLine.get(line);
+      if (comment !== undefined) found.push(comment);
+    }
+    return found;
+  }
+
+  /**
+   * The comments between two items, split where the last blank line before
+   * `line` falls: what is above it is free-standing, what is below annotates the item.
+   */
+  above(previousEnd: number, line: number): { free: string[]; own: string[] } {
+    let split = previousEnd;
+    for (let l = line - 1; l > previousEnd; l--) {
+      if (this.#blank.has(l)) {
+        split = l;
+        break;
+      }
+    }
+    return { free: this.within(previousEnd + 1, split), own: this.within(split + 1, line - 1) };
+  }
+}
+
 /** Splits into words, `{` and `}`, dropping `#` comments; `keyword:value` becomes two tokens. */
 function tokenize(text: string): Token[] {
   const tokens: Token[] = [];
@@ -120,9 +169,25 @@ function isKeyword(word: string): boolean {
 
 /** Parses a barefootd.conf; throws {@linkcode BarefootSyntaxError}. */
 export function parseBarefoot(text: string): BarefootFile {
+  const lines = text.split("\n");
   const tokens = tokenize(text);
+  const comments = new Comments(lines);
   const settings: Statement[] = [];
   const blocks: Block[] = [];
+  const header: string[] = [];
+  let previousEnd = 0;
+  /**
+   * The comments that belong to an item starting at `line`. Those above the
+   * first item head the file, except the ones directly above a first block.
+   */
+  const commentsAbove = (line: number, isBlock: boolean): string[] => {
+    const { free, own } = comments.above(previousEnd, line);
+    if (previousEnd === 0) {
+      header.push(...free, ...(isBlock ? [] : own));
+      return isBlock ? own : [];
+    }
+    return [...free, ...own];
+  };
   let i = 0;
   while (i < tokens.length) {
     const token = tokens[i];
@@ -138,7 +203,13 @@ export function parseBarefoot(text: string): BarefootFile {
       if (values.length === 0) {
         throw new BarefootSyntaxError(token.line, `"${keyword}:" has no value`);
       }
-      settings.push({ keyword, values, line: token.line });
+      settings.push({
+        keyword,
+        values,
+        line: token.line,
+        comments: [...commentsAbove(token.line, false), ...comments.within(token.line, token.line)],
+      });
+      previousEnd = token.line;
       continue;
     }
     // A block: KIND [ACTION] { ... }
@@ -164,7 +235,7 @@ export function parseBarefoot(text: string): BarefootFile {
     }
     i++;
     const statements: Statement[] = [];
-    let current: { keyword: string; values: string[]; line: number } | null = null;
+    let current: Statement & { values: string[] } | null = null;
     for (;;) {
       const next = tokens[i];
       if (!next) {
@@ -175,7 +246,16 @@ export function parseBarefoot(text: string): BarefootFile {
       }
       if (next.text === "}") {
         if (current) statements.push(current);
-        blocks.push({ kind, action, statements, line: token.line, endLine: next.line });
+        blocks.push({
+          kind,
+          action,
+          statements,
+          line: token.line,
+          endLine: next.line,
+          comments: commentsAbove(token.line, true),
+          innerComments: comments.within(token.line, next.line),
+        });
+        previousEnd = next.line;
         i++;
         break;
       }
@@ -199,7 +279,7 @@ export function parseBarefoot(text: string): BarefootFile {
           );
         }
         if (current) statements.push(current);
-        current = { keyword, values: [], line: next.line };
+        current = { keyword, values: [], line: next.line, comments: [] };
         i += width;
         continue;
       }
@@ -213,7 +293,9 @@ export function parseBarefoot(text: string): BarefootFile {
       i++;
     }
   }
-  return { settings, blocks, lines: text.split("\n") };
+  const trailer = comments.within(previousEnd + 1, lines.length);
+  if (previousEnd === 0) return { settings, blocks, header: trailer, trailer: [], lines };
+  return { settings, blocks, header, trailer, lines };
 }
 
 function isServerKeyword(keyword: string): boolean {

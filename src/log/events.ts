@@ -39,7 +39,7 @@ const EVENT_LEVEL = {
   disconnect: "info",
   block: "info",
   error: "warning",
-  data: "debug",
+  data: "info",
 } as const;
 
 /**
