@@ -192,6 +192,7 @@ export class Engine implements RelayHost {
   }
 
   isOwnListener(remote: Deno.NetAddr, local: Deno.NetAddr): boolean {
+    if (!this.#tcpPorts().has(remote.port)) return false;
     const ip = parseClientAddress(remote.hostname);
     if (!ip) return false;
     // This host's own address: loopback, or the connection's own source address.
@@ -248,6 +249,15 @@ export class Engine implements RelayHost {
       verb,
       failures,
     });
+  }
+
+  /** The ports TCP listeners are bound to; cleared whenever the listeners change. */
+  #tcpPortSet: Set<number> | null = null;
+
+  #tcpPorts(): Set<number> {
+    return this.#tcpPortSet ??= new Set(
+      [...this.#listeners.values()].filter((l) => l.protocol === "tcp").map((l) => l.address.port),
+    );
   }
 
   // --- lifecycle ---
@@ -349,6 +359,7 @@ export class Engine implements RelayHost {
       }
     }
     for (const next of deferred) bind(next, true);
+    this.#tcpPortSet = null;
 
     const removedKeys = new Set(diff.removed);
     const draining = this.sessions.list().filter((session) =>

@@ -10,6 +10,7 @@ import type { Logger } from "@logtape/logtape";
 import type { PassRule } from "../config/types.ts";
 import { logSessionEvent, type SessionEvent } from "../log/events.ts";
 import type { EventGate } from "../log/rate_limit.ts";
+import { coarseNow } from "../relay/clock.ts";
 import type { Admitted } from "../relay/host.ts";
 import type { Admission } from "../relay/limits.ts";
 import type {
@@ -27,7 +28,7 @@ export class TrackedSession implements SessionHandle {
   /** Wall-clock start (epoch ms). */
   readonly startedAt: number;
   /** Monotonic time of the last delivered byte or datagram. */
-  lastActivity = performance.now();
+  lastActivity = coarseNow();
   bytesUp = 0;
   bytesDown = 0;
   datagramsUp = 0;
@@ -72,7 +73,7 @@ export class TrackedSession implements SessionHandle {
     countStart([counters], this.setup.client, this.setup.clientIp, this.tracker.clock());
     this.counters.push(counters);
     this.tracker.targets?.joined(target);
-    this.#event({ event: "connect", local });
+    if (this.rule.log.has("connect")) this.#event({ event: "connect", local });
   }
 
   attemptFailed(target: string, error: string): void {
@@ -92,7 +93,7 @@ export class TrackedSession implements SessionHandle {
   }
 
   delivered(direction: Direction, bytes: number): void {
-    this.lastActivity = performance.now();
+    this.lastActivity = coarseNow();
     const udp = this.setup.protocol === "udp";
     if (direction === "up") {
       this.bytesUp += bytes;
@@ -124,7 +125,7 @@ export class TrackedSession implements SessionHandle {
   ended(reason: DisconnectReason, error?: string): void {
     if (this.#ended) return;
     this.#ended = true;
-    if (this.local !== null) {
+    if (this.local !== null && this.rule.log.has("disconnect")) {
       const udp = this.setup.protocol === "udp";
       this.#event({
         event: "disconnect",

@@ -29,7 +29,7 @@ Deno.test("permissions are the least the tool needs", () => {
     "--allow-write",
     "--allow-sys=networkInterfaces",
     // A 1 MiB young generation: idle connections cost 18 KiB instead of 26 (bench/NOTES.md).
-    "--v8-flags=--max-semi-space-size=1",
+    "--v8-flags=--max-semi-space-size=2",
   ]);
   for (const forbidden of ["--allow-all", "-A", "--allow-run", "--allow-ffi", "--allow-env"]) {
     assert(!meta.tasks.portbounce.split(/\s+/).includes(forbidden), forbidden);

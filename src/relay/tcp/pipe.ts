@@ -19,10 +19,11 @@
  */
 import type { Bandwidth } from "../bandwidth.ts";
 import { BufferPool, relayBuffers } from "../buffer_pool.ts";
+import { coarseNow } from "../clock.ts";
 import { describeIoError } from "../errors.ts";
 import type { RelayConn } from "./conn.ts";
 
-const SMALL_BUFFER = 2 * 1024;
+const SMALL_BUFFER = 1024;
 const LARGE_BUFFER = 256 * 1024;
 const smallBuffers = new BufferPool(SMALL_BUFFER, 4_096);
 const largeBuffers = new BufferPool(LARGE_BUFFER, 64, relayBuffers);
@@ -43,7 +44,7 @@ export class PipeError extends Error {
 /** What a direction tells its session, and what the session watches. */
 export class Direction {
   /** Monotonic time of the last completed read or write. */
-  lastActivity = performance.now();
+  lastActivity = coarseNow();
   /** Monotonic time the pending write started, or 0 when none is pending. */
   writingSince = 0;
   /** Whether this direction's source has ended and the end was passed on. */
@@ -93,7 +94,7 @@ export async function pipe(
       const n = await reading;
       if (n === FAILED) throw new PipeError("source", failure);
       if (n === null) break;
-      const now = performance.now();
+      const now = coarseNow();
       state.lastActivity = now;
       // A full read means more is waiting: read on into a large buffer if the budget allows.
       // A short one means the stream paused: wait on a small one.
@@ -109,7 +110,7 @@ export async function pipe(
           if (bandwidth) await bandwidth.take(end - written);
           const wrote = await destination.write(buffer.subarray(written, end));
           written += wrote;
-          state.lastActivity = performance.now();
+          state.lastActivity = coarseNow();
           state.delivered(wrote);
         }
       } catch (error) {

@@ -21,6 +21,7 @@
  * @module
  */
 import { parseClientAddress } from "../../config/network.ts";
+import { coarseNow } from "../clock.ts";
 import type { PassRule } from "../../config/types.ts";
 import { formatTarget, type SourcePlan, type Target } from "../../rules/plan.ts";
 import type { Bandwidth } from "../bandwidth.ts";
@@ -63,7 +64,7 @@ export interface UdpSessionSetup {
 
 /** A relayed UDP flow from its first datagram to its idle expiry. */
 export class UdpSession implements Closable {
-  #lastActivity = performance.now();
+  #lastActivity = coarseNow();
   #socket: Deno.DatagramConn | undefined;
   #target: Deno.NetAddr | undefined;
   #queue: Uint8Array[] | undefined = [];
@@ -247,7 +248,7 @@ export class UdpSession implements Closable {
 
   /** Records traffic: refreshes the idle clock and unparks. */
   #touch(): void {
-    this.#lastActivity = performance.now();
+    this.#lastActivity = coarseNow();
     if (this.#parked) {
       this.#parked = false;
       this.#wake();
