@@ -81,4 +81,7 @@ async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if ("WorkerGlobalScope" in globalThis) {
+  // Started as one of the isolates that accept TCP connections (`[server] workers`).
+  await import("./src/workers/worker.ts");
+} else if (import.meta.main) Deno.exit(await main(Deno.args));

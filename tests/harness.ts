@@ -34,7 +34,14 @@ export interface StartOptions {
   readonly dialer?: Dialer;
   /** The wall clock of history, alarms and session times. */
   readonly clock?: () => number;
+  /** Isolates accepting TCP connections (the others run {@linkcode WORKER_MODULE}). */
+  readonly workers?: number;
+  /** What a worker runs instead (tests of a worker that fails). */
+  readonly workerModule?: string | URL;
 }
+
+/** The worker isolates' module, as the CLI's main module loads it. */
+export const WORKER_MODULE = new URL("../src/workers/worker.ts", import.meta.url);
 
 /** Starts the daemon on `rules` (rule-file text); throws with the problems or log if it cannot. */
 export async function startDaemon(
@@ -54,6 +61,8 @@ export async function startDaemon(
     overrides: { outputs: [] },
     ruleFile,
     handleSignals: false,
+    workers: options.workers,
+    workerModule: options.workerModule ?? WORKER_MODULE,
     engine: {
       tuning: { ...DEFAULT_TUNING, ...options.tuning },
       dialer: options.dialer,

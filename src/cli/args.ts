@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { readWorkerCount } from "../config/load.ts";
+import type { WorkerCount } from "../config/types.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { parseDuration } from "../config/duration.ts";
 
@@ -55,4 +57,12 @@ export function durationOption(
 /** Shell-quotes a word when it needs it (for commands printed to be run again). */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'"'"'`)}'`;
+}
+
+/** Parses `--workers N|auto`, or undefined when not given. */
+export function workersOption(value: string | undefined): WorkerCount | undefined {
+  if (value === undefined) return undefined;
+  return readWorkerCount(value, (message) => {
+    throw new UsageError(`--workers: ${message}`);
+  });
 }

@@ -7,7 +7,7 @@
 import { countOf } from "../config/describe.ts";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
-import { choice, durationOption, parseCommandArgs } from "./args.ts";
+import { choice, durationOption, parseCommandArgs, workersOption } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { runDaemon } from "../server/daemon.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
@@ -26,6 +26,8 @@ Options:
       --pid-file PATH     write the process id to PATH (overrides [server] pid_file);
                           removed on exit
       --exit-after DUR    stop (as on SIGTERM) after DUR, e.g. "30s"
+      --workers N         isolates accepting TCP connections: a number, or "auto"
+                          for one per core (overrides [server] workers; Linux)
   -h, --help              this help
 
 Signals: SIGTERM/SIGINT drain and stop (a second one stops at once),
@@ -43,6 +45,7 @@ export async function runCommand(args: string[]): Promise<number> {
     "ready-file": { type: "string" },
     "exit-after": { type: "string" },
     "pid-file": { type: "string" },
+    workers: { type: "string" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -51,6 +54,7 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const logFormat = choice("--log-format", values["log-format"], LOG_FORMATS);
   const logLevel = choice("--log-level", values["log-level"], LOG_LEVELS);
+  const workers = workersOption(values.workers);
 
   const loaded = await loadRuleFile(values.config!);
   if (!loaded.ok) {
@@ -73,5 +77,6 @@ export async function runCommand(args: string[]): Promise<number> {
     exitAfterMs: durationOption("--exit-after", values["exit-after"]),
     pidFile: values["pid-file"] ?? loaded.config.server.pidFile ?? undefined,
     ruleFile: values.config!,
+    workers,
   });
 }

@@ -33,6 +33,7 @@ import {
   LOG_LEVELS,
   type LogEvent,
   type LogOutput,
+  MAX_WORKERS,
   PROXY_PROTOCOLS,
   type Rule,
   ruleLabel,
@@ -41,6 +42,7 @@ import {
   type SourceAddress,
   SYSLOG_FACILITIES,
   type Throttle,
+  type WorkerCount,
 } from "./types.ts";
 
 /** One thing wrong with a rule file. */
@@ -80,6 +82,7 @@ export const SERVER_KEYS = [
   "syslog_facility",
   "source",
   "history",
+  "workers",
 ] as const;
 const SETTING_KEYS = [
   "action",
@@ -139,6 +142,7 @@ const BUILT_IN_SERVER: ServerSettings = {
   syslogFacility: "daemon",
   source: null,
   historyMs: 24 * 3_600_000,
+  workers: 1,
 };
 
 type Table = Record<string, unknown>;
@@ -311,11 +315,15 @@ function readServer(
   const historyMs = value.history === undefined
     ? BUILT_IN_SERVER.historyMs
     : readHistory(value.history, scope);
+  const workers = value.workers === undefined
+    ? BUILT_IN_SERVER.workers
+    : readWorkerCount(value.workers, (message) => scope.fail("workers", message));
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
     status === undefined || drainTimeoutMs === undefined || reloadDrainTimeoutMs === undefined ||
     reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
-    syslogFacility === undefined || serverSource === undefined || historyMs === undefined
+    syslogFacility === undefined || serverSource === undefined || historyMs === undefined ||
+    workers === undefined
   ) return undefined;
   return {
     log,
@@ -330,7 +338,24 @@ function readServer(
     syslogFacility,
     source: serverSource,
     historyMs,
+    workers,
   };
+}
+
+/**
+ * `workers = 2` or `"auto"` (also `--workers`): how many isolates accept TCP
+ * connections. `fail` reports what is wrong and returns undefined.
+ */
+export function readWorkerCount(
+  value: unknown,
+  fail: (message: string) => undefined,
+): WorkerCount | undefined {
+  if (value === "auto") return "auto";
+  const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= MAX_WORKERS) return n;
+  return fail(
+    `expected a number of workers from 1 to ${MAX_WORKERS} or "auto", got ${describe(value)}`,
+  );
 }
 
 function readBoolean(value: unknown, scope: Scope, key: string): boolean | undefined {

@@ -72,6 +72,12 @@ export const SYSLOG_FACILITIES = [
 /** A syslog facility. */
 export type SyslogFacility = typeof SYSLOG_FACILITIES[number];
 
+/** `[server] workers`: 1 to {@linkcode MAX_WORKERS}, or "auto" (one per core). */
+export type WorkerCount = number | "auto";
+
+/** The most workers a rule file may ask for. */
+export const MAX_WORKERS = 64;
+
 /** How a rule with several targets picks one for a new session. */
 export const BALANCE_MODES = ["failover", "round-robin", "least-sessions", "source-hash"] as const;
 /** A balance mode. */
@@ -188,6 +194,8 @@ export interface ServerSettings {
   readonly source: SourceAddress | null;
   /** How much per-minute history is kept (ms). */
   readonly historyMs: number;
+  /** Isolates accepting TCP connections (`[server] workers`): a count, or "auto" for one per core. */
+  readonly workers: WorkerCount;
 }
 
 /** A whole, valid rule file. */

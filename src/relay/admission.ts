@@ -44,11 +44,37 @@ export function decide(
   now: number,
   local: IpAddress | null = null,
 ): Decision {
+  const matched = matchRule(plan, client, local);
+  if (!matched.pass) return matched;
+  const admission = limiterOf(matched.rule).admit(client!.toString(), now);
+  if ("refused" in admission) return { pass: false, rule: matched.rule, reason: admission.refused };
+  return { ...matched, admission };
+}
+
+/** The pass rule that takes a client, before its limits are asked; or why none does. */
+export type Match =
+  | {
+    readonly pass: true;
+    readonly rule: PassRule;
+    readonly targets: readonly Target[];
+    readonly source: SourcePlan | null;
+  }
+  | Refusal;
+
+/** The first rule of the listener for `client` (which reached `local`): pass, or refused. */
+export function matchRule(
+  plan: ListenerPlan,
+  client: IpAddress | null,
+  local: IpAddress | null = null,
+): Match {
   const binding = client ? firstMatch(plan.bindings, client, local) : undefined;
   if (!binding) return { pass: false, rule: null, reason: "no-matching-rule" };
   const { rule, targets, source } = binding;
   if (rule.action === "block" || targets.length === 0) return { pass: false, rule, reason: "rule" };
-  const admission = limiterOf(rule).admit(client!.toString(), now);
-  if ("refused" in admission) return { pass: false, rule, reason: admission.refused };
-  return { pass: true, rule, targets, source, admission };
+  return { pass: true, rule, targets, source };
+}
+
+/** Whether a rule has limits to ask before a session starts. */
+export function hasLimits(rule: PassRule): boolean {
+  return rule.maxSessions > 0 || rule.maxSessionsPerClient > 0 || rule.throttle !== null;
 }

@@ -15,22 +15,72 @@ const BURST_S = 0.1;
 /** A TCP write is cut into pieces of at most this long a share, so that others interleave. */
 const SLICE_S = 0.05;
 
+/**
+ * Where a budget keeps the time at which everything reserved so far has
+ * passed: in the budget itself, or in shared memory when several isolates
+ * (workers) take from one budget.
+ */
+export interface ReadyTime {
+  load(): number;
+  /** Sets `next` if the time is still `expected`; false if another taker came first. */
+  replace(expected: number, next: number): boolean;
+}
+
+class LocalReadyTime implements ReadyTime {
+  #ready = 0;
+  load(): number {
+    return this.#ready;
+  }
+  replace(_expected: number, next: number): boolean {
+    this.#ready = next;
+    return true;
+  }
+}
+
+/**
+ * The ready time in a `SharedArrayBuffer` (8 bytes, microseconds since the
+ * epoch), for budgets shared by isolates; pair it with {@linkcode epochNow}.
+ */
+export class SharedReadyTime implements ReadyTime {
+  readonly #cell: BigInt64Array;
+
+  constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer(8)) {
+    this.#cell = new BigInt64Array(buffer);
+  }
+
+  load(): number {
+    return Number(Atomics.load(this.#cell, 0)) / 1000;
+  }
+
+  replace(expected: number, next: number): boolean {
+    const was = BigInt(Math.round(expected * 1000));
+    return Atomics.compareExchange(this.#cell, 0, was, BigInt(Math.round(next * 1000))) === was;
+  }
+}
+
+/** Milliseconds since the epoch, finer than `Date.now()`: one clock for every isolate. */
+export const epochNow = (): number => performance.timeOrigin + performance.now();
+
 /** One direction's budget. */
 export class Bandwidth {
-  /** Monotonic time (ms) at which everything reserved so far has passed. */
-  #ready = 0;
-
   /**
    * @param bytesPerSecond the rate
    * @param now the monotonic clock (ms)
    * @param sleep waits that long (ms)
+   * @param ready where the reservations are booked (shared between workers, or not)
    */
   constructor(
     readonly bytesPerSecond: number,
     readonly now: () => number = () => performance.now(),
     readonly sleep: (ms: number) => Promise<void> = (ms) =>
       new Promise((resolve) => setTimeout(resolve, ms)),
+    readonly ready: ReadyTime = new LocalReadyTime(),
   ) {}
+
+  /** A budget several isolates share through `buffer` (see {@linkcode SharedReadyTime}). */
+  static shared(bytesPerSecond: number, buffer: SharedArrayBuffer): Bandwidth {
+    return new Bandwidth(bytesPerSecond, epochNow, undefined, new SharedReadyTime(buffer));
+  }
 
   /** Bytes a TCP direction writes between two reservations. */
   get slice(): number {
@@ -45,18 +95,23 @@ export class Bandwidth {
 
   /** Reserves `bytes` if they may go now (within the burst); false, reserving nothing, if not. */
   tryTake(bytes: number): boolean {
-    const now = this.now();
-    const start = Math.max(now, this.#ready);
-    if (start + (bytes / this.bytesPerSecond) * 1000 - BURST_S * 1000 > now) return false;
-    this.#ready = start + (bytes / this.bytesPerSecond) * 1000;
-    return true;
+    for (;;) {
+      const now = this.now();
+      const ready = this.ready.load();
+      const start = Math.max(now, ready);
+      const next = start + (bytes / this.bytesPerSecond) * 1000;
+      if (next - BURST_S * 1000 > now) return false;
+      if (this.ready.replace(ready, next)) return true;
+    }
   }
 
   /** Books `bytes` after what is booked already; returns how long to wait (ms). */
   #reserve(bytes: number): number {
-    const now = this.now();
-    const start = Math.max(now, this.#ready);
-    this.#ready = start + (bytes / this.bytesPerSecond) * 1000;
-    return this.#ready - BURST_S * 1000 - now;
+    for (;;) {
+      const now = this.now();
+      const ready = this.ready.load();
+      const next = Math.max(now, ready) + (bytes / this.bytesPerSecond) * 1000;
+      if (this.ready.replace(ready, next)) return next - BURST_S * 1000 - now;
+    }
   }
 }

@@ -69,7 +69,11 @@ export interface RelayHost {
    * Decides a new client of `plan`'s listener: first matching rule (for the
    * local address it reached, when known), then its limits.
    */
-  decide(plan: ListenerPlan, client: IpAddress | null, local?: IpAddress | null): Decision;
+  decide(
+    plan: ListenerPlan,
+    client: IpAddress | null,
+    local?: IpAddress | null,
+  ): Decision | Promise<Decision>;
   /** Whether a connection from `client` to `listen` (`ip:port` both) is one of portbounce's own. */
   isOwnConnection(client: string, listen: string): boolean;
   /** Whether a connection (from `local`) to `remote` reached one of portbounce's own TCP listeners. */
@@ -87,6 +91,15 @@ export interface RelayHost {
   /** Checks TCP sessions' idle and stall deadlines. */
   readonly sweeper: Sweeper;
   readonly targets: TargetPool;
+}
+
+/**
+ * A host that decides at once. UDP listeners need one: a datagram is decided
+ * before the next is read. (A worker isolate, which serves TCP only, may have
+ * to ask the main isolate about limits.)
+ */
+export interface SyncRelayHost extends RelayHost {
+  decide(plan: ListenerPlan, client: IpAddress | null, local?: IpAddress | null): Decision;
 }
 
 /** A bound listener of either protocol, as the daemon drives it. */

@@ -11,7 +11,7 @@ import type { Logger, LogRecord } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
-import type { Config, LogFormat, LogLevel, LogOutput } from "../config/types.ts";
+import type { Config, LogFormat, LogLevel, LogOutput, WorkerCount } from "../config/types.ts";
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
@@ -26,7 +26,9 @@ import {
 } from "./engine.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { removeReadyFile, writeAtomically, writeReadyFile } from "./ready_file.ts";
-import { type LoadedRules as LoadedRuleFile, loadRuleFile } from "./rule_file.ts";
+import { type LoadedRules as LoadedRuleFile, loadRuleFile, type PlanInputs } from "./rule_file.ts";
+import type { BoundAddresses, WorkerRules } from "../workers/protocol.ts";
+import { WorkerPool } from "../workers/pool.ts";
 import { installSignalHandlers } from "./signals.ts";
 import { InspectorGuard } from "./inspector_guard.ts";
 import { sessionViews, StatusService } from "./status_service.ts";
@@ -59,12 +61,59 @@ export interface DaemonOptions {
   readonly engine?: EngineOptions;
   /** Also give every log record to this (tests capture structured events). */
   readonly logTap?: (record: LogRecord) => void;
+  /** `--workers`: wins over `[server] workers`. */
+  readonly workers?: WorkerCount;
+  /** The module a worker isolate runs (default: the program's own main module). */
+  readonly workerModule?: string | URL;
 }
 
 /** A rule set ready to run. */
 export interface LoadedRules {
   readonly config: Config;
   readonly listeners: readonly ListenerPlan[];
+  /** What the plan was built from; workers build theirs from it. */
+  readonly inputs?: PlanInputs;
+}
+
+/**
+ * How many isolates accept TCP connections: as asked, where SO_REUSEPORT
+ * lets isolates share a port (Linux) and there is a TCP listener to share.
+ */
+function workerCount(asked: WorkerCount, loaded: LoadedRules, log: Logger): number {
+  const count = asked === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : asked;
+  if (count <= 1) return 1;
+  const why = Deno.build.os !== "linux"
+    ? `isolates share a port (SO_REUSEPORT) on Linux only, not on ${Deno.build.os}`
+    : !loaded.listeners.some((l) => l.protocol === "tcp")
+    ? "no rule listens on TCP (UDP is served by one isolate)"
+    : loaded.inputs === undefined
+    ? "the rules were not loaded from text"
+    : null;
+  if (why === null) return count;
+  log.warn("workers = {asked}: running with 1 worker: {why}", { asked: String(asked), why });
+  return 1;
+}
+
+/** What a worker needs to serve the rules the engine runs now. */
+function workerRules(engine: Engine, inputs: PlanInputs): WorkerRules {
+  const addresses: BoundAddresses = {};
+  for (const bound of engine.boundAddresses()) {
+    if (bound.protocol === "tcp") {
+      addresses[bound.key] = { hostname: bound.address, port: bound.port };
+    }
+  }
+  return {
+    inputs,
+    addresses,
+    budgets: engine.targets.sharedBudgets(engine.rules),
+    sweepIntervalMs: engine.tuning.sweepIntervalMs,
+    bufferBytes: relayBuffers.limitBytes,
+  };
+}
+
+/** Each isolate relays with its share of `[server] buffer_memory`. */
+function bufferShare(bufferMemory: number, isolates: number): number {
+  return Math.floor(bufferMemory / isolates);
 }
 
 /** Log settings from a rule file, with the command line's overrides. */
@@ -100,6 +149,8 @@ export class Daemon {
     readonly log: Logger,
     config: Config,
     readonly options: DaemonOptions,
+    /** The other isolates accepting TCP connections, if any. */
+    readonly workers?: WorkerPool,
   ) {
     this.#current = config;
   }
@@ -117,9 +168,11 @@ export class Daemon {
       return ExitCode.runtime;
     }
     const log = logger();
-    relayBuffers.limitBytes = config.server.bufferMemory;
+    const workers = workerCount(options.workers ?? config.server.workers, loaded, log);
+    relayBuffers.limitBytes = bufferShare(config.server.bufferMemory, workers);
     const bound = Engine.bind(config.rules, listeners, log, {
       historyMs: config.server.historyMs,
+      workers,
       ...options.engine,
     });
     if (!bound.ok) {
@@ -128,6 +181,23 @@ export class Daemon {
       return ExitCode.bind;
     }
     const engine = bound.engine;
+    let pool: WorkerPool | undefined;
+    if (workers > 1) {
+      const started = await WorkerPool.start(
+        workers - 1,
+        workerRules(engine, loaded.inputs!),
+        engine,
+        log,
+        options.workerModule ?? Deno.mainModule,
+      );
+      if ("failures" in started) {
+        logBindFailures(log, started.failures, listeners.length);
+        await engine.stopAccepting();
+        await closeLogging();
+        return ExitCode.bind;
+      }
+      pool = started.pool;
+    }
     const status = new StatusService(engine, log, config);
     const statusError = await status.apply(config);
     if (statusError !== null) {
@@ -136,12 +206,14 @@ export class Daemon {
         address: formatAddress(hostname, port),
         error: statusError,
       });
-      engine.stopAccepting();
+      await engine.stopAccepting();
+      pool?.terminate();
       await closeLogging();
       return ExitCode.bind;
     }
-    const daemon = new Daemon(engine, status, log, config, options);
+    const daemon = new Daemon(engine, status, log, config, options, pool);
     engine.serve();
+    pool?.serve();
     log.info("portbounce {version} running {rules} from {source} on {listeners}", {
       version: VERSION,
       rules: countOf(config.rules.length, "rule"),
@@ -150,6 +222,11 @@ export class Daemon {
     });
     for (const line of (options.describe ?? ((e: Engine) => e.describeListeners()))(engine)) {
       log.info("listening {line}", { line });
+    }
+    if (pool) {
+      log.info("{workers} isolates accept TCP connections, sharing each port (SO_REUSEPORT)", {
+        workers,
+      });
     }
     // Signals first: once the ready file exists, a signal must find its handler.
     if (options.handleSignals ?? true) {
@@ -170,7 +247,8 @@ export class Daemon {
         });
         daemon.#signals?.remove();
         daemon.#inspectorGuard?.release();
-        engine.stopAccepting();
+        await engine.stopAccepting();
+        pool?.terminate();
         await status.close();
         await closeLogging();
         return ExitCode.runtime;
@@ -182,8 +260,9 @@ export class Daemon {
       } catch {
         daemon.#signals?.remove();
         daemon.#inspectorGuard?.release();
-        engine.stopAccepting();
+        await engine.stopAccepting();
         engine.closeAllSessions();
+        pool?.terminate();
         await status.close();
         await closeLogging();
         return ExitCode.runtime;
@@ -298,12 +377,28 @@ export class Daemon {
       log.warn("reload: {warning}", { warning: formatProblem(warning) });
     }
     const { server } = loaded.config;
-    relayBuffers.limitBytes = server.bufferMemory;
+    relayBuffers.limitBytes = bufferShare(server.bufferMemory, (this.workers?.size ?? 0) + 1);
     const drainMs = server.reloadDrainTimeoutMs;
-    const summary = this.engine.reload(loaded.config.rules, loaded.listeners, {
+    let summary = await this.engine.reload(loaded.config.rules, loaded.listeners, {
       drainMs,
       enforce: server.reloadEnforcesRules,
     });
+    // The summary says a removed port is free: make it true before it is logged.
+    await this.engine.released();
+    if (this.workers) {
+      // Every worker applies the new rules before the summary says they are in force.
+      const failed = await this.workers.reload(workerRules(this.engine, loaded.inputs));
+      summary = {
+        ...summary,
+        listeners: { ...summary.listeners, failed: [...summary.listeners.failed, ...failed] },
+      };
+      if (server.workers !== this.#current.server.workers) {
+        log.warn("reload: workers = {workers} takes a restart; {running} isolates go on", {
+          workers: String(server.workers),
+          running: this.workers.size + 1,
+        });
+      }
+    }
     for (const failure of summary.listeners.failed) {
       log.error("reload: cannot bind {listener}: {error}", {
         listener: failure.key,
@@ -353,6 +448,7 @@ export class Daemon {
   /** Waits for the stop, then cleans up and resolves `done`. */
   async #finish(): Promise<void> {
     await this.#stopped.promise;
+    this.workers?.terminate();
     this.#cancelExitTimer?.();
     this.#signals?.remove();
     this.#inspectorGuard?.release();

@@ -19,16 +19,17 @@ import {
   type Admitted,
   DEFAULT_TUNING,
   type RefusalPlace,
-  type RelayHost,
   type RelayListener,
   type RelayTuning,
+  type SyncRelayHost,
 } from "../relay/host.ts";
-import { RuleLimiter } from "../relay/limits.ts";
+import { type Admission, RuleLimiter } from "../relay/limits.ts";
+import { reachesOwnListener } from "../relay/loop_guard.ts";
 import { EventGate } from "../log/rate_limit.ts";
 import { Sweeper } from "../relay/sweeper.ts";
 import { setLongTimeout, sleep } from "../relay/timers.ts";
 import { firstMatch } from "../rules/match.ts";
-import type { Closable, SessionHandle } from "../relay/session.ts";
+import type { BlockReason, Closable, SessionHandle } from "../relay/session.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
 import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
@@ -92,10 +93,16 @@ export interface EngineOptions {
   readonly historyMs?: number;
   /** The wall clock for history and alarms (tests move it). */
   readonly clock?: () => number;
+  /**
+   * Isolates that will accept on the TCP listeners (`[server] workers`): above
+   * 1, TCP sockets are bound with SO_REUSEPORT so workers can share them, and
+   * bandwidth budgets live in shared memory.
+   */
+  readonly workers?: number;
 }
 
 /** A set of bound listeners with their sessions. */
-export class Engine implements RelayHost {
+export class Engine implements SyncRelayHost {
   readonly stats = new Stats();
   readonly sessions: SessionTracker;
   readonly dialer: Dialer;
@@ -116,16 +123,25 @@ export class Engine implements RelayHost {
   readonly #retiring = new Map<string, UdpRelayListener>();
   /** Cancels the drain deadlines of sessions left by reloads. */
   readonly #drainTimers = new Set<() => void>();
+  /** Removed TCP listeners whose socket is not yet gone (see {@linkcode released}). */
+  readonly #releasing = new Set<Promise<void>>();
   /** Listeners a reload could not bind, with why. */
   readonly #failed = new Map<string, { plan: ListenerPlan; error: string }>();
   #rules: readonly Rule[];
+  /** The rules before the last reload: sessions workers opened under them may still report. */
+  #previousRules: readonly Rule[] = [];
+  /** Whether TCP listeners share their ports with worker isolates. */
+  readonly reusePort: boolean;
+  /** More to stop when listeners stop accepting (the workers' listeners). */
+  readonly #alsoStop: (() => Promise<void>)[] = [];
 
   private constructor(readonly log: Logger, rules: readonly Rule[], options: EngineOptions) {
     this.#rules = rules;
     this.dialer = options.dialer ?? systemDialer;
     this.tuning = options.tuning ?? DEFAULT_TUNING;
     this.gate = new EventGate(this.tuning.eventWindowMs);
-    this.targets = new TargetRegistry(log, this.dialer);
+    this.reusePort = (options.workers ?? 1) > 1;
+    this.targets = new TargetRegistry(log, this.dialer, this.reusePort);
     this.monitor = new Monitor(
       log,
       this.stats,
@@ -187,25 +203,31 @@ export class Engine implements RelayHost {
     return decide(plan, client, (rule) => this.#limiter(rule), performance.now(), local);
   }
 
+  /** Asks `rule`'s limits for a worker's new session from `client`. */
+  admitRemote(ruleName: string, client: string): Admission | { refused: BlockReason } {
+    const rule = this.#rules.find((r) => r.name === ruleName);
+    if (!rule || rule.action !== "pass") return { refused: "no-matching-rule" };
+    return this.#limiter(rule).admit(client, performance.now());
+  }
+
+  /** The rule of that name in force, or, failing that, before the last reload. */
+  ruleNamed(name: string): Rule | null {
+    return this.#rules.find((r) => r.name === name) ??
+      this.#previousRules.find((r) => r.name === name) ?? null;
+  }
+
+  /** Also stops `stop` when the listeners stop accepting (the workers' listeners). */
+  alsoStopAccepting(stop: () => Promise<void>): void {
+    this.#alsoStop.push(stop);
+  }
+
   isOwnConnection(client: string, listen: string): boolean {
     return this.sessions.isOwnConnection(client, listen);
   }
 
   isOwnListener(remote: Deno.NetAddr, local: Deno.NetAddr): boolean {
     if (!this.#tcpPorts().has(remote.port)) return false;
-    const ip = parseClientAddress(remote.hostname);
-    if (!ip) return false;
-    // This host's own address: loopback, or the connection's own source address.
-    const toThisHost = ip.range() === "loopback" ||
-      parseClientAddress(local.hostname)?.toString() === ip.toString();
-    for (const listener of this.#listeners.values()) {
-      if (listener.protocol !== "tcp" || listener.address.port !== remote.port) continue;
-      const bound = listener.address.hostname;
-      if (bound === "::" || bound === "0.0.0.0") {
-        if (toThisHost && (bound === "::" || ip.kind() === "ipv4")) return true;
-      } else if (parseClientAddress(bound)?.toString() === ip.toString()) return true;
-    }
-    return false;
+    return reachesOwnListener(this.#listeners.values(), remote, local);
   }
 
   refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
@@ -229,8 +251,8 @@ export class Engine implements RelayHost {
     }, refusal.rule);
   }
 
-  open(admitted: Admitted, session: Closable): SessionHandle {
-    return this.sessions.open(admitted, session);
+  open(admitted: Admitted, session: Closable, startedAt?: number): SessionHandle {
+    return this.sessions.open(admitted, session, startedAt);
   }
 
   listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void {
@@ -292,17 +314,17 @@ export class Engine implements RelayHost {
    * - a listener whose (protocol, address, port) stays keeps its socket and
    *   accept queue and takes the new rules for new sessions;
    * - removed listeners stop accepting before added ones bind, so an address
-   *   that changes on the same port moves over;
+   *   that changes on the same port moves over (once the old socket is gone);
    * - a session keeps the rule it matched; with `enforce`, one whose client
    *   the new rules refuse is closed as `revoked`;
    * - sessions whose listener or rule went away drain: TCP for up to
    *   `drainMs` (0: until they end), UDP flows until quiet for a moment.
    */
-  reload(
+  async reload(
     rules: readonly Rule[],
     plan: readonly ListenerPlan[],
     policy: ReloadPolicy,
-  ): ReloadSummary {
+  ): Promise<ReloadSummary> {
     const ruleDiff = diffRules(this.#rules, rules);
     // Limits belong to the rule's name: live sessions still count after a change.
     const names = new Set(rules.map((rule) => rule.name));
@@ -311,6 +333,7 @@ export class Engine implements RelayHost {
       const limiter = this.#limiters.get(rule.name);
       if (limiter) limiter.limits = rule;
     }
+    this.#previousRules = this.#rules;
     this.#rules = rules;
     this.targets.apply(rules, plan);
 
@@ -344,6 +367,10 @@ export class Engine implements RelayHost {
       const listener = this.#listeners.get(key)!;
       this.#listeners.delete(key);
       listener.stopAccepting();
+      if (listener.protocol === "tcp") {
+        const closed = listener.closed.then(() => void this.#releasing.delete(closed));
+        this.#releasing.add(closed);
+      }
       const neededNow = deferred.some((p) =>
         p.protocol === listener.protocol && p.port === listener.address.port
       );
@@ -358,6 +385,8 @@ export class Engine implements RelayHost {
         listener.closeSocket();
       }
     }
+    // A closed listener frees its port only once its pending accept is cancelled.
+    if (deferred.length > 0) await this.released();
     for (const next of deferred) bind(next, true);
     this.#tcpPortSet = null;
 
@@ -390,6 +419,15 @@ export class Engine implements RelayHost {
       draining: draining.length,
       revoked,
     };
+  }
+
+  /**
+   * Resolves once the sockets of removed TCP listeners are closed: closing a
+   * listener with a pending accept frees its port only when that accept is
+   * cancelled, a turn of the event loop later.
+   */
+  async released(): Promise<void> {
+    await Promise.all(this.#releasing);
   }
 
   /** Lets a session of a removed listener or rule go on for `drainMs` (0: until it ends). */
@@ -465,9 +503,10 @@ export class Engine implements RelayHost {
     const listeners = [...this.#listeners.values()];
     for (const listener of listeners) listener.stopAccepting();
     // UDP sockets may stay open for their flows' replies; only TCP ones must be gone.
-    return Promise.all(
-      listeners.filter((l) => l.protocol === "tcp").map((l) => l.closed),
-    ).then(() => {});
+    return Promise.all([
+      ...listeners.filter((l) => l.protocol === "tcp").map((l) => l.closed),
+      ...this.#alsoStop.map((stop) => stop()),
+    ]).then(() => {});
   }
 
   /**
@@ -534,7 +573,7 @@ function pairPortZero(plans: readonly ListenerPlan[]): Map<ListenerPlan, Listene
 function openPair(
   first: ListenerPlan,
   second: ListenerPlan,
-  host: RelayHost,
+  host: SyncRelayHost,
 ): RelayListener[] | { error: string; addrInUse: boolean } {
   for (let attempt = 0;; attempt++) {
     const a = openListener(first, host);
@@ -550,12 +589,13 @@ function openPair(
 /** Binds one planned listener (on `port` instead of the plan's 0), or says why it cannot be bound. */
 function openListener(
   plan: ListenerPlan,
-  host: RelayHost,
+  host: SyncRelayHost,
   port = plan.port,
 ): RelayListener | { error: string; addrInUse: boolean } {
+  const reusePort = host instanceof Engine && host.reusePort;
   const open = (hostname: string): RelayListener =>
     plan.protocol === "tcp"
-      ? new TcpRelayListener(plan, Deno.listen({ hostname, port }), host)
+      ? new TcpRelayListener(plan, Deno.listen({ hostname, port, reusePort }), host)
       : new UdpRelayListener(
         plan,
         Deno.listenDatagram({ hostname, port, transport: "udp" }),

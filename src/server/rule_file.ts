@@ -6,8 +6,25 @@
 import { type ConfigProblem, parseConfig } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import type { Config } from "../config/types.ts";
-import { buildPlan, type ListenerPlan, listenNames } from "../rules/plan.ts";
+import {
+  buildPlan,
+  type HostFacts,
+  type ListenerPlan,
+  listenNames,
+  type ResolvedNames,
+} from "../rules/plan.ts";
 import { hostFacts, resolveNames } from "../rules/resolve.ts";
+
+/**
+ * What a plan was built from: enough for a worker isolate to build the very
+ * same plan (rules hold class instances, which do not cross isolates).
+ */
+export interface PlanInputs {
+  readonly text: string;
+  readonly source: string;
+  readonly resolved: ResolvedNames;
+  readonly facts: HostFacts;
+}
 
 /** A rule file ready to run, or everything wrong with it. */
 export type LoadedRules =
@@ -16,6 +33,7 @@ export type LoadedRules =
     readonly config: Config;
     readonly listeners: ListenerPlan[];
     readonly warnings: readonly ConfigProblem[];
+    readonly inputs: PlanInputs;
   }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
 
@@ -109,12 +127,27 @@ export async function loadRuleText(text: string, source: string): Promise<Loaded
   const parsed = parseConfig(text, source, loadServices());
   if (!parsed.ok) return parsed;
   const resolved = await resolveNames(listenNames(parsed.config));
-  const { listeners, problems } = buildPlan(parsed.config, resolved, hostFacts());
+  const facts = hostFacts();
+  const { listeners, problems } = buildPlan(parsed.config, resolved, facts);
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
     config: parsed.config,
     listeners,
     warnings: parsed.warnings,
+    inputs: { text, source, resolved, facts },
   };
+}
+
+/** Builds the plan again from its inputs (in a worker isolate); throws if it no longer holds. */
+export function rebuildPlan(inputs: PlanInputs): { config: Config; listeners: ListenerPlan[] } {
+  const parsed = parseConfig(inputs.text, inputs.source, loadServices());
+  if (!parsed.ok) {
+    throw new Error(parsed.problems.map((p) => `${p.where}: ${p.message}`).join("; "));
+  }
+  const { listeners, problems } = buildPlan(parsed.config, inputs.resolved, inputs.facts);
+  if (problems.length > 0) {
+    throw new Error(problems.map((p) => `${p.where}: ${p.message}`).join("; "));
+  }
+  return { config: parsed.config, listeners };
 }

@@ -16,6 +16,7 @@ import { describeConnectError } from "../relay/errors.ts";
 import { TargetHealth } from "../relay/health.ts";
 import type { TargetPool } from "../relay/host.ts";
 import { formatTarget, type ListenerPlan, type SourcePlan, type Target } from "../rules/plan.ts";
+import type { SharedBudget, TargetStatus } from "../workers/protocol.ts";
 
 /** One target's state, as the status shows it. */
 export interface TargetState {
@@ -35,20 +36,61 @@ interface Checker {
   readonly check: HealthCheck;
 }
 
+type Budgets = { rate: number; up: Bandwidth; down: Bandwidth; shared: SharedBudget | null };
+
 /** The engine's targets. */
 export class TargetRegistry implements TargetPool {
   readonly #health = new Map<string, TargetHealth & { sessions: number }>();
   readonly #rounds = new Map<string, number>();
-  readonly #bandwidth = new Map<string, { rate: number; up: Bandwidth; down: Bandwidth }>();
+  readonly #bandwidth = new Map<string, Budgets>();
   readonly #checkers = new Map<string, Checker>();
+  readonly #watchers: ((status: TargetStatus) => void)[] = [];
 
-  constructor(readonly log: Logger, readonly dialer: Dialer) {}
+  /**
+   * @param shareBudgets keep bandwidth budgets in shared memory, for worker isolates
+   */
+  constructor(readonly log: Logger, readonly dialer: Dialer, readonly shareBudgets = false) {}
 
   #state(target: Target): TargetHealth & { sessions: number } {
-    const key = formatTarget(target);
+    return this.#stateOf(formatTarget(target));
+  }
+
+  #stateOf(key: string): TargetHealth & { sessions: number } {
     let state = this.#health.get(key);
     if (!state) this.#health.set(key, state = Object.assign(new TargetHealth(), { sessions: 0 }));
     return state;
+  }
+
+  /** Calls `watcher` whenever a target goes up or down, or its back-off changes. */
+  watch(watcher: (status: TargetStatus) => void): void {
+    this.#watchers.push(watcher);
+  }
+
+  /** How every target is now, as workers need to know it. */
+  statuses(): TargetStatus[] {
+    return [...this.#health.keys()].map((key) => this.#status(key));
+  }
+
+  #status(key: string): TargetStatus {
+    const state = this.#stateOf(key);
+    return {
+      target: key,
+      up: state.up,
+      retryInMs: state.up ? 0 : Math.max(0, state.retryAt - performance.now()),
+    };
+  }
+
+  #changed(key: string): void {
+    if (this.#watchers.length === 0) return;
+    const status = this.#status(key);
+    for (const watcher of this.#watchers) watcher(status);
+  }
+
+  /** A worker's session connected to target `key` (`error` null) or failed to. */
+  reported(key: string, error: string | null): void {
+    if (!this.#health.has(key)) return; // Not a target of the rules in force (any more).
+    if (error === null) this.#succeededAt(key, 1);
+    else this.#failedAt(key, error);
   }
 
   order(rule: PassRule, targets: readonly Target[], client: string): Target[] {
@@ -66,33 +108,66 @@ export class TargetRegistry implements TargetPool {
   }
 
   succeeded(target: Target, rise = 1): void {
-    if (this.#state(target).succeeded(rise)) {
-      this.log.info("target {target} is up again", { target: formatTarget(target) });
+    this.#succeededAt(formatTarget(target), rise);
+  }
+
+  #succeededAt(key: string, rise: number): void {
+    if (this.#stateOf(key).succeeded(rise)) {
+      this.log.info("target {target} is up again", { target: key });
+      this.#changed(key);
     }
   }
 
   failed(target: Target, error: string, fall?: number): void {
-    const state = this.#state(target);
+    this.#failedAt(formatTarget(target), error, fall);
+  }
+
+  #failedAt(key: string, error: string, fall?: number): void {
+    const state = this.#stateOf(key);
     if (state.failed(error, performance.now(), fall)) {
       this.log.warn("target {target} is down after {failures} failed connects: {error}", {
-        target: formatTarget(target),
+        target: key,
         failures: state.failures,
         error,
       });
     }
+    if (!state.up) this.#changed(key); // Down: each failure moves the back-off.
   }
 
   bandwidth(rule: PassRule): { up: Bandwidth; down: Bandwidth } | null {
     if (rule.bandwidth === null) return null;
     const kept = this.#bandwidth.get(rule.name);
     if (kept && kept.rate === rule.bandwidth) return kept;
-    const fresh = {
-      rate: rule.bandwidth,
-      up: new Bandwidth(rule.bandwidth),
-      down: new Bandwidth(rule.bandwidth),
-    };
+    const rate = rule.bandwidth;
+    let fresh: Budgets;
+    if (this.shareBudgets) {
+      const shared = {
+        rate,
+        up: new SharedArrayBuffer(8),
+        down: new SharedArrayBuffer(8),
+      };
+      fresh = {
+        rate,
+        up: Bandwidth.shared(rate, shared.up),
+        down: Bandwidth.shared(rate, shared.down),
+        shared,
+      };
+    } else {
+      fresh = { rate, up: new Bandwidth(rate), down: new Bandwidth(rate), shared: null };
+    }
     this.#bandwidth.set(rule.name, fresh);
     return fresh;
+  }
+
+  /** The shared budgets of the rules in force, by rule name (workers take from them too). */
+  sharedBudgets(rules: readonly Rule[]): Record<string, SharedBudget> {
+    const budgets: Record<string, SharedBudget> = {};
+    for (const rule of rules) {
+      if (rule.action !== "pass" || rule.bandwidth === null) continue;
+      const shared = (this.bandwidth(rule) as Budgets | null)?.shared;
+      if (shared) budgets[rule.name] = shared;
+    }
+    return budgets;
   }
 
   /** A session is on `target` now (until `left`). */

@@ -53,8 +53,9 @@ export class TrackedSession implements SessionHandle {
     admitted: Admitted,
     readonly session: Closable,
     readonly counters: Counters[],
+    startedAt = tracker.clock(),
   ) {
-    this.startedAt = tracker.clock();
+    this.startedAt = startedAt;
     this.setup = admitted.setup;
     this.target = admitted.setup.target;
     this.rule = admitted.rule;
@@ -179,13 +180,16 @@ export class SessionTracker {
     readonly clock: () => number = Date.now,
   ) {}
 
-  /** Starts accounting for an admitted session. */
-  open(admitted: Admitted, session: Closable): SessionHandle {
+  /**
+   * Starts accounting for an admitted session, which started now or, when a
+   * worker reports it, at `startedAt` (epoch ms).
+   */
+  open(admitted: Admitted, session: Closable, startedAt = this.clock()): SessionHandle {
     const { setup, rule } = admitted;
     const counters = this.stats.of(rule.name, setup.listenerKey);
     this.monitor?.sessionStarted(rule.name, setup.listenerKey, setup.clientIp);
-    countStart(counters, setup.client, setup.clientIp, this.clock());
-    const tracked = new TrackedSession(this, admitted, session, counters);
+    countStart(counters, setup.client, setup.clientIp, startedAt);
+    const tracked = new TrackedSession(this, admitted, session, counters, startedAt);
     this.#live.add(tracked);
     return tracked;
   }

@@ -121,9 +121,12 @@ export function countStart(
     c.recentClients?.seen(clientIp, now);
     c.active++;
     c.total++;
-    c.firstSession ??= now;
-    c.lastSession = now;
-    c.lastClient = client;
+    c.firstSession = Math.min(c.firstSession ?? now, now);
+    // A worker's session may be reported after a later one of another isolate.
+    if (c.lastSession === null || now >= c.lastSession) {
+      c.lastSession = now;
+      c.lastClient = client;
+    }
   }
 }
 

@@ -28,6 +28,14 @@ export async function portbounceTaskFlags(): Promise<string[]> {
  */
 const SCRIPT = Deno.env.get("PORTBOUNCE_SCRIPT") ?? `${ROOT}/main.ts`;
 const CHILD_DENO_DIR = Deno.env.get("PORTBOUNCE_DENO_DIR");
+/**
+ * With `PORTBOUNCE_TEST_WORKERS=2`, every bouncer the tests start runs with
+ * `--workers 2` (CI runs the reliability and reload tests so as well).
+ */
+const TEST_WORKERS = Deno.env.get("PORTBOUNCE_TEST_WORKERS");
+
+/** How many isolates each bouncer the tests start runs (each has its own heap). */
+export const TEST_ISOLATES = Number(TEST_WORKERS ?? 1);
 
 /** A command running the CLI like `deno task portbounce ARGS`. */
 export async function portbounceCommand(
@@ -119,10 +127,18 @@ export async function startPortbounce(
 ): Promise<Bouncer> {
   dir ??= await Deno.makeTempDir({ prefix: "portbounce-e2e-" });
   const readyPath = `${dir}/ready.json`;
-  const format = args.includes("--log-format") || !["run", "forward"].includes(args[0])
-    ? []
-    : ["--log-format", "json"];
-  const process = (await portbounceCommand([...args, ...format, "--ready-file", readyPath], {
+  const daemon = ["run", "forward"].includes(args[0]);
+  const format = args.includes("--log-format") || !daemon ? [] : ["--log-format", "json"];
+  const workers = TEST_WORKERS && daemon && !args.includes("--workers")
+    ? ["--workers", TEST_WORKERS]
+    : [];
+  const process = (await portbounceCommand([
+    ...args,
+    ...format,
+    ...workers,
+    "--ready-file",
+    readyPath,
+  ], {
     stdout: "null",
     wrapper,
   })).spawn();

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { parseClientAddress } from "../../config/network.ts";
+import { type IpAddress, parseClientAddress } from "../../config/network.ts";
 import { formatTarget, type ListenerPlan } from "../../rules/plan.ts";
-import { LOOP } from "../admission.ts";
+import { type Decision, LOOP } from "../admission.ts";
 import type { RelayHost, RelayListener } from "../host.ts";
 import { peerText } from "../peer.ts";
 import { serveLoop } from "../serve_loop.ts";
@@ -69,6 +69,20 @@ export class TcpRelayListener implements RelayListener {
     const decision = this.host.isOwnConnection(client, listen)
       ? LOOP
       : this.host.decide(this.plan, clientIp, parseClientAddress(conn.localAddr.hostname));
+    if (decision instanceof Promise) {
+      // A worker asking the main isolate about the rule's limits.
+      decision.then((decided) => this.#start(conn, decided, clientIp, client, listen));
+    } else this.#start(conn, decision, clientIp, client, listen);
+  }
+
+  #start(
+    conn: Deno.TcpConn,
+    decision: Decision,
+    clientIp: IpAddress | null,
+    client: string,
+    listen: string,
+  ): void {
+    const remote = conn.remoteAddr;
     if (!decision.pass) {
       this.host.refuse(this.plan.key, decision, {
         protocol: "tcp",

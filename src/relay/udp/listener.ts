@@ -9,7 +9,7 @@
  */
 import { parseClientAddress } from "../../config/network.ts";
 import { formatTarget, type ListenerPlan } from "../../rules/plan.ts";
-import type { RelayHost, RelayListener } from "../host.ts";
+import type { RelayListener, SyncRelayHost } from "../host.ts";
 import { peerText } from "../peer.ts";
 import { serveLoop } from "../serve_loop.ts";
 import { FlowTable } from "./flows.ts";
@@ -26,7 +26,7 @@ export class UdpRelayListener implements RelayListener {
   constructor(
     public plan: ListenerPlan,
     readonly socket: Deno.DatagramConn,
-    readonly host: RelayHost,
+    readonly host: SyncRelayHost,
   ) {}
 
   get address(): Deno.NetAddr {

@@ -1,0 +1,287 @@
+/**
+ * What a worker isolate's TCP listeners decide, refuse and open sessions
+ * through: the same {@linkcode RelayHost} the main isolate's engine is, with
+ * what must be one for all isolates asked of the main isolate (the rules'
+ * limits) or reported to it (sessions, refusals, connect results).
+ *
+ * @module
+ */
+import type { IpAddress } from "../config/network.ts";
+import type { PassRule } from "../config/types.ts";
+import { type Decision, hasLimits, matchRule, type Refusal } from "../relay/admission.ts";
+import { Bandwidth, epochNow } from "../relay/bandwidth.ts";
+import { targetOrder } from "../relay/balance.ts";
+import { type Dialer, systemDialer } from "../relay/dial.ts";
+import { describeIoError } from "../relay/errors.ts";
+import {
+  type Admitted,
+  DEFAULT_TUNING,
+  type RefusalPlace,
+  type RelayHost,
+  type RelayListener,
+  type RelayTuning,
+  type TargetPool,
+} from "../relay/host.ts";
+import type { Admission } from "../relay/limits.ts";
+import { reachesOwnListener } from "../relay/loop_guard.ts";
+import type {
+  Closable,
+  Direction,
+  DisconnectReason,
+  DropReason,
+  SessionHandle,
+} from "../relay/session.ts";
+import { Sweeper } from "../relay/sweeper.ts";
+import { formatTarget, type ListenerPlan, type Target } from "../rules/plan.ts";
+import type { Outbox } from "./outbox.ts";
+import type { BlockReason } from "../relay/session.ts";
+import type { SharedBudget, TargetStatus } from "./protocol.ts";
+
+/** A slot the main isolate granted; it releases it when the session's `ended` arrives. */
+class RemoteAdmission implements Admission {
+  constructor(readonly request: number) {}
+  release(): void {}
+}
+
+/** Rules without limits need no slot. */
+const UNLIMITED: Admission = { release() {} };
+
+/** The health, session counts and budgets of targets, as this worker sees them. */
+export class WorkerTargets implements TargetPool {
+  readonly #health = new Map<string, { up: boolean; retryAt: number }>();
+  readonly #sessions = new Map<string, number>();
+  readonly #rounds = new Map<string, number>();
+  readonly #budgets = new Map<string, { rate: number; up: Bandwidth; down: Bandwidth }>();
+  #shared: Record<string, SharedBudget> = {};
+  /** Targets this worker reported a failure of since its last reported success. */
+  readonly #failing = new Set<string>();
+
+  constructor(readonly outbox: Outbox) {}
+
+  order(rule: PassRule, targets: readonly Target[], client: string): Target[] {
+    if (targets.length === 1) return [...targets];
+    const now = performance.now();
+    return targetOrder(targets, rule.balance, {
+      usable: (t) => {
+        const health = this.#health.get(formatTarget(t));
+        return !health || health.up || now >= health.retryAt;
+      },
+      sessions: (t) => this.#sessions.get(formatTarget(t)) ?? 0,
+      next: () => {
+        const n = this.#rounds.get(rule.name) ?? 0;
+        this.#rounds.set(rule.name, n + 1);
+        return n;
+      },
+    }, client);
+  }
+
+  succeeded(target: Target): void {
+    const key = formatTarget(target);
+    // Successes matter to the main isolate only after failures (they reset the count).
+    if (!this.#failing.delete(key)) return;
+    this.outbox.push({ t: "target", target: key, error: null });
+  }
+
+  failed(target: Target, error: string): void {
+    const key = formatTarget(target);
+    this.#failing.add(key);
+    this.outbox.push({ t: "target", target: key, error });
+  }
+
+  bandwidth(rule: PassRule): { up: Bandwidth; down: Bandwidth } | null {
+    if (rule.bandwidth === null) return null;
+    const kept = this.#budgets.get(rule.name);
+    if (kept && kept.rate === rule.bandwidth) return kept;
+    const shared = this.#shared[rule.name];
+    // The main isolate shares a budget for every rule with a bandwidth; a rule
+    // between two reloads may briefly have none, and gets one of its own.
+    const fresh = shared?.rate === rule.bandwidth
+      ? {
+        rate: shared.rate,
+        up: Bandwidth.shared(shared.rate, shared.up),
+        down: Bandwidth.shared(shared.rate, shared.down),
+      }
+      : {
+        rate: rule.bandwidth,
+        up: new Bandwidth(rule.bandwidth),
+        down: new Bandwidth(rule.bandwidth),
+      };
+    this.#budgets.set(rule.name, fresh);
+    return fresh;
+  }
+
+  /** The budgets of the rules in force, shared with every isolate. */
+  useBudgets(budgets: Record<string, SharedBudget>): void {
+    this.#shared = budgets;
+    for (const [name, kept] of this.#budgets) {
+      if (budgets[name]?.rate !== kept.rate) this.#budgets.delete(name);
+    }
+  }
+
+  /** The main isolate says how a target is. */
+  health(status: TargetStatus): void {
+    this.#health.set(status.target, {
+      up: status.up,
+      retryAt: performance.now() + status.retryInMs,
+    });
+    if (status.up) this.#failing.delete(status.target);
+  }
+
+  joined(target: string): void {
+    this.#sessions.set(target, (this.#sessions.get(target) ?? 0) + 1);
+  }
+
+  left(target: string): void {
+    const n = (this.#sessions.get(target) ?? 1) - 1;
+    if (n <= 0) this.#sessions.delete(target);
+    else this.#sessions.set(target, n);
+  }
+}
+
+/** A worker's view of the daemon. */
+export class WorkerHost implements RelayHost {
+  readonly dialer: Dialer = systemDialer;
+  readonly tuning: RelayTuning;
+  readonly sweeper: Sweeper;
+  readonly targets: WorkerTargets;
+  /** Live sessions by id, to close when the main isolate says so. */
+  readonly sessions = new Map<number, Closable>();
+  /** `local remote` of this worker's own live connections toward targets. */
+  readonly ownConnections = new Set<string>();
+  /** Admission questions waiting for the main isolate's answer. */
+  readonly #asked = new Map<number, (refused: BlockReason | null) => void>();
+  #nextId = 1;
+  #nextRequest = 1;
+
+  constructor(
+    readonly outbox: Outbox,
+    readonly listeners: () => Iterable<RelayListener>,
+    sweepIntervalMs: number,
+  ) {
+    this.tuning = { ...DEFAULT_TUNING, sweepIntervalMs };
+    this.sweeper = new Sweeper(sweepIntervalMs);
+    this.targets = new WorkerTargets(outbox);
+  }
+
+  decide(
+    plan: ListenerPlan,
+    client: IpAddress | null,
+    local: IpAddress | null = null,
+  ): Decision | Promise<Decision> {
+    const matched = matchRule(plan, client, local);
+    if (!matched.pass) return matched;
+    if (!hasLimits(matched.rule)) return { ...matched, admission: UNLIMITED };
+    // Limits count every isolate's sessions: the main isolate keeps them.
+    const request = this.#nextRequest++;
+    const answer = new Promise<BlockReason | null>((resolve) => this.#asked.set(request, resolve));
+    this.outbox.push({ t: "admit", request, rule: matched.rule.name, client: client!.toString() });
+    this.outbox.flush();
+    return answer.then((refused): Decision =>
+      refused === null
+        ? { ...matched, admission: new RemoteAdmission(request) }
+        : { pass: false, rule: matched.rule, reason: refused }
+    );
+  }
+
+  /** The main isolate's answer to admission question `request`. */
+  admitted(request: number, refused: BlockReason | null): void {
+    const resolve = this.#asked.get(request);
+    this.#asked.delete(request);
+    resolve?.(refused);
+  }
+
+  isOwnConnection(client: string, listen: string): boolean {
+    return this.ownConnections.has(`${client} ${listen}`);
+  }
+
+  isOwnListener(remote: Deno.NetAddr, local: Deno.NetAddr): boolean {
+    return reachesOwnListener(this.listeners(), remote, local);
+  }
+
+  refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
+    this.outbox.push({
+      t: "refuse",
+      listenerKey,
+      rule: refusal.rule?.name ?? null,
+      reason: refusal.reason,
+      place,
+    });
+  }
+
+  open(admitted: Admitted, session: Closable): SessionHandle {
+    const id = this.#nextId++;
+    this.sessions.set(id, session);
+    this.outbox.push({
+      t: "open",
+      id,
+      setup: admitted.setup,
+      rule: admitted.rule.name,
+      admission: admitted.admission instanceof RemoteAdmission ? admitted.admission.request : null,
+      at: epochNow(),
+    });
+    return new WorkerHandle(this, id, admitted.rule);
+  }
+
+  listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void {
+    this.outbox.push({
+      t: "listener",
+      key: listenerKey,
+      verb,
+      error: describeIoError(error),
+      failures: 0,
+    });
+  }
+
+  listenerRecovered(listenerKey: string, verb: "accept" | "receive", failures: number): void {
+    this.outbox.push({ t: "listener", key: listenerKey, verb, error: null, failures });
+  }
+}
+
+/** A session's reports, sent to the main isolate that accounts for it. */
+class WorkerHandle implements SessionHandle {
+  #connection: string | null = null;
+  #target: string | null = null;
+  readonly #eachRead: boolean;
+
+  constructor(readonly host: WorkerHost, readonly id: number, rule: PassRule) {
+    this.#eachRead = rule.log.has("data");
+  }
+
+  connected(ends: { target: string; local: string; remote: string }): void {
+    this.#connection = `${ends.local} ${ends.remote}`;
+    this.host.ownConnections.add(this.#connection);
+    this.#target = ends.target;
+    this.host.targets.joined(ends.target);
+    this.host.outbox.push({ t: "connected", id: this.id, ...ends });
+  }
+
+  attemptFailed(target: string, error: string): void {
+    this.host.outbox.push({ t: "attempt", id: this.id, target, error });
+  }
+
+  delivered(direction: Direction, bytes: number): void {
+    const up = direction === "up" ? bytes : 0;
+    this.host.outbox.bytes(this.id, up, bytes - up, this.#eachRead);
+  }
+
+  error(message: string): void {
+    this.host.outbox.push({ t: "error", id: this.id, message });
+  }
+
+  dropped(_reason: DropReason, message?: string): void {
+    // UDP only, and workers serve TCP.
+    if (message !== undefined) this.error(message);
+  }
+
+  ended(reason: DisconnectReason, error?: string): void {
+    if (this.#connection !== null) this.host.ownConnections.delete(this.#connection);
+    if (this.#target !== null) this.host.targets.left(this.#target);
+    this.host.sessions.delete(this.id);
+    this.host.outbox.push({
+      t: "ended",
+      id: this.id,
+      reason,
+      ...(error !== undefined ? { error } : {}),
+    });
+  }
+}

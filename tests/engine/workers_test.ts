@@ -1,0 +1,260 @@
+/**
+ * `[server] workers`: several isolates accept on each TCP port, and what
+ * must be one still is: limits and bandwidth across isolates, every session
+ * in the one session list and log, reloads applied everywhere before their
+ * summary, a dead worker restarted, a worker that cannot bind failing start-up.
+ * In-process (the workers are real isolates); Linux only, as SO_REUSEPORT.
+ */
+import { assert, assertEquals, assertMatch } from "../assert.ts";
+import { startDaemon } from "../harness.ts";
+import { delay, portIsFree, readAll, tcpServer, writeAll } from "../e2e/helpers.ts";
+import { Daemon } from "../../src/server/daemon.ts";
+import { loadRuleText } from "../../src/server/rule_file.ts";
+import { ExitCode } from "../../src/server/exit_codes.ts";
+
+const linux = Deno.build.os === "linux";
+
+function rule(target: number, extra = ""): string {
+  return `[[rule]]\nname = "web"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target}"\n${extra}`;
+}
+
+/** Opens `count` connections at once and keeps them. */
+async function connectMany(port: number, count: number): Promise<Deno.TcpConn[]> {
+  return await Promise.all(
+    Array.from({ length: count }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+  );
+}
+
+Deno.test({
+  name: "workers: max_sessions counts every isolate's sessions",
+  ignore: !linux,
+  async fn() {
+    const release = Promise.withResolvers<void>();
+    await using target = tcpServer(() => release.promise); // Holds every session.
+    await using bouncer = await startDaemon(
+      rule(target.port, 'max_sessions = 3\nlog = ["connect", "block"]\n'),
+      { workers: 2 },
+    );
+    const conns = await connectMany(bouncer.port(), 16);
+    try {
+      const web = bouncer.daemon.engine.stats.rules.get("web")!;
+      await waitUntil(() => web.total + (web.blocked.max_sessions ?? 0) === 16);
+      await delay(200);
+      assertEquals(bouncer.log.filter({ event: "connect" }).length, 3);
+      // (The log shows the first refusal of a client and cause, then a count of the rest.)
+      assertEquals(web.blocked.max_sessions, 13);
+      const perWorker = bouncer.daemon.workers!.clientsPerWorker();
+      console.log(
+        `    16 clients: ${16 - perWorker[0]} decided by the main isolate, ${
+          perWorker[0]
+        } by the worker`,
+      );
+      assert(perWorker[0] > 0 && perWorker[0] < 16, "both isolates took clients");
+      assertEquals(bouncer.daemon.engine.sessions.size, 3);
+    } finally {
+      release.resolve();
+      closeAll(conns);
+    }
+  },
+});
+
+Deno.test({
+  name: "workers: max_sessions_per_client holds across isolates",
+  ignore: !linux,
+  async fn() {
+    await using target = tcpServer(async (conn) => void await readAll(conn)); // Until the client ends.
+    await using bouncer = await startDaemon(
+      rule(
+        target.port,
+        'max_sessions_per_client = 2\nthrottle = "5/10s"\nlog = ["connect", "block"]\n',
+      ),
+      { workers: 2 },
+    );
+    const conns = await connectMany(bouncer.port(), 12);
+    try {
+      const web = bouncer.daemon.engine.stats.rules.get("web")!;
+      await waitUntil(() => web.total + (web.blocked.max_sessions_per_client ?? 0) === 12);
+      await delay(200);
+      assertEquals(bouncer.log.filter({ event: "connect" }).length, 2);
+      assertEquals(web.blocked.max_sessions_per_client, 10);
+    } finally {
+      closeAll(conns);
+    }
+  },
+});
+
+Deno.test({
+  name: "workers: throttle counts the session starts of every isolate",
+  ignore: !linux,
+  async fn() {
+    await using target = tcpServer(async (conn) => void await readAll(conn));
+    await using bouncer = await startDaemon(rule(target.port, 'throttle = "5/10s"\n'), {
+      workers: 2,
+    });
+    const conns = await connectMany(bouncer.port(), 12);
+    try {
+      const web = bouncer.daemon.engine.stats.rules.get("web")!;
+      await waitUntil(() => web.total + (web.blocked.throttle ?? 0) === 12);
+      assertEquals([web.total, web.blocked.throttle], [5, 7]);
+    } finally {
+      closeAll(conns);
+    }
+  },
+});
+
+Deno.test({
+  name: "workers: one bandwidth budget for the rule, whichever isolate relays",
+  ignore: !linux,
+  async fn() {
+    const chunk = new Uint8Array(64 * 1024);
+    await using target = tcpServer(async (conn) => {
+      try {
+        for (;;) await writeAll(conn, chunk);
+      } catch {
+        // The client left.
+      }
+    });
+    const rate = 256 * 1024;
+    await using bouncer = await startDaemon(rule(target.port, 'bandwidth = "256KiB/s"\n'), {
+      workers: 2,
+    });
+    const conns = await connectMany(bouncer.port(), 8);
+    const seconds = 2;
+    let total = 0;
+    const deadline = setTimeout(() => conns.forEach((conn) => conn.close()), seconds * 1000);
+    await Promise.all(conns.map(async (conn) => {
+      const buffer = new Uint8Array(64 * 1024);
+      try {
+        for (;;) {
+          const n = await conn.read(buffer);
+          if (n === null) break;
+          total += n;
+        }
+      } catch {
+        // Closed at the deadline.
+      }
+    }));
+    clearTimeout(deadline);
+    const perWorker = bouncer.daemon.workers!.clientsPerWorker();
+    console.log(
+      `    8 downloads for ${seconds} s at 256 KiB/s: ${Math.round(total / 1024)} KiB in all (${
+        8 - perWorker[0]
+      } relayed by the main isolate, ${perWorker[0]} by the worker)`,
+    );
+    // Two budgets (one per isolate) would let about twice through.
+    assert(total <= rate * (seconds + 0.3), `${total} bytes in ${seconds} s at ${rate} B/s`);
+    assert(total >= rate * (seconds - 0.5), `only ${total} bytes in ${seconds} s`);
+  },
+});
+
+Deno.test({
+  name: "workers: a reload is in force in every isolate when its summary is logged",
+  ignore: !linux,
+  async fn() {
+    await using target = tcpServer(async (conn) => {
+      await writeAll(conn, new TextEncoder().encode("hi"));
+    });
+    const [a, b] = [freeTcpPort(), freeTcpPort()];
+    const listenRule = (port: number) =>
+      `[[rule]]\nname = "r${port}"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+    await using bouncer = await startDaemon(listenRule(a), { workers: 2 });
+    await bouncer.reload(listenRule(b)); // Resolves after the summary line.
+    assertEquals(bouncer.log.filter({ message: /^reload: listeners: 1 added/ }).length, 1);
+    // The removed port is closed in both isolates, the added one open in both.
+    for (let i = 0; i < 20; i++) {
+      const refused = await Deno.connect({ hostname: "127.0.0.1", port: a }).then(
+        (conn) => (conn.close(), false),
+        () => true,
+      );
+      assert(refused, `connection ${i} to the removed listener was accepted`);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: b });
+      assertEquals(new TextDecoder().decode(await readAll(conn)), "hi");
+      conn.close();
+    }
+    const sockets = await listeningSockets(b);
+    assertEquals(sockets, 2, "both isolates listen on the added port");
+  },
+});
+
+Deno.test({
+  name: "workers: a worker that dies is logged and started again; its port keeps serving",
+  ignore: !linux,
+  async fn() {
+    await using target = tcpServer(async (conn) => {
+      await writeAll(conn, new TextEncoder().encode("ok"));
+    });
+    const marker = await Deno.makeTempFile();
+    Deno.env.set("PORTBOUNCE_TEST_FAIL_ONCE", marker);
+    try {
+      await using bouncer = await startDaemon(rule(target.port, 'log = ["connect", "error"]\n'), {
+        workers: 2,
+        workerModule: new URL("../fixtures/workers/fails_once.ts", import.meta.url),
+      });
+      const failed = await bouncer.log.waitFor({ message: /^worker 1 failed: / }, 5_000);
+      assertMatch(String(failed.message), /worker failure for the test; starting it again/);
+      await bouncer.log.waitFor({ message: "worker 1 started again" }, 5_000);
+      for (let i = 0; i < 20; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
+        assertEquals(new TextDecoder().decode(await readAll(conn)), "ok");
+        conn.close();
+      }
+      assertEquals(await listeningSockets(bouncer.port()), 2);
+    } finally {
+      Deno.env.delete("PORTBOUNCE_TEST_FAIL_ONCE");
+      await Deno.remove(marker).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "workers: a listener a worker cannot bind fails start-up (exit 3), nothing left bound",
+  ignore: !linux,
+  async fn() {
+    const port = freeTcpPort();
+    const loaded = await loadRuleText(
+      `[[rule]]\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:9"\n`,
+      "test",
+    );
+    assert(loaded.ok);
+    const exit = await Daemon.start(loaded, {
+      overrides: { outputs: [] },
+      handleSignals: false,
+      workers: 2,
+      workerModule: new URL("../fixtures/workers/cannot_bind.ts", import.meta.url),
+    });
+    assertEquals(exit, ExitCode.bind);
+    assert(portIsFree(port), "the main isolate's listener was closed");
+  },
+});
+
+function closeAll(conns: Deno.TcpConn[]): void {
+  for (const conn of conns) {
+    try {
+      conn.close();
+    } catch {
+      // Closed by the bouncer's refusal.
+    }
+  }
+}
+
+async function waitUntil(condition: () => boolean, ms = 5_000): Promise<void> {
+  const until = performance.now() + ms;
+  while (!condition()) {
+    if (performance.now() > until) throw new Error(`not within ${ms} ms: ${condition}`);
+    await delay(20);
+  }
+}
+
+function freeTcpPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+/** Sockets listening on 127.0.0.1:`port` (`ss`). */
+async function listeningSockets(port: number): Promise<number> {
+  const { stdout } = await new Deno.Command("ss", { args: ["-Hltn", `sport = :${port}`] })
+    .output();
+  return new TextDecoder().decode(stdout).trim().split("\n").filter((l) => l !== "").length;
+}
