@@ -93,13 +93,15 @@ export async function portbounceFlags(): Promise<string[]> {
   return words.slice(2, words.indexOf("main.ts"));
 }
 
-export const BOUNCERS: readonly Bouncer[] = [
-  {
-    name: "portbounce",
+/** portbounce on the bench rule file, with `workers` isolates accepting. */
+function portbounce(name: string, workers: number): Bouncer {
+  return {
+    name,
     packages: [],
     commands: [],
     tcp: true,
-    udp: true,
+    // UDP stays on the main isolate whatever `workers` says: measured once.
+    udp: workers === 1,
     async start(listen, target, dir) {
       const config = await template("portbounce.toml", { LISTEN: listen, TARGET: target }, dir);
       return running([
@@ -110,10 +112,51 @@ export const BOUNCERS: readonly Bouncer[] = [
           "run",
           "-c",
           config,
+          "--workers",
+          String(workers),
         ]),
       ]);
     },
-  },
+  };
+}
+
+/** The smallest correct Deno relay (bench/tools/deno_floor.ts): what the runtime allows. */
+function denoFloor(name: string, workers: number): Bouncer {
+  return {
+    name,
+    packages: [],
+    commands: [],
+    tcp: true,
+    udp: false,
+    start(listen, target) {
+      return Promise.resolve(running([
+        spawn(Deno.execPath(), [
+          "run",
+          ...FLOOR_FLAGS,
+          `${BENCH}tools/deno_floor.ts`,
+          String(listen),
+          String(target),
+          String(workers),
+        ]),
+      ]));
+    },
+  };
+}
+
+/** The floor runs with Deno's defaults: no flags of portbounce's own. */
+const FLOOR_FLAGS = ["--allow-net", "--allow-read"];
+
+/** Each portbounce bouncer and the floor it is compared with (report.ts). */
+export const FLOOR_OF: Readonly<Record<string, string>> = {
+  portbounce: "deno-floor",
+  "portbounce-2w": "deno-floor-2w",
+};
+
+export const BOUNCERS: readonly Bouncer[] = [
+  portbounce("portbounce", 1),
+  portbounce("portbounce-2w", 2),
+  denoFloor("deno-floor", 1),
+  denoFloor("deno-floor-2w", 2),
   {
     name: "haproxy",
     packages: ["haproxy"],

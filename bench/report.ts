@@ -62,6 +62,7 @@ export function renderMarkdown(
   workloads: readonly ReportedWorkload[],
   bouncers: readonly string[],
   samples: Samples,
+  floors: Readonly<Record<string, string>> = {},
 ): string {
   const columns = ["direct", ...bouncers];
   const medians = workloads.map((w) => [
@@ -88,6 +89,27 @@ export function renderMarkdown(
         }),
       ];
     });
+  // portbounce against the smallest correct relay the same runtime can run.
+  const floorPairs = Object.entries(floors).filter(([b, f]) =>
+    bouncers.includes(b) && bouncers.includes(f)
+  );
+  const floorRows = workloads.flatMap((w) => {
+    const cells = floorPairs.map(([b, f]) => {
+      const m = medianOf(samples, w.id, b);
+      const ref = medianOf(samples, w.id, f);
+      return m === undefined || ref === undefined || m === 0
+        ? undefined
+        : `${ratio(m, ref, w.higherIsBetter).toFixed(2)}×`;
+    });
+    return cells.some((c) => c !== undefined)
+      ? [[w.title, w.higherIsBetter ? "higher" : "lower", ...cells.map((c) => c ?? "–")]]
+      : [];
+  });
+  const floorSection = floorRows.length === 0 ? "" : `
+## Ratio to Deno's floor (the smallest correct relay on the same runtime; 1 is the floor)
+
+${table(["workload", "better is", ...floorPairs.map(([b, f]) => `${b} / ${f}`)], floorRows)}
+`;
   return `# Benchmark results
 
 ${info.date} on ${info.machine}. Medians of ${info.rounds} interleaved rounds (every bouncer once per
@@ -109,13 +131,14 @@ ${table(["workload", "reference", "better is", ...bouncers], ratios(referencePee
 ## Ratio to direct, no bouncer (the physical limit is 1)
 
 ${table(["workload", "better is", ...bouncers], ratios(() => "direct", false))}
-
+${floorSection}
 ${info.notes.map((note) => `- ${note}`).join("\n")}
 `;
 }
 
 const COLORS: Record<string, string> = {
   portbounce: "#1b7f3b",
+  "portbounce-2w": "#5fb87a",
   haproxy: "#3b6fb6",
   nginx: "#8a5cc2",
   rinetd: "#c77c0e",

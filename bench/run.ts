@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { freePort, median, output, waitForListen } from "./measure.ts";
-import { type Bouncer, BOUNCERS, hasCommand } from "./peers.ts";
+import { type Bouncer, BOUNCERS, FLOOR_OF, hasCommand } from "./peers.ts";
 import {
   renderMarkdown,
   renderSvg,
@@ -235,6 +235,8 @@ const info: RunInfo = {
   seconds: previous?.info.seconds ?? seconds,
   notes: [
     "portbounce runs from source (`deno run` with the flags of `deno task portbounce`), per-session logging off like the peers'.",
+    "portbounce-2w: the same with `--workers 2` (TCP only; UDP stays on the main isolate). deno-floor and deno-floor-2w: bench/tools/deno_floor.ts, the smallest correct Deno relay, with one and two isolates, Deno's default flags.",
+    "realm (Rust) and gost (Go) are not measured: neither is a Debian package, and this machine reaches only Debian's packages and the npm registry (no crates.io, no GitHub releases).",
     "Peer configurations: bench/peers/ (haproxy mode tcp with default threads; nginx stream with auto workers; rinetd, redir and socat as their manuals show).",
     ...notes,
   ],
@@ -242,7 +244,7 @@ const info: RunInfo = {
 const reported: ReportedWorkload[] = [...workloads, ...(measureStart ? [START] : [])];
 const names = bouncers.map((b) => b.name);
 await Deno.mkdir(outDir, { recursive: true });
-const markdown = renderMarkdown(info, reported, names, samples);
+const markdown = renderMarkdown(info, reported, names, samples, FLOOR_OF);
 await Deno.writeTextFile(`${outDir}/latest.md`, markdown);
 await Deno.writeTextFile(
   `${outDir}/latest.json`,
@@ -263,7 +265,10 @@ await Deno.writeTextFile(
     2,
   ) + "\n",
 );
-await Deno.writeTextFile(`${outDir}/ratios.svg`, renderSvg(reported, names, samples));
+await Deno.writeTextFile(
+  `${outDir}/ratios.svg`,
+  renderSvg(reported, names.filter((n) => !Object.values(FLOOR_OF).includes(n)), samples),
+);
 console.log(markdown);
 console.error(`written: ${outDir}/latest.md, latest.json, ratios.svg`);
 if (smoke) {
