@@ -10,6 +10,7 @@ import {
   portIsFree,
   readAll,
   startBouncer,
+  startPortbounce,
   tcpServer,
   writeAll,
 } from "./helpers.ts";
@@ -237,4 +238,45 @@ Deno.test("a listener that cannot be bound on reload is reported; the rest appli
   } finally {
     holder.close();
   }
+});
+
+const root = Deno.uid() === 0;
+Deno.test({
+  name:
+    "a listener moving from 127.0.0.1:P to 0.0.0.0:P binds once the old socket is gone (network namespace)",
+  ignore: !root,
+  async fn() {
+    // 0.0.0.0 is only safe to bind in a namespace of the test's own, which has nothing but lo.
+    const ns = `pbmove${Deno.pid % 10000}`;
+    const ip = (...args: string[]) => new Deno.Command("ip", { args, stderr: "null" }).output();
+    await ip("netns", "add", ns);
+    try {
+      await ip("netns", "exec", ns, "ip", "link", "set", "lo", "up");
+      const dir = await Deno.makeTempDir({ prefix: "portbounce-e2e-" });
+      const port = 18_080;
+      const rule = (address: string) =>
+        `[[rule]]\nname = "web"\nlisten = "${address}:${port}"\nbounce_to = "127.0.0.1:9"\n`;
+      await Deno.writeTextFile(`${dir}/rules.toml`, rule("127.0.0.1"));
+      await using bouncer = await startPortbounce(
+        ["run", "-c", `${dir}/rules.toml`],
+        dir,
+        ["ip", "netns", "exec", ns],
+      );
+      // Back and forth: each move frees the port only once the old accept is cancelled.
+      for (let i = 1; i <= 6; i++) {
+        const [from, to] = i % 2 === 1 ? ["127.0.0.1", "0.0.0.0"] : ["0.0.0.0", "127.0.0.1"];
+        assertMatch(
+          await reload(bouncer, rule(to), i),
+          new RegExp(
+            `^reload: listeners: 1 added \\(tcp ${
+              to.replaceAll(".", "\\.")
+            }:${port}\\), 0 kept, 1 removed \\(tcp ${from.replaceAll(".", "\\.")}:${port}\\)`,
+          ),
+        );
+      }
+      assertEquals(bouncer.log.filter({ message: /cannot bind/ }), []);
+    } finally {
+      await ip("netns", "del", ns);
+    }
+  },
 });
