@@ -33,6 +33,9 @@ Deno.test("forward: several SPECs, TCP, UDP and IPv6 in one process, one line pe
     "--udp",
     `${c}=127.0.0.1:${udpTarget.port}`,
   ]);
+  // The ready file can appear before its log lines have been read from the pipe.
+  await bouncer.log.waitFor({ message: /^listening / }, 5_000, 4);
+  await udpOnly.log.waitFor({ message: /^listening / });
   const listening = (log: typeof bouncer.log) =>
     log.filter({ message: /^listening / }).map((entry) => entry.line);
   assertEquals(listening(bouncer.log), [
