@@ -10,7 +10,7 @@ import { formatProblem } from "../config/load.ts";
 import { parseClientAddress } from "../config/network.ts";
 import { buildExport, type ExportNames } from "../export/model.ts";
 import { renderNftables } from "../export/nftables.ts";
-import { renderPf } from "../export/pf.ts";
+import { pfModel, renderPf } from "../export/pf.ts";
 import { type ExportOptions, notDoneLines } from "../export/text.ts";
 import { hostFacts } from "../rules/resolve.ts";
 import { ExitCode } from "../server/exit_codes.ts";
@@ -91,10 +91,12 @@ export async function exportCommand(args: string[]): Promise<number> {
     masquerade: values.masquerade ?? false,
     interface: values.interface ?? null,
   };
+  const exported = format === "pf" ? pfModel(model) : model;
   console.log(
-    (format === "nftables" ? renderNftables(model, options) : renderPf(model, options)).trimEnd(),
+    (format === "nftables" ? renderNftables(exported, options) : renderPf(exported, options))
+      .trimEnd(),
   );
-  for (const line of notDoneLines(model)) console.error(`not done by the router: ${line}`);
+  for (const line of notDoneLines(exported)) console.error(`not done by the router: ${line}`);
   return ExitCode.ok;
 }
 

@@ -152,7 +152,11 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
     }
     rules.push({ rule, matches, from: fromOf(rule), targets, notDone: notDone(rule) });
   }
-  return problems.length > 0 ? { ok: false, problems } : { ok: true, rules };
+  // One rule on TCP and UDP meets the same problem twice: say it once.
+  const unique = problems.filter((p, i) =>
+    problems.findIndex((q) => q.where === p.where && q.message === p.message) === i
+  );
+  return unique.length > 0 ? { ok: false, problems: unique } : { ok: true, rules };
 }
 
 /** Whether packets to a destination come from this host only (loopback addresses). */

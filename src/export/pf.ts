@@ -17,6 +17,37 @@ import {
 } from "./model.ts";
 import { type ExportOptions, header } from "./text.ts";
 
+/**
+ * The model with what pf cannot do beyond any router: an address pool shares
+ * one port, so targets whose ports differ get no round-robin or source-hash.
+ */
+export function pfModel(model: ExportModel & { ok: true }): ExportModel & { ok: true } {
+  return {
+    ...model,
+    rules: model.rules.map((exported) => {
+      const { rule } = exported;
+      if (rule.action !== "pass" || rule.balance === "failover") return exported;
+      const splitPool = ([4, 6] as const).some((family) => {
+        const targets = exported.targets.filter((t) => t.family === family);
+        return targets.length > 1 && !samePorts(targets);
+      });
+      return splitPool
+        ? {
+          ...exported,
+          notDone: [
+            ...exported.notDone,
+            `${rule.balance}: a pf address pool shares one port and these targets' ports differ, so every session goes to the first target`,
+          ],
+        }
+        : exported;
+    }),
+  };
+}
+
+function samePorts(targets: readonly ExportTarget[]): boolean {
+  return targets.every((t) => JSON.stringify(t.ports) === JSON.stringify(targets[0].ports));
+}
+
 /** Renders the model as pf.conf lines. */
 export function renderPf(model: ExportModel & { ok: true }, options: ExportOptions): string {
   const tables: string[] = [];
@@ -144,13 +175,13 @@ function rdr(exported: ExportRule, match: ExportMatch, targets: readonly ExportT
     : ranged
     ? ` port ${first.ports.first}:*`
     : ` port ${first.ports.first}`;
-  const samePorts = targets.every((t) => JSON.stringify(t.ports) === JSON.stringify(first.ports));
-  if (targets.length === 1 || balance === "failover" || !samePorts) {
-    const note = targets.length > 1
-      ? ` # every session to ${first.address}: pf does not fail over${
-        samePorts ? "" : " (the targets' ports differ)"
-      }`
-      : "";
+  const onePort = samePorts(targets);
+  if (targets.length === 1 || balance === "failover" || !onePort) {
+    const note = targets.length === 1
+      ? ""
+      : balance === "failover"
+      ? ` # every session to ${first.address}: pf does not fail over`
+      : ` # every session to ${first.address}: a pool shares one port; these targets' ports differ`;
     return `rdr-to ${first.address}${port}${note}`;
   }
   const pool = balance === "source-hash" ? "source-hash" : "round-robin";

@@ -32,9 +32,17 @@ export function targetOrder(
     case "failover":
       order = [...targets];
       break;
-    case "round-robin":
-      order = rotate(targets, state.next() % targets.length);
+    case "round-robin": {
+      // Turns among the usable targets only: rotating over all of them would hand a
+      // down target's turns to the one after it (twice its share).
+      const usable = targets.filter((t) => state.usable(t));
+      const ring = usable.length > 0 ? usable : targets;
+      order = [
+        ...rotate(ring, state.next() % ring.length),
+        ...targets.filter((t) => !ring.includes(t)),
+      ];
       break;
+    }
     case "least-sessions":
       // Stable: equal counts keep list order.
       order = [...targets].sort((a, b) => state.sessions(a) - state.sessions(b));

@@ -116,7 +116,11 @@ export const systemDialer: Dialer = {
       ({ address, local } = await sourceFor(target, source));
     } else {
       address = await resolveHost(target.host);
-      local = address.includes(":") ? "::" : "0.0.0.0";
+      // A loopback target is answered from loopback: no need for a port on every interface.
+      const loopback = parseClientAddress(address)?.range() === "loopback";
+      local = address.includes(":")
+        ? (loopback ? "::1" : "::")
+        : (loopback ? "127.0.0.1" : "0.0.0.0");
     }
     const socket = Deno.listenDatagram({ transport: "udp", hostname: local, port: 0 });
     return { socket, target: { transport: "udp", hostname: address, port: target.port } };

@@ -99,7 +99,8 @@ export class Monitor {
   #logAlarm(alarm: AlarmEvent): void {
     const what = `${alarm.kind} alarms of rule ${alarm.rule}`;
     if (!this.gate.pass(`alarm ${alarm.rule} ${alarm.kind}`, what, performance.now())) return;
-    const fields = { event: alarm.kind, rule: alarm.rule, detail: alarm.detail };
+    // `alarm`, not `event`: with `event` and `client` a line would read as a session event.
+    const fields = { alarm: alarm.kind, rule: alarm.rule, detail: alarm.detail };
     switch (alarm.kind) {
       case "first-traffic": {
         const client = this.stats.rules.get(alarm.rule)?.lastClient ?? "?";

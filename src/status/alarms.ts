@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { formatDuration } from "../config/duration.ts";
 import type { Rule } from "../config/types.ts";
 
 /** What a rule raised. */
@@ -75,7 +76,11 @@ export class Alarms {
         const silent = now - lastSession;
         if (!watch.quiet && silent >= quietMs) {
           watch.quiet = true;
-          raise("quiet", rule.name, `no new session for ${Math.round(silent / 60_000)} min`);
+          raise(
+            "quiet",
+            rule.name,
+            `no new session for ${formatDuration(Math.round(silent / 1_000) * 1_000)}`,
+          );
         } else if (watch.quiet && silent < quietMs) {
           watch.quiet = false;
           raise("resumed", rule.name, "new sessions again");

@@ -148,68 +148,6 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
     { cause: "write-failed" },
     report.log.lines_failed,
   );
-  for (const rule of report.rules) {
-    for (const t of rule.targets) {
-      const labels = { rule: rule.name, target: t.target };
-      out.add(
-        "portbounce_target_up",
-        "gauge",
-        "1 if the target takes sessions, 0 if it is down.",
-        labels,
-        t.up ? 1 : 0,
-      );
-      out.add(
-        "portbounce_target_sessions_active",
-        "gauge",
-        "Live sessions of the rule on the target.",
-        labels,
-        t.active,
-      );
-      out.add(
-        "portbounce_target_sessions_total",
-        "counter",
-        "Sessions of the rule that reached the target.",
-        labels,
-        t.total,
-      );
-      out.add(
-        "portbounce_target_errors_total",
-        "counter",
-        "Failed connects and I/O errors on the target.",
-        labels,
-        t.errors,
-      );
-      out.add(
-        "portbounce_target_bytes_total",
-        "counter",
-        "Bytes relayed with the target, by direction.",
-        { ...labels, direction: "up" },
-        t.bytes_up,
-      );
-      out.add(
-        "portbounce_target_bytes_total",
-        "counter",
-        "",
-        { ...labels, direction: "down" },
-        t.bytes_down,
-      );
-    }
-  }
-  for (const { rule, kind, count } of report.alarms.counts) {
-    out.add("portbounce_alarms_total", "counter", "Alarms raised, by rule and kind.", {
-      rule,
-      alarm: kind,
-    }, count);
-  }
-  for (const rule of report.rules) {
-    for (const kind of ["quiet", "errors"]) {
-      const active = report.alarms.active.some((a) => a.rule === rule.name && a.kind === kind);
-      out.add("portbounce_alarm_active", "gauge", "1 while the alarm is raised.", {
-        rule: rule.name,
-        alarm: kind,
-      }, active ? 1 : 0);
-    }
-  }
   out.add(
     "portbounce_log_lines_lost_total",
     "counter",

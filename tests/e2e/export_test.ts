@@ -380,3 +380,30 @@ log = ["block"]
     }
   },
 });
+
+Deno.test("export --format pf: a pool whose targets' ports differ is listed as not done; a problem is said once", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/pool.toml`,
+    `[[rule]]\nname = "web"\nlisten = "198.51.100.1:80"\n` +
+      `bounce_to = ["192.0.2.10:8080", "192.0.2.11:8081"]\nbalance = "round-robin"\n`,
+  );
+  const pf = await runCli(["export", "--format", "pf", "-c", `${dir}/pool.toml`]);
+  assertEquals(pf.code, 0, pf.stderr);
+  const why =
+    "round-robin: a pf address pool shares one port and these targets' ports differ, so every session goes to the first target";
+  assertIncludes(pf.stderr, `not done by the router: web (#1): ${why}`);
+  assertIncludes(pf.stdout, `#   web (#1): ${why}`);
+  // nftables maps each target with its own port: nothing to say there.
+  const nft = await runCli(["export", "--format", "nftables", "-c", `${dir}/pool.toml`]);
+  assertEquals(nft.stderr.includes("pool shares one port"), false);
+
+  await Deno.writeTextFile(
+    `${dir}/families.toml`,
+    `[[rule]]\nname = "dns"\nprotocol = ["tcp", "udp"]\nlisten = "[2001:db8::53]:53"\n` +
+      `bounce_to = "192.0.2.53"\n`,
+  );
+  const refused = await runCli(["export", "--format", "pf", "-c", `${dir}/families.toml`]);
+  assertEquals(refused.code, 2);
+  assertEquals(refused.stderr.split("no IPv6 target").length - 1, 1, refused.stderr);
+});

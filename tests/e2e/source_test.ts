@@ -129,3 +129,23 @@ Deno.test({
     }
   },
 });
+
+Deno.test("without source, a UDP flow to a loopback target binds loopback, not every interface", async () => {
+  await using udp = udpEcho();
+  await using bouncer = await startBouncer(
+    passRule({ listen: "127.0.0.1:0", target: udp.port, protocol: "udp" }),
+  );
+  const client = udpSocket();
+  try {
+    await client.send(new Uint8Array([7]), {
+      transport: "udp",
+      hostname: "127.0.0.1",
+      port: bouncer.port(),
+    });
+    assertEquals((await receiveWithin(client, 1_000))?.[0], 7);
+  } finally {
+    client.close();
+  }
+  const connect = await bouncer.log.waitFor({ event: "connect", protocol: "udp" });
+  assertMatch(connect.local as string, /^127\.0\.0\.1:\d+$/);
+});

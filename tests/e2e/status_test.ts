@@ -84,7 +84,13 @@ Deno.test("/metrics parses as Prometheus text and carries the same numbers", asy
   await using _b = bouncer;
   const response = await fetch(`${base}/metrics`);
   assertMatch(response.headers.get("content-type")!, /^text\/plain; version=0\.0\.4/);
-  const families = parsePrometheus(await response.text()) as {
+  const text = await response.text();
+  // Prometheus rejects a scrape that gives one series twice.
+  const series = text.split("\n").filter((line) => line && !line.startsWith("#"))
+    .map((line) => line.slice(0, line.lastIndexOf(" ")));
+  assertEquals(series.filter((s, i) => series.indexOf(s) !== i), [], "series given twice");
+  assert(series.some((s) => s.startsWith("portbounce_target_up{")), "target series present");
+  const families = parsePrometheus(text) as {
     name: string;
     type: string;
     metrics: { value: string; labels?: Record<string, string> }[];

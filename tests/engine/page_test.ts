@@ -5,7 +5,7 @@
  * pixels of the chart, not the markup. `PORTBOUNCE_SCREENSHOT=docs/status-page.png`
  * refreshes the screenshot in docs/.
  */
-import { assert, assertEquals, assertIncludes } from "../assert.ts";
+import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
 import { echo, exchange, tcpServer } from "../e2e/helpers.ts";
 import { decodePng } from "../png.ts";
@@ -67,8 +67,12 @@ Deno.test({
     }
     now = start + 120 * minute + 1_000;
     bouncer.daemon.engine.monitor.tick();
-    await bouncer.log.waitFor({ event: "quiet", rule: "www-old" });
-    await bouncer.log.waitFor({ event: "first-traffic", rule: "www-new" });
+    const quiet = await bouncer.log.waitFor({ alarm: "quiet", rule: "www-old" });
+    assertMatch(quiet.message!, /^rule www-old is quiet: no new session for \d+m\b/);
+    const first = await bouncer.log.waitFor({ alarm: "first-traffic", rule: "www-new" });
+    // A line with `event` and `client` fields would be rendered as a session event.
+    assertEquals(first.event, undefined);
+    assertMatch(first.message!, /^first traffic for rule www-new: 127\.0\.0\.1:\d+$/);
 
     const status = bouncer.daemon.status.address!;
     const json = await fetch(`http://${status}/status.json?history=120`).then((r) => r.json());

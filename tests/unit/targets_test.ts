@@ -32,6 +32,17 @@ Deno.test("round-robin: each session starts one further", () => {
   assertEquals(firsts, [A, B, C, A, B, C]);
 });
 
+Deno.test("round-robin: a target that is down gives its turns to every other, not the next one", () => {
+  const s = state([C]);
+  const firsts = Array.from({ length: 6 }, () => targetOrder([A, B, C], "round-robin", s, "x")[0]);
+  assertEquals(firsts, [A, B, A, B, A, B]);
+  assertEquals(targetOrder([A, B, C], "round-robin", state([C]), "x"), [A, B, C]);
+  // All down: still tried in turn rather than refused.
+  const none = state([A, B, C]);
+  assertEquals(targetOrder([A, B, C], "round-robin", none, "x")[0], A);
+  assertEquals(targetOrder([A, B, C], "round-robin", none, "x")[0], B);
+});
+
 Deno.test("least-sessions: the target with the fewest live sessions first, ties in list order", () => {
   const sessions = new Map([[A, 3], [B, 1], [C, 1]]);
   assertEquals(targetOrder([A, B, C], "least-sessions", state([], sessions), "x"), [B, C, A]);
