@@ -391,8 +391,10 @@ export class Engine implements SyncRelayHost {
     this.#tcpPortSet = null;
 
     const removedKeys = new Set(diff.removed);
+    // Sessions this reload sends draining (those of an earlier reload are counted there).
     const draining = this.sessions.list().filter((session) =>
-      removedKeys.has(session.setup.listenerKey) || !names.has(session.rule.name)
+      !session.draining &&
+      (removedKeys.has(session.setup.listenerKey) || !names.has(session.rule.name))
     );
     let revoked = 0;
     if (policy.enforce) {
@@ -433,10 +435,9 @@ export class Engine implements SyncRelayHost {
   /** Lets a session of a removed listener or rule go on for `drainMs` (0: until it ends). */
   #drain(session: TrackedSession, drainMs: number): void {
     session.draining = true;
-    if (session.session.drainWhenQuiet) {
-      session.session.drainWhenQuiet(this.tuning.udpDrainGraceMs);
-      return;
-    }
+    // UDP flows have no end of stream: they end once quiet, and at the latest
+    // when `drainMs` passes, as TCP sessions do.
+    session.session.drainWhenQuiet?.(this.tuning.udpDrainGraceMs);
     if (drainMs <= 0 || session.drainDeadline !== null) return;
     session.drainDeadline = Date.now() + drainMs;
     const cancel = setLongTimeout(() => {

@@ -182,3 +182,62 @@ Deno.test("a removed UDP listener's flows end once quiet for a moment; its port 
     client.close();
   }
 });
+
+Deno.test("a UDP flow that keeps sending on a removed listener ends at reload_drain_timeout", async () => {
+  await using target = udpEcho();
+  await using other = tcpServer(echo);
+  const port = freePortRange(1);
+  const head = `[server]\nreload_drain_timeout = "500ms"\n`;
+  const keep = passRule({ name: "keep", listen: "127.0.0.1:0", target: other.port });
+  await using bouncer = await startDaemon(
+    head + keep +
+      passRule({ name: "dns", protocol: "udp", listen: `127.0.0.1:${port}`, target: target.port }),
+    { tuning: { udpDrainGraceMs: 300 } },
+  );
+  const client = udpSocket();
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
+  let sending = true;
+  // Never quiet for the grace: only the drain timeout can end it.
+  const chatter = (async () => {
+    while (sending) {
+      await client.send(encode("q"), to).catch(() => {});
+      await delay(50);
+    }
+  })();
+  try {
+    await bouncer.log.waitFor({ event: "connect", rule: "dns" });
+    const started = performance.now();
+    await bouncer.reload(head + keep);
+    await bouncer.log.waitFor({ event: "disconnect", rule: "dns", reason: "drained" }, 5_000);
+    const waited = performance.now() - started;
+    assert(waited >= 400, `ended after ${waited} ms, before reload_drain_timeout`);
+    sending = false;
+    await chatter;
+    await delay(50);
+    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }).close(); // Free again.
+  } finally {
+    sending = false;
+    await chatter;
+    client.close();
+  }
+});
+
+Deno.test("the reload line counts the sessions that reload sends draining, not earlier ones again", async () => {
+  await using target = tcpServer(echo);
+  await using other = tcpServer(echo);
+  const port = freePortRange(1);
+  const keep = passRule({ name: "keep", listen: "127.0.0.1:0", target: other.port });
+  await using bouncer = await startDaemon(
+    keep + passRule({ name: "old", listen: `127.0.0.1:${port}`, target: target.port }),
+  );
+  const live = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await bouncer.log.waitFor({ event: "connect", rule: "old" });
+    await bouncer.reload(keep);
+    await bouncer.log.waitFor({ message: /^reload: .*sessions: 1 draining \(until they end\)/ });
+    await bouncer.reload(keep + passRule({ name: "new", listen: "127.0.0.1:0", target: 9 }));
+    await bouncer.log.waitFor({ message: /^reload: .*1 added \(new\).*sessions: 0 draining/ });
+  } finally {
+    live.close();
+  }
+});
