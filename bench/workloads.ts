@@ -94,7 +94,7 @@ async function holdTarget(port: number): Promise<() => Promise<void>> {
   return stopper(child);
 }
 
-async function iperfTcp(port: number, seconds: number, streams: number): Promise<number> {
+export async function iperfTcp(port: number, seconds: number, streams: number): Promise<number> {
   const report = JSON.parse(
     await output("iperf3", [
       "-c",
@@ -111,7 +111,7 @@ async function iperfTcp(port: number, seconds: number, streams: number): Promise
   return report.end.sum_received.bits_per_second / 1e9;
 }
 
-async function wrk(port: number, seconds: number, close: boolean): Promise<number> {
+export async function wrk(port: number, seconds: number, close: boolean): Promise<number> {
   const args = ["-t", "2", "-c", "50", "-d", `${seconds}s`, `http://127.0.0.1:${port}/index.html`];
   if (close) args.unshift("-H", "Connection: close");
   const text = await output("wrk", args);
