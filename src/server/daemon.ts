@@ -32,7 +32,7 @@ import { WorkerPool } from "../workers/pool.ts";
 import { installSignalHandlers } from "./signals.ts";
 import { InspectorGuard } from "./inspector_guard.ts";
 import { sessionViews, StatusService } from "./status_service.ts";
-import { logStatus, totals } from "./summary.ts";
+import { inForce, logStatus, totals } from "./summary.ts";
 
 /** Log settings from the command line (or a test) that win over `[server]`. */
 export interface LogOverrides {
@@ -234,7 +234,7 @@ export class Daemon {
       daemon.#signals = installSignalHandlers({
         stop: (signal) => daemon.stop(signal),
         reload: () => void daemon.reload(),
-        status: () => logStatus(log, engine.stats, sessionViews(engine)),
+        status: () => logStatus(log, engine.stats, sessionViews(engine), inForce(engine)),
       });
     }
     if (options.pidFile) {

@@ -11,6 +11,7 @@ import { relayBuffers } from "../relay/buffer_pool.ts";
 import { describeBindError, describeIoError } from "../relay/errors.ts";
 import { serveStatus, type StatusEndpoint } from "../status/http.ts";
 import { renderMetrics } from "../status/metrics.ts";
+import { inForce } from "./summary.ts";
 import { renderStatusPage } from "../status/page.ts";
 import { buildStatusReport, type SessionView, type StatusInput } from "../status/report.ts";
 import { answer, isWildcard, RenderCache } from "../status/routes.ts";
@@ -141,7 +142,11 @@ export class StatusService {
       },
       historyJson: () => cached("/history.json", () => this.historyJson()),
       metrics: () =>
-        cached("/metrics", () => renderMetrics(report(), this.engine.stats, this.engine.startedAt)),
+        cached(
+          "/metrics",
+          () =>
+            renderMetrics(report(), this.engine.stats, this.engine.startedAt, inForce(this.engine)),
+        ),
       sessionsJson: () =>
         cached(
           "/sessions.json",

@@ -8,8 +8,10 @@
 import type { Logger } from "@logtape/logtape";
 import { countOf } from "../config/describe.ts";
 import { formatDuration } from "../config/duration.ts";
+import type { InForce } from "../status/metrics.ts";
 import type { SessionView } from "../status/report.ts";
-import { type Stats, total } from "../status/stats.ts";
+import { emptyCounters, type Stats, total } from "../status/stats.ts";
+import type { Engine } from "./engine.ts";
 
 /** The totals, as numbers (fields of the JSON log) and as words. */
 export function totals(stats: Stats): {
@@ -40,8 +42,24 @@ export function totals(stats: Stats): {
   };
 }
 
-/** Writes the totals, one line per rule and per listener, and one per live session. */
-export function logStatus(log: Logger, stats: Stats, sessions: readonly SessionView[]): void {
+/** The names of the rules and the keys of the listeners an engine runs now. */
+export function inForce(engine: Engine): InForce {
+  return {
+    rules: new Set(engine.rules.map((rule) => rule.name)),
+    listeners: new Set(engine.listenerPlans().map((plan) => plan.key)),
+  };
+}
+
+/**
+ * Writes the totals, one line per rule and per listener in force (and per
+ * removed one that still has live sessions), and one per live session.
+ */
+export function logStatus(
+  log: Logger,
+  stats: Stats,
+  sessions: readonly SessionView[],
+  current: InForce,
+): void {
   const memory = Deno.memoryUsage();
   const { text, fields } = totals(stats);
   log.info(
@@ -55,8 +73,18 @@ export function logStatus(log: Logger, stats: Stats, sessions: readonly SessionV
       external: Math.round(memory.external / 1024),
     },
   );
-  for (const [kind, map] of [["rule", stats.rules], ["listener", stats.listeners]] as const) {
-    for (const [name, c] of map) {
+  for (
+    const [kind, map, names] of [
+      ["rule", stats.rules, current.rules],
+      ["listener", stats.listeners, current.listeners],
+    ] as const
+  ) {
+    // Every one in force, in order, with zeros where nothing happened yet; then removed ones still live.
+    const shown = [
+      ...[...names].map((name) => [name, map.get(name) ?? emptyCounters()] as const),
+      ...[...map].filter(([name, c]) => !names.has(name) && c.active > 0),
+    ];
+    for (const [name, c] of shown) {
       const blocked = Object.entries(c.blocked).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
       const dropped = Object.entries(c.dropped).map(([why, n]) => `${why}=${n}`).join(" ") || "0";
       log.info(

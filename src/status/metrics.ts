@@ -40,8 +40,19 @@ class Exposition {
   }
 }
 
+/** The rules and listeners in force: counters of others are shown only while they have live sessions. */
+export interface InForce {
+  readonly rules: ReadonlySet<string>;
+  readonly listeners: ReadonlySet<string>;
+}
+
 /** Renders every counter as Prometheus text. */
-export function renderMetrics(report: StatusReport, stats: Stats, startedAt: number): string {
+export function renderMetrics(
+  report: StatusReport,
+  stats: Stats,
+  startedAt: number,
+  inForce: InForce,
+): string {
   const out = new Exposition();
   out.add(
     "portbounce_start_time_seconds",
@@ -60,6 +71,9 @@ export function renderMetrics(report: StatusReport, stats: Stats, startedAt: num
     );
   }
   for (const { rule, listener, counters } of stats.pairs.values()) {
+    // A rule or listener a reload removed leaves once its last session has ended.
+    const current = (rule === null || inForce.rules.has(rule)) && inForce.listeners.has(listener);
+    if (!current && counters.active === 0) continue;
     const labels = { rule: rule ?? "", ...listenerLabels(listener) };
     addCounters(out, labels, counters);
   }

@@ -27,7 +27,8 @@ export interface Counters {
   recentClients: RecentClients | null;
 }
 
-function emptyCounters(trackClients = false): Counters {
+/** Counters at zero. */
+export function emptyCounters(trackClients = false): Counters {
   return {
     active: 0,
     total: 0,

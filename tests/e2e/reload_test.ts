@@ -280,3 +280,28 @@ Deno.test({
     }
   },
 });
+
+Deno.test("after a reload, /metrics and SIGUSR2 show the rules in force, not removed ones", async () => {
+  await using target = tcpServer(echo);
+  const [keepPort, oldPort, freshPort] = [freePortRange(1), freePortRange(1), freePortRange(1)];
+  const head = `[server]\nstatus = "127.0.0.1:0"\n`;
+  const keep =
+    `[[rule]]\nname = "keep"\nlisten = "127.0.0.1:${keepPort}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+  const old =
+    `[[rule]]\nname = "old"\nlisten = "127.0.0.1:${oldPort}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+  const fresh =
+    `[[rule]]\nname = "fresh"\naction = "block"\nlisten = "127.0.0.1:${freshPort}"\nfrom = "127.0.0.9"\n`;
+  await using bouncer = await startBouncer(head + keep + old);
+  assertEquals(await exchange(oldPort, "x"), "x");
+  await bouncer.log.waitFor({ event: "disconnect", rule: "old" });
+  const metrics = () => fetch(`http://${bouncer.ready.status}/metrics`).then((r) => r.text());
+  assertMatch(await metrics(), /portbounce_sessions_total\{rule="old"/);
+  await reload(bouncer, head + keep + fresh, 1);
+  await delay(300); // renderings are reused for 250 ms
+  const after = (await metrics()).split("\n").filter((l) => l.includes(`rule="old"`));
+  assertEquals(after, [], "a removed rule left /metrics");
+  bouncer.signal("SIGUSR2");
+  await bouncer.log.waitFor({ kind: "rule", name: "fresh", total: 0 });
+  await bouncer.log.waitFor({ kind: "rule", name: "keep" });
+  assertEquals(bouncer.log.filter({ kind: "rule", name: "old" }), []);
+});

@@ -134,7 +134,8 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
     historyMinutes: 0,
     alarms: { active: [{ rule: "web", kind: "quiet" }], recent: [], counts: [] },
   });
-  const text = renderMetrics(report, stats, 0);
+  const inForce = { rules: new Set(["web"]), listeners: new Set(["tcp 127.0.0.1:80"]) };
+  const text = renderMetrics(report, stats, 0, inForce);
   const families = parsePrometheus(text) as {
     name: string;
     metrics: { labels?: Record<string, string>; value: string }[];
