@@ -97,7 +97,19 @@ async function buildNetwork(): Promise<void> {
 }
 
 async function tearDown(): Promise<void> {
-  for (const ns of Object.values(NS)) await ip("netns", "del", ns).catch(() => {});
+  for (const ns of Object.values(NS)) {
+    // Whatever still runs inside (nginx's worker outlives a killed master) would outlive the
+    // namespace too: end it first.
+    const pids = await ip("netns", "pids", ns).catch(() => "");
+    for (const pid of pids.split(/\s+/).filter(Boolean)) {
+      try {
+        Deno.kill(Number(pid), "SIGKILL");
+      } catch {
+        // Gone already.
+      }
+    }
+    await ip("netns", "del", ns).catch(() => {});
+  }
 }
 
 /** Reads lines from a child's stdout as they come. */
