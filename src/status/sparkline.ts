@@ -23,12 +23,21 @@ function escape(text: string): string {
   );
 }
 
-/** Points of a polyline through `values` in a `width` x `height` box (0 at the bottom). */
+/**
+ * Points of a polyline through `values` in a `width` x `height` box (0 at the
+ * bottom). A point between two of the same height draws nothing: left out, so
+ * a day of quiet minutes is two points, not 1,440, and the page stays small.
+ */
 function points(values: readonly number[], width: number, height: number, max: number): string {
   const step = values.length > 1 ? width / (values.length - 1) : width;
-  return values.map((v, i) =>
-    `${(i * step).toFixed(1)},${(height - (max > 0 ? (v / max) * (height - 2) : 0) - 1).toFixed(1)}`
-  ).join(" ");
+  const y = (v: number) => (height - (max > 0 ? (v / max) * (height - 2) : 0) - 1).toFixed(1);
+  const kept: string[] = [];
+  for (let i = 0; i < values.length; i++) {
+    const inner = i > 0 && i < values.length - 1;
+    if (inner && values[i - 1] === values[i] && values[i + 1] === values[i]) continue;
+    kept.push(`${(i * step).toFixed(1)},${y(values[i])}`);
+  }
+  return kept.join(" ");
 }
 
 /**

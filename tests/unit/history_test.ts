@@ -5,7 +5,7 @@ import { assert, assertEquals } from "../assert.ts";
 import { History, minuteOf } from "../../src/status/history.ts";
 import { Alarms } from "../../src/status/alarms.ts";
 import { Stats } from "../../src/status/stats.ts";
-import { unicodeSparkline } from "../../src/status/sparkline.ts";
+import { svgSparkline, unicodeSparkline } from "../../src/status/sparkline.ts";
 import { loadRules } from "../fixtures/rules.ts";
 
 const T0 = minuteOf(Date.UTC(2026, 10, 28, 9, 0)); // 09:00:00 UTC
@@ -95,4 +95,17 @@ alarm_errors = "10/1m"
 Deno.test("terminal sparkline: eight heights, a space for nothing", () => {
   assertEquals(unicodeSparkline([0, 1, 2, 4, 8]), " ▁▂▄█");
   assertEquals(unicodeSparkline([0, 0]), "  ");
+});
+
+Deno.test("svg sparkline: flat stretches are two points, every change keeps its corners", () => {
+  const pointsOf = (svg: string) => /points="([^"]*)"/.exec(svg)![1].split(" ");
+  assertEquals(pointsOf(svgSparkline(new Array(1_440).fill(0), "quiet", null)).length, 2);
+  const step = [...new Array(100).fill(0), ...new Array(100).fill(4)];
+  // Start, the last 0, the first 4, the end: the line draws the same step as 200 points.
+  assertEquals(pointsOf(svgSparkline(step, "step", 100)), [
+    "0.0,31.0",
+    `${(99 * 240 / 199).toFixed(1)},31.0`,
+    `${(100 * 240 / 199).toFixed(1)},1.0`,
+    "240.0,1.0",
+  ]);
 });
