@@ -168,7 +168,9 @@ export async function checkCommand(args: string[]): Promise<number> {
   );
   console.log(
     unreachable > 0
-      ? `\n${unreachable} of ${probes.length} targets cannot be reached`
+      ? `\n${unreachable} of ${
+        probes.filter((p) => p.result !== "skipped").length
+      } TCP targets cannot be reached`
       : `\nevery TCP target answered`,
   );
   return unreachable > 0 ? ExitCode.runtime : ExitCode.ok;

@@ -237,7 +237,7 @@ Deno.test("check --probe: open, closed and unresolvable targets; UDP skipped", a
     ),
   );
   assertMatch(bad.stdout, /^nowhere\s+no-such-host\.invalid:80\s+unresolvable\s+/m);
-  assertIncludes(bad.stdout, "2 of 4 targets cannot be reached");
+  assertIncludes(bad.stdout, "2 of 3 TCP targets cannot be reached"); // the UDP one is skipped
   const json = JSON.parse(
     (await runCli(["check", "-c", `${dir}/bad.toml`, "--probe", "--json"])).stdout,
   );
