@@ -38,8 +38,8 @@ class LocalReadyTime implements ReadyTime {
 }
 
 /**
- * The ready time in a `SharedArrayBuffer` (8 bytes, microseconds since the
- * epoch), for budgets shared by isolates; pair it with {@linkcode epochNow}.
+ * The ready time in a `SharedArrayBuffer` (8 bytes, microseconds), for
+ * budgets shared by isolates; pair it with {@linkcode sharedNow}.
  */
 export class SharedReadyTime implements ReadyTime {
   readonly #cell: BigInt64Array;
@@ -58,8 +58,22 @@ export class SharedReadyTime implements ReadyTime {
   }
 }
 
-/** Milliseconds since the epoch, finer than `Date.now()`: one clock for every isolate. */
+/** Milliseconds since the epoch, finer than `Date.now()` (when a session started). */
 export const epochNow = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * The clock shared budgets are booked in: this isolate's monotonic clock plus a
+ * fixed offset, the main isolate's `performance.now()` on every isolate. Each
+ * isolate's `timeOrigin` is the wall clock when it started, so a clock step
+ * between two starts would put their epoch clocks apart; this one cannot drift.
+ */
+let sharedOffset = 0;
+export const sharedNow = (): number => performance.now() + sharedOffset;
+
+/** In a worker: `mainNow` is the main isolate's {@linkcode sharedNow}, just sent. */
+export function setSharedClock(mainNow: number): void {
+  sharedOffset = mainNow - performance.now();
+}
 
 /** One direction's budget. */
 export class Bandwidth {
@@ -79,7 +93,7 @@ export class Bandwidth {
 
   /** A budget several isolates share through `buffer` (see {@linkcode SharedReadyTime}). */
   static shared(bytesPerSecond: number, buffer: SharedArrayBuffer): Bandwidth {
-    return new Bandwidth(bytesPerSecond, epochNow, undefined, new SharedReadyTime(buffer));
+    return new Bandwidth(bytesPerSecond, sharedNow, undefined, new SharedReadyTime(buffer));
   }
 
   /** Bytes a TCP direction writes between two reservations. */

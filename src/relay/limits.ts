@@ -49,8 +49,21 @@ export class RuleLimiter {
       if (this.#starts.length >= throttle.count) return { refused: "throttle" };
       this.#starts.push(now);
     }
+    return this.#count(client);
+  }
+
+  /**
+   * Counts a session that was let in without asking (a worker's, decided when
+   * its rule had no limits): later sessions see it against limits a reload added.
+   */
+  hold(client: string, now: number): Admission {
+    if (this.limits.throttle) this.#starts.push(now);
+    return this.#count(client);
+  }
+
+  #count(client: string): Admission {
     this.#active++;
-    this.#perClient.set(client, ofClient + 1);
+    this.#perClient.set(client, (this.#perClient.get(client) ?? 0) + 1);
     let released = false;
     return {
       release: () => {

@@ -108,6 +108,7 @@ function workerRules(engine: Engine, inputs: PlanInputs): WorkerRules {
     budgets: engine.targets.sharedBudgets(engine.rules),
     sweepIntervalMs: engine.tuning.sweepIntervalMs,
     bufferBytes: relayBuffers.limitBytes,
+    generation: engine.generation,
   };
 }
 

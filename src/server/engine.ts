@@ -123,6 +123,10 @@ export class Engine implements SyncRelayHost {
   readonly #retiring = new Map<string, UdpRelayListener>();
   /** Cancels the drain deadlines of sessions left by reloads. */
   readonly #drainTimers = new Set<() => void>();
+  /** Rule sets applied so far (0: the first): workers say which one decided a session. */
+  #generation = 0;
+  /** How the last reload treated live sessions, for sessions a worker reports late. */
+  #lastPolicy: ReloadPolicy = { drainMs: 0, enforce: false };
   /** Removed TCP listeners whose socket is not yet gone (see {@linkcode released}). */
   readonly #releasing = new Set<Promise<void>>();
   /** Listeners a reload could not bind, with why. */
@@ -210,6 +214,45 @@ export class Engine implements SyncRelayHost {
     return this.#limiter(rule).admit(client, performance.now());
   }
 
+  /** The rule set in force: 0 at start, one more for each reload. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  open(admitted: Admitted, session: Closable, startedAt?: number): SessionHandle {
+    return this.sessions.open(admitted, session, startedAt);
+  }
+
+  /** Counts a worker's session its rule let in without asking (no limits when decided). */
+  holdRemote(rule: Rule, client: string): Admission {
+    return this.#limiter(rule).hold(client, performance.now());
+  }
+
+  /**
+   * Tracks a worker's session. One decided under an earlier rule set (the worker
+   * had not applied the reload yet, or its report was under way) is treated as
+   * that reload treated live sessions: drained if its listener or rule went,
+   * revoked if the rules in force refuse its client.
+   */
+  openRemote(
+    admitted: Admitted,
+    session: Closable,
+    startedAt: number,
+    generation: number,
+  ): SessionHandle {
+    const tracked = this.sessions.open(admitted, session, startedAt) as TrackedSession;
+    if (generation >= this.#generation) return tracked;
+    const listener = this.#listeners.get(admitted.setup.listenerKey)?.plan;
+    if (!listener || !this.#rules.some((r) => r.name === admitted.rule.name)) {
+      this.#drain(tracked, this.#lastPolicy.drainMs);
+    } else if (this.#lastPolicy.enforce) {
+      const client = parseClientAddress(admitted.setup.clientIp);
+      const binding = client ? firstMatch(listener.bindings, client) : undefined;
+      if (binding?.rule.action !== "pass") session.close("revoked");
+    }
+    return tracked;
+  }
+
   /** The rule of that name in force, or, failing that, before the last reload. */
   ruleNamed(name: string): Rule | null {
     return this.#rules.find((r) => r.name === name) ??
@@ -249,10 +292,6 @@ export class Engine implements SyncRelayHost {
       listen: place.listen,
       reason: refusal.reason,
     }, refusal.rule);
-  }
-
-  open(admitted: Admitted, session: Closable, startedAt?: number): SessionHandle {
-    return this.sessions.open(admitted, session, startedAt);
   }
 
   listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void {
@@ -334,6 +373,8 @@ export class Engine implements SyncRelayHost {
       if (limiter) limiter.limits = rule;
     }
     this.#previousRules = this.#rules;
+    this.#generation++;
+    this.#lastPolicy = policy;
     this.#rules = rules;
     this.targets.apply(rules, plan);
 
@@ -442,7 +483,8 @@ export class Engine implements SyncRelayHost {
     session.drainDeadline = Date.now() + drainMs;
     const cancel = setLongTimeout(() => {
       this.#drainTimers.delete(cancel);
-      session.session.close("drained");
+      // Ended meanwhile: its id may name another session by now (a restarted worker).
+      if (this.sessions.isLive(session)) session.session.close("drained");
     }, drainMs);
     this.#drainTimers.add(cancel);
   }

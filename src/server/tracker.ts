@@ -209,6 +209,11 @@ export class SessionTracker {
     return this.ownConnections.has(`${client} ${listen}`);
   }
 
+  /** Whether `session` has not ended yet. */
+  isLive(session: TrackedSession): boolean {
+    return this.#live.has(session);
+  }
+
   /** Number of live sessions. */
   get size(): number {
     return this.#live.size;

@@ -10,7 +10,8 @@
 import type { Logger } from "@logtape/logtape";
 import type { PassRule } from "../config/types.ts";
 import type { Admission } from "../relay/limits.ts";
-import type { SessionHandle } from "../relay/session.ts";
+import type { DisconnectReason, SessionHandle } from "../relay/session.ts";
+import { sharedNow } from "../relay/bandwidth.ts";
 import type { Engine } from "../server/engine.ts";
 import type {
   FromWorker,
@@ -35,10 +36,21 @@ class WorkerSlot {
   readonly admissions = new Map<number, Admission>();
   /** New clients this worker decided (sessions opened and refused), since start. */
   clients = 0;
-  /** Waiting for the worker's answer to start, reload or stop. */
-  answer: { readonly kind: FromWorker["t"]; resolve(message: FromWorker | null): void } | null =
-    null;
+  /** Waiting for the worker's answers, by kind: a stop may come while a reload waits. */
+  readonly answers = new Map<FromWorker["t"], ((message: FromWorker | null) => void)[]>();
+  /** Bound and given the rules; false while (re)starting and once dead. */
+  running = false;
+  /** The rules this worker was last given. */
+  rules: WorkerRules | undefined;
   restartDelay = FIRST_RESTART_DELAY_MS;
+  restartTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Gives every pending wait `answer` (null: the worker is gone). */
+  answerAll(answer: FromWorker | null): void {
+    const waiting = [...this.answers.values()].flat();
+    this.answers.clear();
+    for (const resolve of waiting) resolve(answer);
+  }
 
   constructor(readonly index: number) {}
 }
@@ -48,6 +60,8 @@ export class WorkerPool {
   readonly #slots: WorkerSlot[];
   #rules: WorkerRules;
   #stopping: Promise<void> | undefined;
+  /** Ended for good (start failed, or the daemon is done): nothing restarts. */
+  #terminated = false;
 
   private constructor(
     count: number,
@@ -83,6 +97,11 @@ export class WorkerPool {
     return { pool };
   }
 
+  /** The rules the workers are given (the last reload's). */
+  get rules(): WorkerRules {
+    return this.#rules;
+  }
+
   /** Number of workers. */
   get size(): number {
     return this.#slots.length;
@@ -113,16 +132,22 @@ export class WorkerPool {
     if (await this.#ask(slot, "ready", null) === null) {
       return [{ key: `worker ${slot.index}`, error: "did not load within 10s" }];
     }
-    const answer = this.#ask(slot, "bound", {
+    slot.rules = this.#rules;
+    const bound = await this.#ask(slot, "bound", {
       t: "start",
       rules: this.#rules,
       health: this.engine.targets.statuses(),
+      clock: sharedNow(),
     });
-    const bound = await answer;
     if (bound === null) {
-      return [{ key: `worker ${slot.index}`, error: "did not start within 10s" }];
+      return [{
+        key: `worker ${slot.index}`,
+        error: slot.worker ? "did not start within 10s" : "failed while starting",
+      }];
     }
-    return bound.t === "bound" ? bound.failures : [];
+    const failures = bound.t === "bound" ? bound.failures : [];
+    if (failures.length === 0) slot.running = true;
+    return failures;
   }
 
   /** Sends `message` and waits for the answer of kind `kind` (null: none in time, or it died). */
@@ -131,14 +156,19 @@ export class WorkerPool {
     kind: FromWorker["t"],
     message: ToWorker | null,
   ): Promise<FromWorker | null> {
+    if (!slot.worker) return Promise.resolve(null);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => done(null), ANSWER_TIMEOUT_MS);
+      const waiting = slot.answers.get(kind) ?? [];
+      slot.answers.set(kind, waiting);
+      const timer = setTimeout(() => {
+        waiting.splice(waiting.indexOf(done), 1);
+        resolve(null);
+      }, ANSWER_TIMEOUT_MS);
       const done = (answer: FromWorker | null) => {
         clearTimeout(timer);
-        slot.answer = null;
         resolve(answer);
       };
-      slot.answer = { kind, resolve: done };
+      waiting.push(done);
       if (message !== null) slot.worker?.postMessage(message);
     });
   }
@@ -153,31 +183,45 @@ export class WorkerPool {
    */
   async reload(rules: WorkerRules): Promise<WorkerBindFailure[]> {
     this.#rules = rules;
-    const answers = await Promise.all(
-      this.#slots.map((slot) => this.#ask(slot, "reloaded", { t: "reload", rules })),
-    );
+    // A worker being started again is given the new rules once it runs (see #died).
+    const running = this.#slots.filter((slot) => slot.running);
+    const answers = await Promise.all(running.map((slot) => this.#giveRules(slot, rules)));
     return answers.flatMap((answer, i) =>
       answer === null
-        ? [{ key: `worker ${i + 1}`, error: "did not apply the reload within 10s" }]
+        ? (running[i].worker
+          ? [{ key: `worker ${running[i].index}`, error: "did not apply the reload within 10s" }]
+          : []) // It died meanwhile; it starts again on these rules.
         : answer.t === "reloaded"
-        ? answer.failures.map((f) => ({ ...f, key: `${f.key} (worker ${i + 1})` }))
+        ? answer.failures.map((f) => ({ ...f, key: `${f.key} (worker ${running[i].index})` }))
         : []
     );
   }
 
+  #giveRules(slot: WorkerSlot, rules: WorkerRules): Promise<FromWorker | null> {
+    slot.rules = rules;
+    return this.#ask(slot, "reloaded", { t: "reload", rules });
+  }
+
   /** Workers close their listeners; resolves once they have (live sessions go on). */
   stopAccepting(): Promise<void> {
+    // Only running workers have listeners; one being started again is ended when it has.
     this.#stopping ??= Promise.all(
-      this.#slots.map((slot) => this.#ask(slot, "stopped", { t: "stop" })),
+      this.#slots.filter((slot) => slot.running).map((slot) =>
+        this.#ask(slot, "stopped", { t: "stop" })
+      ),
     ).then(() => {});
     return this.#stopping;
   }
 
   /** Ends every worker (their sessions must have ended). */
   terminate(): void {
+    this.#terminated = true;
     for (const slot of this.#slots) {
+      clearTimeout(slot.restartTimer);
       slot.worker?.terminate();
       slot.worker = undefined;
+      slot.running = false;
+      slot.answerAll(null);
     }
   }
 
@@ -186,7 +230,8 @@ export class WorkerPool {
       for (const event of message.events) this.#event(slot, event);
       return;
     }
-    if (slot.answer?.kind === message.t) slot.answer.resolve(message);
+    const waiting = slot.answers.get(message.t);
+    if (waiting?.length) waiting.shift()!(message);
   }
 
   #event(slot: WorkerSlot, event: WorkerEvent): void {
@@ -202,19 +247,29 @@ export class WorkerPool {
       case "open": {
         slot.clients++;
         const rule = engine.ruleNamed(event.rule);
-        const admission = event.admission === null
-          ? NO_ADMISSION
-          : slot.admissions.get(event.admission) ?? NO_ADMISSION;
+        const granted = event.admission === null ? undefined : slot.admissions.get(event.admission);
         if (event.admission !== null) slot.admissions.delete(event.admission);
+        // Ids are the worker's own: a close must reach this worker, not one started later.
+        const worker = slot.worker;
+        const close = (reason: DisconnectReason) => {
+          if (slot.worker === worker) worker?.postMessage({ t: "close", id: event.id, reason });
+        };
         if (!rule || rule.action !== "pass") {
           // Its rule is gone from both generations: end it as a reload would.
-          admission.release();
-          slot.worker?.postMessage({ t: "close", id: event.id, reason: "drained" });
+          granted?.release();
+          close("drained");
           return;
         }
-        const handle = engine.open({ setup: event.setup, rule: rule as PassRule, admission }, {
-          close: (reason) => slot.worker?.postMessage({ t: "close", id: event.id, reason }),
-        }, event.at);
+        // A session let in without asking still counts against the limits in force,
+        // as every session does with one isolate.
+        const admission = granted ??
+          (event.admission === null ? engine.holdRemote(rule, event.setup.clientIp) : NO_ADMISSION);
+        const handle = engine.openRemote(
+          { setup: event.setup, rule: rule as PassRule, admission },
+          { close },
+          event.at,
+          event.generation,
+        );
         slot.sessions.set(event.id, handle);
         return;
       }
@@ -258,14 +313,16 @@ export class WorkerPool {
     const worker = slot.worker;
     if (!worker) return;
     slot.worker = undefined;
+    slot.running = false;
     worker.terminate();
-    slot.answer?.resolve(null);
+    slot.answerAll(null);
     for (const handle of slot.sessions.values()) {
       handle.ended("error", `worker ${slot.index} failed: ${why}`);
     }
     slot.sessions.clear();
     for (const admission of slot.admissions.values()) admission.release();
     slot.admissions.clear();
+    if (this.#terminated) return;
     if (this.#stopping) {
       this.log.error("worker {worker} failed while stopping: {error}", {
         worker: slot.index,
@@ -280,8 +337,8 @@ export class WorkerPool {
       error: why,
       delay,
     });
-    setTimeout(async () => {
-      if (this.#stopping) return;
+    slot.restartTimer = setTimeout(async () => {
+      if (this.#stopping || this.#terminated) return;
       const failures = await this.#launch(slot);
       for (const failure of failures) {
         this.log.error("worker {worker}: cannot bind {listener}: {error}", {
@@ -290,10 +347,18 @@ export class WorkerPool {
           error: failure.error,
         });
       }
-      if (slot.worker) {
-        slot.worker.postMessage({ t: "serve" });
-        this.log.info("worker {worker} started again", { worker: slot.index });
+      if (!slot.worker) return;
+      if (this.#stopping || this.#terminated) {
+        // Stopping began while it started: it never serves.
+        slot.worker.terminate();
+        slot.worker = undefined;
+        slot.running = false;
+        return;
       }
+      // A reload while it started: it bound the rules of before.
+      if (slot.rules !== this.#rules) await this.#giveRules(slot, this.#rules);
+      slot.worker?.postMessage({ t: "serve" });
+      if (slot.worker) this.log.info("worker {worker} started again", { worker: slot.index });
     }, delay);
   }
 }

@@ -38,11 +38,19 @@ export interface WorkerRules {
   readonly sweepIntervalMs: number;
   /** This isolate's share of `[server] buffer_memory`. */
   readonly bufferBytes: number;
+  /** Which rule set this is (0 at start, one more per reload): sessions say which decided them. */
+  readonly generation: number;
 }
 
 /** Main to worker. */
 export type ToWorker =
-  | { readonly t: "start"; readonly rules: WorkerRules; readonly health: TargetStatus[] }
+  | {
+    readonly t: "start";
+    readonly rules: WorkerRules;
+    readonly health: TargetStatus[];
+    /** The main isolate's shared clock when it sent this (see `setSharedClock`). */
+    readonly clock: number;
+  }
   /** Every isolate has bound: start accepting. */
   | { readonly t: "serve" }
   | { readonly t: "reload"; readonly rules: WorkerRules }
@@ -73,6 +81,8 @@ export type WorkerEvent =
     readonly admission: number | null;
     /** When it started (epoch ms): events reach the main isolate a little later. */
     readonly at: number;
+    /** The rule set that decided it (`WorkerRules.generation`). */
+    readonly generation: number;
   }
   | {
     readonly t: "connected";

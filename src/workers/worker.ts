@@ -7,6 +7,7 @@
  * @module
  */
 import type { ListenerPlan } from "../rules/plan.ts";
+import { setSharedClock } from "../relay/bandwidth.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { describeBindError } from "../relay/errors.ts";
@@ -39,6 +40,7 @@ class WorkerRuntime {
           () => this.listeners.values(),
           message.rules.sweepIntervalMs,
         );
+        setSharedClock(message.clock);
         for (const status of message.health) this.host.targets.health(status);
         this.post({ t: "bound", failures: this.#apply(message.rules) });
         break;
@@ -78,6 +80,7 @@ class WorkerRuntime {
   /** Serves `rules`: keeps listeners that stay, closes removed ones, binds new ones. */
   #apply(rules: WorkerRules): WorkerBindFailure[] {
     const host = this.host!;
+    host.generation = rules.generation;
     const { listeners } = rebuildPlan(rules.inputs);
     host.targets.useBudgets(rules.budgets);
     relayBuffers.limitBytes = rules.bufferBytes;

@@ -55,6 +55,8 @@ export class WorkerTargets implements TargetPool {
   #shared: Record<string, SharedBudget> = {};
   /** Targets this worker reported a failure of since its last reported success. */
   readonly #failing = new Set<string>();
+  /** When this worker last reported a success of each target. */
+  readonly #saidUp = new Map<string, number>();
 
   constructor(readonly outbox: Outbox) {}
 
@@ -77,8 +79,16 @@ export class WorkerTargets implements TargetPool {
 
   succeeded(target: Target): void {
     const key = formatTarget(target);
-    // Successes matter to the main isolate only after failures (they reset the count).
-    if (!this.#failing.delete(key)) return;
+    // A success resets the main isolate's failure count and brings a target back up:
+    // say it after this worker's own failures, while the target counts as down, and
+    // otherwise once a second (other isolates' failures may be counting meanwhile).
+    const failed = this.#failing.delete(key);
+    const health = this.#health.get(key);
+    const now = performance.now();
+    if (!failed && (!health || health.up) && now - (this.#saidUp.get(key) ?? -Infinity) < 1_000) {
+      return;
+    }
+    this.#saidUp.set(key, now);
     this.outbox.push({ t: "target", target: key, error: null });
   }
 
@@ -152,6 +162,8 @@ export class WorkerHost implements RelayHost {
   readonly #asked = new Map<number, (refused: BlockReason | null) => void>();
   #nextId = 1;
   #nextRequest = 1;
+  /** The rule set in force here (`WorkerRules.generation`). */
+  generation = 0;
 
   constructor(
     readonly outbox: Outbox,
@@ -218,6 +230,7 @@ export class WorkerHost implements RelayHost {
       rule: admitted.rule.name,
       admission: admitted.admission instanceof RemoteAdmission ? admitted.admission.request : null,
       at: epochNow(),
+      generation: this.generation,
     });
     return new WorkerHandle(this, id, admitted.rule);
   }

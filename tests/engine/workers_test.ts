@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
-import { delay, portIsFree, readAll, tcpServer, writeAll } from "../e2e/helpers.ts";
+import { delay, echo, portIsFree, readAll, tcpServer, writeAll } from "../e2e/helpers.ts";
 import { Daemon } from "../../src/server/daemon.ts";
 import { loadRuleText } from "../../src/server/rule_file.ts";
 import { ExitCode } from "../../src/server/exit_codes.ts";
@@ -224,6 +224,95 @@ Deno.test({
     });
     assertEquals(exit, ExitCode.bind);
     assert(portIsFree(port), "the main isolate's listener was closed");
+  },
+});
+
+Deno.test({
+  name: "workers: a reload that adds max_sessions counts the sessions let in before it",
+  ignore: !linux,
+  async fn() {
+    const release = Promise.withResolvers<void>();
+    await using target = tcpServer(() => release.promise);
+    const port = freeTcpPort();
+    const rules = (extra: string) =>
+      `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n${extra}`;
+    await using bouncer = await startDaemon(rules('log = ["connect"]\n'), { workers: 2 });
+    const first = await connectMany(port, 10);
+    const later: Deno.TcpConn[] = [];
+    try {
+      await waitUntil(() => bouncer.daemon.engine.sessions.size === 10);
+      await bouncer.reload(rules('log = ["connect", "block"]\nmax_sessions = 12\n'));
+      later.push(...await connectMany(port, 10));
+      const web = bouncer.daemon.engine.stats.rules.get("web")!;
+      await waitUntil(() => web.total + (web.blocked.max_sessions ?? 0) === 20);
+      await delay(200);
+      // As with one isolate: the ten from before count, so two more fit.
+      assertEquals(bouncer.daemon.engine.sessions.size, 12);
+      assertEquals(web.blocked.max_sessions, 8);
+    } finally {
+      release.resolve();
+      closeAll([...first, ...later]);
+    }
+  },
+});
+
+Deno.test({
+  name: "workers: sessions opened while a reload removes their listener drain like the others",
+  ignore: !linux,
+  async fn() {
+    const release = Promise.withResolvers<void>();
+    await using target = tcpServer(() => release.promise);
+    await using other = tcpServer(() => release.promise);
+    const [port, keepPort] = [freeTcpPort(), freeTcpPort()];
+    const head = `[server]\nreload_drain_timeout = "500ms"\n`;
+    const keep =
+      `[[rule]]\nname = "keep"\nlisten = "127.0.0.1:${keepPort}"\nbounce_to = "127.0.0.1:${other.port}"\n`;
+    const old =
+      `[[rule]]\nname = "old"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+    await using bouncer = await startDaemon(head + keep + old, { workers: 2 });
+    const conns: Deno.TcpConn[] = [];
+    let connecting = true;
+    // New clients keep arriving on the listener the reload removes.
+    const stream = (async () => {
+      while (connecting) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+        if (conn) conns.push(conn);
+        await delay(1);
+      }
+    })();
+    try {
+      await delay(150);
+      await bouncer.reload(head + keep);
+      connecting = false;
+      await stream;
+      const live = () =>
+        bouncer.daemon.engine.sessions.list().filter((s) => s.rule.name === "old").length;
+      await waitUntil(() => live() === 0, 3_000);
+      assert(
+        bouncer.log.filter({ event: "disconnect", rule: "old", reason: "drained" }).length > 0,
+      );
+    } finally {
+      connecting = false;
+      release.resolve();
+      closeAll(conns);
+    }
+  },
+});
+
+Deno.test({
+  name: "workers: a stop during a reload neither waits for nor fails the reload",
+  ignore: !linux,
+  async fn() {
+    await using target = tcpServer(echo);
+    await using bouncer = await startDaemon(rule(target.port), { workers: 2 });
+    const pool = bouncer.daemon.workers!;
+    const started = performance.now();
+    // The stop's question goes to the worker while the reload's is still unanswered.
+    const reloaded = pool.reload(pool.rules);
+    await pool.stopAccepting();
+    assertEquals(await reloaded, []);
+    const took = performance.now() - started;
+    assert(took < 5_000, `reload and stop took ${took} ms`);
   },
 });
 

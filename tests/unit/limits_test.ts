@@ -45,3 +45,16 @@ Deno.test("a refused session takes no slot", () => {
   for (let i = 0; i < 5; i++) assertEquals(limiter.admit("b", 0), { refused: "max_sessions" });
   assertEquals(limiter.active, 1);
 });
+
+Deno.test("hold: a session let in without asking counts against limits set later", () => {
+  const limiter = new RuleLimiter({ maxSessions: 0, maxSessionsPerClient: 0, throttle: null });
+  const held = [limiter.hold("a", 0), limiter.hold("a", 0)];
+  limiter.limits = { maxSessions: 3, maxSessionsPerClient: 2, throttle: null };
+  assertEquals(limiter.admit("a", 0), { refused: "max_sessions_per_client" });
+  const third = limiter.admit("b", 0);
+  assert("release" in third);
+  assertEquals(limiter.admit("c", 0), { refused: "max_sessions" });
+  held[0].release();
+  held[0].release(); // Once only.
+  assertEquals(limiter.active, 2);
+});
