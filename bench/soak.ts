@@ -7,6 +7,7 @@
  *
  *   deno task soak                 10 minutes
  *   deno task soak --minutes 2
+ *   deno task soak --workers 2     two isolates (report: soak-2w.md)
  *
  * Traffic goes to loopback only and stops by itself.
  *
@@ -20,7 +21,13 @@ import { portbounceFlags } from "./peers.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
-const { values } = parseArgs({ args: Deno.args, options: { minutes: { type: "string" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { minutes: { type: "string" }, workers: { type: "string" } },
+});
+// With workers, the report goes beside the one-isolate report: soak-2w.md.
+const workers = Number(values.workers ?? 1);
+const suffix = workers > 1 ? `-${workers}w` : "";
 const durationMs = Number(values.minutes ?? 10) * 60_000;
 const RELOAD_EVERY_MS = 30_000;
 const SAMPLE_EVERY_MS = 5_000;
@@ -82,6 +89,8 @@ const bouncer = new Deno.Command(Deno.execPath(), {
     `${dir}/rules.toml`,
     "--ready-file",
     `${dir}/ready.json`,
+    "--workers",
+    String(workers),
   ],
   stdout: "null",
   stderr: "piped",
@@ -240,9 +249,9 @@ const svg =
 `;
 const report = `# Soak
 
-${new Date().toISOString()}: ${
-  (durationMs / 60_000).toFixed(1)
-} minutes against the real CLI, 10 TCP workers
+${new Date().toISOString()}: ${(durationMs / 60_000).toFixed(1)} minutes against the real CLI${
+  workers > 1 ? ` running ${workers} isolates (\`--workers ${workers}\`)` : ""
+}, 10 TCP workers
 (1 B-256 KiB payloads, echoed and checked by SHA-256), 4 UDP workers (1 B-8 KiB datagrams),
 a reload every 30 s adding or removing a listener that 2 of the TCP workers use.
 
@@ -263,11 +272,11 @@ a reload every 30 s adding or removing a listener that 2 of the TCP workers use.
 | warning and error log lines | ${errorLines.length} |
 | exit code | ${code} |
 
-![RSS and descriptors over time](soak.svg)
+![RSS and descriptors over time](soak${suffix}.svg)
 `;
 await Deno.mkdir(RESULTS, { recursive: true });
-await Deno.writeTextFile(`${RESULTS}soak.md`, report);
-await Deno.writeTextFile(`${RESULTS}soak.svg`, svg);
+await Deno.writeTextFile(`${RESULTS}soak${suffix}.md`, report);
+await Deno.writeTextFile(`${RESULTS}soak${suffix}.svg`, svg);
 console.log(report);
 if (errorLines.length > 0) console.log(errorLines.slice(0, 20).join("\n"));
 await Deno.remove(dir, { recursive: true });
