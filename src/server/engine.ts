@@ -123,6 +123,8 @@ export class Engine implements SyncRelayHost {
   readonly #retiring = new Map<string, UdpRelayListener>();
   /** Cancels the drain deadlines of sessions left by reloads. */
   readonly #drainTimers = new Set<() => void>();
+  /** Names of the rules in force. */
+  #ruleNames = new Set<string>();
   /** Rule sets applied so far (0: the first): workers say which one decided a session. */
   #generation = 0;
   /** How the last reload treated live sessions, for sessions a worker reports late. */
@@ -219,8 +221,17 @@ export class Engine implements SyncRelayHost {
     return this.#generation;
   }
 
-  open(admitted: Admitted, session: Closable, startedAt?: number): SessionHandle {
-    return this.sessions.open(admitted, session, startedAt);
+  open(admitted: Admitted, session: Closable, startedAt?: number): TrackedSession {
+    const tracked = this.sessions.open(admitted, session, startedAt);
+    // An accept that completed as a reload closed its listener (or a worker's report of
+    // one) opens after the reload chose what drains: drain it as that reload would have.
+    if (
+      this.#generation > 0 &&
+      (!this.#listeners.has(admitted.setup.listenerKey) || !this.#ruleNames.has(admitted.rule.name))
+    ) {
+      this.#drain(tracked, this.#lastPolicy.drainMs);
+    }
+    return tracked;
   }
 
   /** Counts a worker's session its rule let in without asking (no limits when decided). */
@@ -231,8 +242,9 @@ export class Engine implements SyncRelayHost {
   /**
    * Tracks a worker's session. One decided under an earlier rule set (the worker
    * had not applied the reload yet, or its report was under way) is treated as
-   * that reload treated live sessions: drained if its listener or rule went,
-   * revoked if the rules in force refuse its client.
+   * that reload treated live sessions: drained if its listener or rule went (as
+   * {@linkcode open} does for every session), revoked if the rules in force
+   * refuse its client.
    */
   openRemote(
     admitted: Admitted,
@@ -240,12 +252,10 @@ export class Engine implements SyncRelayHost {
     startedAt: number,
     generation: number,
   ): SessionHandle {
-    const tracked = this.sessions.open(admitted, session, startedAt) as TrackedSession;
-    if (generation >= this.#generation) return tracked;
+    const tracked = this.open(admitted, session, startedAt);
+    if (generation >= this.#generation || tracked.draining) return tracked;
     const listener = this.#listeners.get(admitted.setup.listenerKey)?.plan;
-    if (!listener || !this.#rules.some((r) => r.name === admitted.rule.name)) {
-      this.#drain(tracked, this.#lastPolicy.drainMs);
-    } else if (this.#lastPolicy.enforce) {
+    if (listener && this.#lastPolicy.enforce) {
       const client = parseClientAddress(admitted.setup.clientIp);
       const binding = client ? firstMatch(listener.bindings, client) : undefined;
       if (binding?.rule.action !== "pass") session.close("revoked");
@@ -373,6 +383,7 @@ export class Engine implements SyncRelayHost {
       if (limiter) limiter.limits = rule;
     }
     this.#previousRules = this.#rules;
+    this.#ruleNames = names;
     this.#generation++;
     this.#lastPolicy = policy;
     this.#rules = rules;

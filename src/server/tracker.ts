@@ -184,7 +184,7 @@ export class SessionTracker {
    * Starts accounting for an admitted session, which started now or, when a
    * worker reports it, at `startedAt` (epoch ms).
    */
-  open(admitted: Admitted, session: Closable, startedAt = this.clock()): SessionHandle {
+  open(admitted: Admitted, session: Closable, startedAt = this.clock()): TrackedSession {
     const { setup, rule } = admitted;
     const counters = this.stats.of(rule.name, setup.listenerKey);
     this.monitor?.sessionStarted(rule.name, setup.listenerKey, setup.clientIp);
