@@ -7,6 +7,7 @@ import {
   delay,
   echo,
   freePortRange,
+  portbounceCommand,
   portIsFree,
   readAll,
   runCli,
@@ -350,4 +351,41 @@ Deno.test("the ready file lists the addresses actually bound", async () => {
   await conn.closeWrite();
   await readAll(conn);
   conn.close();
+});
+
+Deno.test("a signal the moment the ready file appears is handled (the file means signals work)", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/rules.toml`,
+    `[[rule]]\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:9"\n`,
+  );
+  for (const signal of ["SIGHUP", "SIGTERM", "SIGHUP", "SIGTERM", "SIGHUP", "SIGTERM"] as const) {
+    const ready = `${dir}/ready-${signal}.json`;
+    const child = (await portbounceCommand(
+      ["run", "-c", `${dir}/rules.toml`, "--ready-file", ready],
+      { stdout: "null" },
+    )).spawn();
+    while (!(await Deno.stat(ready).catch(() => null))) await delay(1);
+    child.kill(signal);
+    if (signal === "SIGHUP") {
+      await delay(200);
+      child.kill("SIGTERM");
+    }
+    const { code, stderr } = await child.output();
+    const log = new TextDecoder().decode(stderr);
+    assertEquals(code, 0, `${signal} at ready: exit ${code}\n${log}`);
+    assertMatch(log, /stopped: /);
+    assertEquals(await Deno.stat(ready).catch(() => null), null, "the ready file is removed");
+  }
+});
+
+Deno.test("--exit-after 0 is a usage error", async () => {
+  const { code, stderr } = await runCli([
+    "forward",
+    "--exit-after",
+    "0",
+    "127.0.0.1:0=127.0.0.1:9",
+  ]);
+  assertEquals(code, 2);
+  assertIncludes(stderr, "--exit-after: must be more than 0");
 });
