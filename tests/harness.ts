@@ -100,7 +100,7 @@ export async function startDaemon(
     async [Symbol.asyncDispose]() {
       if (!stopped) {
         daemon.stop("test");
-        daemon.stop("test"); // Again: close what is left at once.
+        daemon.stop("test, at once"); // Another cause: close what is left at once.
         stopped = daemon.done;
       }
       await stopped;

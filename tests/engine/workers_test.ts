@@ -207,6 +207,53 @@ Deno.test({
 });
 
 Deno.test({
+  name: "workers: a drain deadline never closes a session of a worker started again since",
+  ignore: !linux,
+  async fn() {
+    const release = Promise.withResolvers<void>();
+    await using target = tcpServer(() => release.promise); // Holds every session.
+    const [oldPort, newPort] = [freeTcpPort(), freeTcpPort()];
+    const head =
+      `[server]\nreload_drain_timeout = "1500ms"\n[defaults]\nlog = ["connect", "disconnect"]\n`;
+    const old =
+      `[[rule]]\nname = "old"\nlisten = "127.0.0.1:${oldPort}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+    const fresh =
+      `[[rule]]\nname = "fresh"\nlisten = "127.0.0.1:${newPort}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+    const marker = await Deno.makeTempFile();
+    Deno.env.set("PORTBOUNCE_TEST_FAIL_ONCE", marker);
+    const conns: Deno.TcpConn[] = [];
+    try {
+      await using bouncer = await startDaemon(head + old + fresh, {
+        workers: 2,
+        workerModule: new URL("../fixtures/workers/fails_after_reload.ts", import.meta.url),
+      });
+      // Sessions of "old" in both isolates; the worker numbers its own from 1.
+      conns.push(...await connectMany(oldPort, 16));
+      await waitUntil(() => bouncer.daemon.engine.sessions.size === 16);
+      // The reload leaves them draining for 1.5 s; the worker dies just after applying it.
+      await bouncer.reload(head + fresh);
+      await bouncer.log.waitFor({ message: "worker 1 started again" }, 5_000);
+      // The new worker numbers its sessions from 1 again.
+      conns.push(...await connectMany(newPort, 16));
+      await waitUntil(() =>
+        bouncer.daemon.engine.sessions.list().filter((s) => s.rule.name === "fresh").length === 16
+      );
+      await delay(1_500); // The old deadlines pass.
+      assertEquals(
+        bouncer.log.filter({ event: "disconnect", rule: "fresh" }),
+        [],
+        "a session of the new worker was closed by an old drain deadline",
+      );
+    } finally {
+      Deno.env.delete("PORTBOUNCE_TEST_FAIL_ONCE");
+      await Deno.remove(marker).catch(() => {});
+      release.resolve();
+      closeAll(conns);
+    }
+  },
+});
+
+Deno.test({
   name: "workers: a listener a worker cannot bind fails start-up (exit 3), nothing left bound",
   ignore: !linux,
   async fn() {
