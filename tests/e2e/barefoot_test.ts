@@ -44,13 +44,16 @@ function listener(plan: { listeners: PlanListener[] }, key: string): PlanListene
 Deno.test("the transition example: port = http, first match, block before pass", async () => {
   const { toml, warnings, plan } = await importAndCheck("transition.conf");
   const web = listener(plan, "tcp 203.0.113.10:80");
-  assertEquals(web.rules.map((r) => [r.rule, r.target]), [["203.0.113.10-http", "192.0.2.10:80"]]);
+  assertEquals(web.rules.map((r) => [r.rule, r.target]), [[
+    "203.0.113.10-http",
+    "198.51.100.110:80",
+  ]]);
   const ssh = listener(plan, "tcp 203.0.113.10:22");
   assertEquals(ssh.rules.map((r) => [r.rule, r.action, r.from]), [
     ["block-203.0.113.10-22", "block", ["198.51.100.0/24"]],
     ["203.0.113.10-22", "pass", ["0.0.0.0/0", "::/0"]],
   ]);
-  assertEquals(ssh.rules[1].target, "192.0.2.10:22");
+  assertEquals(ssh.rules[1].target, "198.51.100.110:22");
   assertIncludes(toml, 'log = ["connect", "disconnect", "error"]');
   assertIncludes(toml, 'log = ["block"]'); // Barefoot's "log: connect" on a block rule
   assertIncludes(toml, 'source = "eth0" # external: eth0');
@@ -79,7 +82,7 @@ Deno.test("every server setting is translated or reported", async () => {
     'log = ["stderr", "syslog", "/var/log/barefootd.log", "/var/log/barefootd.err"]',
   );
   assertIncludes(toml, 'syslog_facility = "daemon"');
-  assertIncludes(toml, 'source = "192.0.2.1" # external: 192.0.2.1');
+  assertIncludes(toml, 'source = "198.51.100.101" # external: 198.51.100.101');
   assertIncludes(toml, 'log_level = "debug"');
   assertIncludes(toml, 'connect_timeout = "15s"');
   assertIncludes(toml, 'idle_timeout = "600s"');
@@ -123,7 +126,7 @@ Deno.test("limits, per-rule timeouts and log events; paid modules reported", asy
       'idle_timeout = "900s"',
       'log = ["connect", "disconnect", "data", "error", "block"]',
       'bandwidth = "1MiB/s"',
-      'source = "192.0.2.1" # redirect from: 192.0.2.1',
+      'source = "198.51.100.101" # redirect from: 198.51.100.101',
     ]
   ) assertIncludes(toml, line);
   for (
@@ -162,7 +165,7 @@ Deno.test("what cannot be expressed stays a comment, whole, with a warning", asy
   for (
     const reason of [
       "udp.connectdst: no",
-      "internal: 192.0.2.1",
+      "internal: 198.51.100.101",
       "hostid pass { ... }",
       "monitor { ... }",
       "route { ... }",

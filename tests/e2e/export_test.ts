@@ -386,7 +386,7 @@ Deno.test("export --format pf: a pool whose targets' ports differ is listed as n
   await Deno.writeTextFile(
     `${dir}/pool.toml`,
     `[[rule]]\nname = "web"\nlisten = "198.51.100.1:80"\n` +
-      `bounce_to = ["192.0.2.10:8080", "192.0.2.11:8081"]\nbalance = "round-robin"\n`,
+      `bounce_to = ["203.0.113.10:8080", "203.0.113.11:8081"]\nbalance = "round-robin"\n`,
   );
   const pf = await runCli(["export", "--format", "pf", "-c", `${dir}/pool.toml`]);
   assertEquals(pf.code, 0, pf.stderr);
@@ -401,7 +401,7 @@ Deno.test("export --format pf: a pool whose targets' ports differ is listed as n
   await Deno.writeTextFile(
     `${dir}/families.toml`,
     `[[rule]]\nname = "dns"\nprotocol = ["tcp", "udp"]\nlisten = "[2001:db8::53]:53"\n` +
-      `bounce_to = "192.0.2.53"\n`,
+      `bounce_to = "203.0.113.53"\n`,
   );
   const refused = await runCli(["export", "--format", "pf", "-c", `${dir}/families.toml`]);
   assertEquals(refused.code, 2);

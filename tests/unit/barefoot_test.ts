@@ -40,12 +40,12 @@ Deno.test("rules are named after where they listen, unique", () => {
   const twice = translate(`
 client pass {
   from: 10.0.0.0/8 to: 203.0.113.1 port = 22
-  bounce to: 192.0.2.1
+  bounce to: 198.51.100.101
   protocol: tcp
 }
 client pass {
   from: 0/0 to: 203.0.113.1 port = 22
-  bounce to: 192.0.2.2
+  bounce to: 198.51.100.102
   protocol: tcp
 }
 client pass {
@@ -71,7 +71,7 @@ Deno.test("comments stay beside what they annotate; the file's header stays on t
     toml,
     /# four ssh sessions per administrator\n\[\[rule\]\]\nname = "203\.0\.113\.10-ssh"/,
   );
-  assertMatch(toml, /# the old network's gateway side\nsource = "192\.0\.2\.1"/);
+  assertMatch(toml, /# the old network's gateway side\nsource = "198\.51\.100\.101"/);
   assertMatch(toml, /# end of file\n$/);
 });
 
@@ -108,7 +108,7 @@ Deno.test("timeout.io sets only the timeouts of the rule's protocols", () => {
   assert(!/udp_idle_timeout = "7200s"/.test(office.toml));
   const udp = translate(`client pass {
   from: 0/0 to: 203.0.113.5 port = 514
-  bounce to: 192.0.2.5
+  bounce to: 198.51.100.105
   protocol: udp
   timeout.io: 30
 }`);
@@ -132,12 +132,12 @@ client block {
 }
 client pass {
   from: 0/0 to: 203.0.113.7 port 20-25
-  bounce to: 192.0.2.7
+  bounce to: 198.51.100.107
   protocol: tcp
 }
 client pass {
   from: 0/0 to: 203.0.113.8 port = 8080
-  bounce to: 192.0.2.8
+  bounce to: 198.51.100.108
 }`);
   const wide = rule(narrowed.config, "block-any-not-80");
   assertEquals(wide.protocols, ["tcp", "udp"]);
@@ -145,17 +145,17 @@ client pass {
 });
 
 Deno.test("external: becomes source, by family where targets differ", () => {
-  assertEquals(office.config.server.source?.text, "192.0.2.1");
+  assertEquals(office.config.server.source?.text, "198.51.100.101");
   const dns = rule(office.config, "203.0.113.53-domain");
-  assertEquals(dns.source?.text, "192.0.2.2"); // redirect from:
+  assertEquals(dns.source?.text, "198.51.100.102"); // redirect from:
   assertEquals(dns.bandwidth, 1_048_576);
 
-  const both = translate(`external: 192.0.2.1
+  const both = translate(`external: 198.51.100.101
 external: 2001:db8::1
-external: 192.0.2.99
+external: 198.51.100.199
 client pass {
   from: 0/0 to: 203.0.113.1 port = 80
-  bounce to: 192.0.2.10
+  bounce to: 198.51.100.110
   protocol: tcp
 }
 client pass {
@@ -164,8 +164,8 @@ client pass {
   protocol: tcp
 }`);
   assertEquals(both.config.server.source, null);
-  assertEquals(both.config.rules.map((r) => r.source?.text), ["192.0.2.1", "[2001:db8::1]"]);
-  assertIncludes(both.warnings.join("\n"), "3: not translated: external: 192.0.2.99");
+  assertEquals(both.config.rules.map((r) => r.source?.text), ["198.51.100.101", "[2001:db8::1]"]);
+  assertIncludes(both.warnings.join("\n"), "3: not translated: external: 198.51.100.199");
 
   const iface = translate("external: eth0\nexternal.protocol: ipv4\n").config.server.source;
   assertEquals(iface, { kind: "interface", name: "eth0", text: "eth0" });
@@ -190,7 +190,7 @@ monitor {
 }
 client pass {
   from: 0/0 to: 203.0.113.1 port = 80
-  bounce to: 192.0.2.10
+  bounce to: 198.51.100.110
   protocol: tcp
 }`);
   assertEquals(everywhere.config.rules[0].alarmQuietMs, 900_000);

@@ -73,7 +73,7 @@ Deno.test("* binds :: for both families; names use their resolved addresses", ()
   const text = `
 [[rule]]
 listen = "*:80"
-bounce_to = "192.0.2.1"
+bounce_to = "198.51.100.101"
 [[rule]]
 listen = "lan0:81"
 bounce_to = "old.example:8081"
@@ -129,7 +129,7 @@ bounce_to = "127.0.0.1:9"
   assertEquals(match("::ffff:127.0.0.2"), "lab-blocked");
   assertEquals(match("127.0.0.3"), "loopback");
   assertEquals(match("::1"), "loopback");
-  assertEquals(match("192.0.2.1"), undefined);
+  assertEquals(match("198.51.100.101"), undefined);
   assertEquals(match("2001:db8::1"), undefined);
   assert(listener.bindings.length === 3);
 });
@@ -139,17 +139,17 @@ Deno.test("a TCP wildcard serves the specific addresses of its port; each rule k
 [[rule]]
 name = "office-ssh"
 listen = "203.0.113.10:22"
-bounce_to = "192.0.2.10:22"
+bounce_to = "198.51.100.110:22"
 
 [[rule]]
 name = "any-ssh"
 listen = "*:22"
-bounce_to = "192.0.2.11:22"
+bounce_to = "198.51.100.111:22"
 
 [[rule]]
 name = "v4-web"
 listen = ["0.0.0.0:80", "127.0.0.1:80"]
-bounce_to = "192.0.2.12:80"
+bounce_to = "198.51.100.112:80"
 `);
   assertEquals(problems, []);
   assertEquals(listeners.map((l) => l.key), ["tcp [::]:22", "tcp 0.0.0.0:80"]);
@@ -168,13 +168,13 @@ Deno.test("overlapping UDP listeners are a problem naming both rules", () => {
 name = "dns-all"
 protocol = "udp"
 listen = "*:53"
-bounce_to = "192.0.2.53"
+bounce_to = "198.51.100.153"
 
 [[rule]]
 name = "dns-office"
 protocol = "udp"
 listen = "203.0.113.53:53"
-bounce_to = "192.0.2.54"
+bounce_to = "198.51.100.154"
 `);
   assertEquals(problems.length, 1);
   assertEquals(problems[0].where, "rules.toml:11");
