@@ -18,11 +18,10 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { freePort, median, sleep, waitForListen, waitForTcp } from "./measure.ts";
-import { portbounceFlags, spawn, stopAll } from "./peers.ts";
+import { portbounceRun, spawn, stopAll } from "./peers.ts";
 import { iperfTcp, wrk } from "./workloads.ts";
 
 const BENCH = fileURLToPath(new URL("./", import.meta.url));
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -56,14 +55,7 @@ const WORKLOADS = [
 /** Starts portbounce on a rule file; resolves once it listens. */
 async function startPortbounce(dir: string, rules: string, port: number) {
   await Deno.writeTextFile(`${dir}/rules.toml`, rules);
-  const child = spawn(Deno.execPath(), [
-    "run",
-    ...await portbounceFlags(),
-    `${ROOT}main.ts`,
-    "run",
-    "-c",
-    `${dir}/rules.toml`,
-  ]);
+  const child = spawn(Deno.execPath(), await portbounceRun(`${dir}/rules.toml`));
   await waitForListen(port);
   return { stop: () => stopAll([child]) };
 }

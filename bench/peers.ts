@@ -93,6 +93,11 @@ export async function portbounceFlags(): Promise<string[]> {
   return words.slice(2, words.indexOf("main.ts"));
 }
 
+/** `deno run` arguments of `portbounce run -c config ...extra`, from source, as users run it. */
+export async function portbounceRun(config: string, extra: string[] = []): Promise<string[]> {
+  return ["run", ...await portbounceFlags(), `${ROOT}main.ts`, "run", "-c", config, ...extra];
+}
+
 /** portbounce on the bench rule file, with `workers` isolates accepting. */
 function portbounce(name: string, workers: number): Bouncer {
   return {
@@ -105,16 +110,7 @@ function portbounce(name: string, workers: number): Bouncer {
     async start(listen, target, dir) {
       const config = await template("portbounce.toml", { LISTEN: listen, TARGET: target }, dir);
       return running([
-        spawn(Deno.execPath(), [
-          "run",
-          ...await portbounceFlags(),
-          `${ROOT}main.ts`,
-          "run",
-          "-c",
-          config,
-          "--workers",
-          String(workers),
-        ]),
+        spawn(Deno.execPath(), await portbounceRun(config, ["--workers", String(workers)])),
       ]);
     },
   };

@@ -17,9 +17,8 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { freePort, sleep, treeRssKiB } from "./measure.ts";
-import { portbounceFlags } from "./peers.ts";
+import { portbounceRun } from "./peers.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
 const { values } = parseArgs({
   args: Deno.args,
@@ -80,18 +79,12 @@ const rules = (withChurn: boolean) =>
     : "");
 await Deno.writeTextFile(`${dir}/rules.toml`, rules(true));
 const bouncer = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    ...await portbounceFlags(),
-    `${ROOT}main.ts`,
-    "run",
-    "-c",
-    `${dir}/rules.toml`,
+  args: await portbounceRun(`${dir}/rules.toml`, [
     "--ready-file",
     `${dir}/ready.json`,
     "--workers",
     String(workers),
-  ],
+  ]),
   stdout: "null",
   stderr: "piped",
 }).spawn();

@@ -22,15 +22,9 @@ export interface Refusal {
 /** A connection from portbounce itself: its own outgoing connection came back to a listener. */
 export const LOOP: Refusal = { pass: false, rule: null, reason: "loop" };
 
-/** What happens to a new client. */
+/** What happens to a new client: its match, with the slot its rule's limits granted. */
 export type Decision =
-  | {
-    readonly pass: true;
-    readonly rule: PassRule;
-    readonly targets: readonly Target[];
-    readonly source: SourcePlan | null;
-    readonly admission: Admission;
-  }
+  | (Extract<Match, { pass: true }> & { readonly admission: Admission })
   | Refusal;
 
 /**

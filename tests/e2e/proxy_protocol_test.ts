@@ -49,6 +49,15 @@ function parseHeader(bytes: Uint8Array): string {
     : `v1 [${m[2]}]:${m[4]} -> [${m[3]}]:${m[5]}`;
 }
 
+/** Waits (up to 2.5 s) until a peer started by the test accepts on `port`. */
+async function untilListening(port: number): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+    if (conn) return conn.close();
+    await delay(50);
+  }
+}
+
 Deno.test("PROXY v1 and v2, IPv4 and IPv6: every byte as the protocol says, then the client's data", async () => {
   for (const family of [4, 6] as const) {
     const host = family === 4 ? "127.0.0.1" : "::1";
@@ -118,15 +127,7 @@ http {
       stderr: "null",
     }).spawn();
     try {
-      for (let i = 0; i < 50; i++) {
-        if (
-          await Deno.connect({ hostname: "127.0.0.1", port }).then(
-            (c) => (c.close(), true),
-            () => false,
-          )
-        ) break;
-        await delay(50);
-      }
+      await untilListening(port);
       for (const version of ["v1", "v2"]) {
         await using bouncer = await startBouncer(
           passRule({
@@ -181,15 +182,7 @@ frontend fe
       stderr: "null",
     }).spawn();
     try {
-      for (let i = 0; i < 50; i++) {
-        if (
-          await Deno.connect({ hostname: "127.0.0.1", port }).then(
-            (c) => (c.close(), true),
-            () => false,
-          )
-        ) break;
-        await delay(50);
-      }
+      await untilListening(port);
       for (const version of ["v1", "v2"]) {
         await using bouncer = await startBouncer(
           passRule({ listen: "127.0.0.1:0", target: port, extra: `proxy_protocol = "${version}"` }),
