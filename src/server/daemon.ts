@@ -384,8 +384,6 @@ export class Daemon {
       drainMs,
       enforce: server.reloadEnforcesRules,
     });
-    // The summary says a removed port is free: make it true before it is logged.
-    await this.engine.released();
     if (this.workers) {
       // Every worker applies the new rules before the summary says they are in force.
       const failed = await this.workers.reload(workerRules(this.engine, loaded.inputs));

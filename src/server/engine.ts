@@ -129,7 +129,7 @@ export class Engine implements SyncRelayHost {
   #generation = 0;
   /** How the last reload treated live sessions, for sessions a worker reports late. */
   #lastPolicy: ReloadPolicy = { drainMs: 0, enforce: false };
-  /** Removed TCP listeners whose socket is not yet gone (see {@linkcode released}). */
+  /** Removed TCP listeners whose socket is not yet gone (see `#released`). */
   readonly #releasing = new Set<Promise<void>>();
   /** Listeners a reload could not bind, with why. */
   readonly #failed = new Map<string, { plan: ListenerPlan; error: string }>();
@@ -363,7 +363,8 @@ export class Engine implements SyncRelayHost {
    * - a listener whose (protocol, address, port) stays keeps its socket and
    *   accept queue and takes the new rules for new sessions;
    * - removed listeners stop accepting before added ones bind, so an address
-   *   that changes on the same port moves over (once the old socket is gone);
+   *   that changes on the same port moves over (once the old socket is gone),
+   *   and the summary resolves once every removed TCP port is free;
    * - a session keeps the rule it matched; with `enforce`, one whose client
    *   the new rules refuse is closed as `revoked`;
    * - sessions whose listener or rule went away drain: TCP for up to
@@ -438,7 +439,7 @@ export class Engine implements SyncRelayHost {
       }
     }
     // A closed listener frees its port only once its pending accept is cancelled.
-    if (deferred.length > 0) await this.released();
+    if (deferred.length > 0) await this.#released();
     for (const next of deferred) bind(next, true);
     this.#tcpPortSet = null;
 
@@ -462,6 +463,8 @@ export class Engine implements SyncRelayHost {
       }
     }
     for (const session of draining) this.#drain(session, policy.drainMs);
+    // The summary says a removed port is free: make it true before it is returned.
+    await this.#released();
     return {
       listeners: {
         added,
@@ -480,7 +483,7 @@ export class Engine implements SyncRelayHost {
    * listener with a pending accept frees its port only when that accept is
    * cancelled, a turn of the event loop later.
    */
-  async released(): Promise<void> {
+  async #released(): Promise<void> {
     await Promise.all(this.#releasing);
   }
 
