@@ -232,12 +232,13 @@ export async function startPortbounce(
   return bouncer;
 }
 
-/** A TCP server on loopback that runs `handle` for each connection. */
+/** A TCP server on loopback (a free port unless given) that runs `handle` for each connection. */
 export function tcpServer(
   handle: (conn: Deno.TcpConn) => Promise<void> | void,
   hostname = "127.0.0.1",
+  port = 0,
 ): { port: number; clients: string[] } & AsyncDisposable {
-  const listener = Deno.listen({ hostname, port: 0 });
+  const listener = Deno.listen({ hostname, port });
   const clients: string[] = [];
   const running = new Set<Promise<void>>();
   const loop = (async () => {

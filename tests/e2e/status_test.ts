@@ -2,6 +2,7 @@
  * The status endpoint end to end: /status.json against traffic actually sent,
  * /metrics through a real Prometheus text parser, the page, the CLI.
  */
+import { chromiumInstalled, chromiumRun } from "../chromium.ts";
 import parsePrometheus from "parse-prometheus-text-format";
 import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import {
@@ -180,39 +181,9 @@ Deno.test("a status address that cannot be bound exits 3 and binds nothing", asy
   }
 });
 
-const chromium = await new Deno.Command("chromium", {
-  args: ["--version"],
-  stdout: "null",
-  stderr: "null",
-})
-  .output().then((o) => o.success, () => false);
+const chromium = chromiumInstalled;
 if (!chromium) {
   console.warn("chromium is not installed: the browser test is skipped (apt-get install chromium)");
-}
-
-/** Headless Chromium as the probe starts it: no network of its own, a fresh profile. */
-async function chromiumRun(args: string[]): Promise<string> {
-  const profile = await Deno.makeTempDir({ prefix: "portbounce-chromium-" });
-  try {
-    const output = await new Deno.Command("chromium", {
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        `--user-data-dir=${profile}`,
-        ...args,
-      ],
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    return new TextDecoder().decode(output.stdout);
-  } finally {
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
-  }
 }
 
 Deno.test({

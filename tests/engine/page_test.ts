@@ -9,37 +9,9 @@ import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts"
 import { startDaemon } from "../harness.ts";
 import { echo, exchange, tcpServer } from "../e2e/helpers.ts";
 import { decodePng } from "../png.ts";
+import { chromiumInstalled, chromiumRun } from "../chromium.ts";
 
-const chromium = await new Deno.Command("chromium", {
-  args: ["--version"],
-  stdout: "null",
-  stderr: "null",
-})
-  .output().then((o) => o.success, () => false);
-
-async function chromiumRun(args: string[]): Promise<void> {
-  const profile = await Deno.makeTempDir({ prefix: "portbounce-chromium-" });
-  try {
-    await new Deno.Command("chromium", {
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        `--user-data-dir=${profile}`,
-        ...args,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-  } finally {
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
-  }
-}
+const chromium = chromiumInstalled;
 
 Deno.test({
   name: "history on the page: traffic that starts mid-window, a rule gone quiet, drawn by Chromium",
@@ -91,7 +63,12 @@ Deno.test({
       })
     );
     const shot = `${dir}/page.png`;
-    await chromiumRun([`--screenshot=${shot}`, "--window-size=1400,900", `http://${status}/`]);
+    await chromiumRun([
+      "--hide-scrollbars",
+      `--screenshot=${shot}`,
+      "--window-size=1400,900",
+      `http://${status}/`,
+    ]);
     const image = decodePng(await Deno.readFile(shot));
     const near = (x: number, y: number, rgb: number, tolerance = 48) => {
       const [r, g, b] = image.pixel(x, y);

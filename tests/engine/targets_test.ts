@@ -20,40 +20,18 @@ import {
 
 /** A server that answers every connection with its name. */
 function named(name: string, port = 0) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port });
-  let served = 0;
-  const loop = (async () => {
-    for (;;) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      served++;
-      (async () => {
-        try {
-          await readAll(conn);
-          await writeAll(conn, new TextEncoder().encode(name));
-        } catch {
-          // The test moved on.
-        } finally {
-          try {
-            conn.close();
-          } catch {
-            // Closed.
-          }
-        }
-      })();
-    }
-  })();
-  return {
-    port: listener.addr.port,
-    served: () => served,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await loop;
+  const server = tcpServer(
+    async (conn) => {
+      await readAll(conn);
+      await writeAll(conn, new TextEncoder().encode(name));
     },
+    "127.0.0.1",
+    port,
+  );
+  return {
+    port: server.port,
+    served: () => server.clients.length,
+    [Symbol.asyncDispose]: () => server[Symbol.asyncDispose](),
   };
 }
 
