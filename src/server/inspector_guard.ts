@@ -9,6 +9,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { serveLoop } from "../relay/serve_loop.ts";
 
 /** Where Deno's inspector listens on SIGUSR1. */
 export const INSPECTOR_ADDRESS = { hostname: "127.0.0.1", port: 9229 } as const;
@@ -73,17 +74,12 @@ export class InspectorGuard {
       return false;
     }
     const listener = this.#listener;
-    (async () => {
-      // Answer nothing: whoever connects is closed at once.
-      for (;;) {
-        try {
-          (await listener.accept()).close();
-        } catch (error) {
-          if (this.#released || error instanceof Deno.errors.BadResource) return;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-      }
-    })();
+    // Answer nothing: whoever connects is closed at once.
+    serveLoop(() => listener.accept(), (conn) => conn.close(), {
+      closed: () => this.#released,
+      failing: () => {},
+      recovered: () => {},
+    });
     return true;
   }
 

@@ -478,3 +478,39 @@ export async function fdCount(pid: number): Promise<number> {
   for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++;
   return n;
 }
+
+/**
+ * Sends a raw HTTP request and returns the whole answer (empty if the server
+ * just closed, or said nothing within `timeoutMs`).
+ */
+export async function rawHttp(port: number, request: string, timeoutMs = 10_000): Promise<string> {
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const timer = setTimeout(() => conn.close(), timeoutMs);
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const chunks: string[] = [];
+    const buffer = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) break;
+      chunks.push(new TextDecoder().decode(buffer.subarray(0, n)));
+    }
+    return chunks.join("");
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timer.
+    }
+  }
+}
+
+/** The port of a bouncer's status endpoint (from its ready file). */
+export function statusPort(bouncer: { ready: { status: string | null } }): number {
+  return Number(bouncer.ready.status!.split(":").pop());
+}

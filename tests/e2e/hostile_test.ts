@@ -12,49 +12,16 @@ import {
   exchange,
   portbounceCommand,
   portIsFree,
+  rawHttp,
   receiveWithin,
   runCli,
   startBouncer,
   startPortbounce,
+  statusPort,
   tcpServer,
   tempDir,
   udpSocket,
 } from "./helpers.ts";
-
-/**
- * Sends a raw HTTP request and returns the whole answer (empty if the server
- * just closed, or said nothing within `timeoutMs`).
- */
-async function rawHttp(port: number, request: string, timeoutMs = 10_000): Promise<string> {
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port,
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  const timer = setTimeout(() => conn.close(), timeoutMs);
-  try {
-    await conn.write(new TextEncoder().encode(request));
-    const chunks: string[] = [];
-    const buffer = new Uint8Array(64 * 1024);
-    for (;;) {
-      const n = await conn.read(buffer).catch(() => null);
-      if (n === null) break;
-      chunks.push(new TextDecoder().decode(buffer.subarray(0, n)));
-    }
-    return chunks.join("");
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch {
-      // Closed by the timer.
-    }
-  }
-}
-
-function statusPort(bouncer: { ready: { status: string | null } }): number {
-  return Number(bouncer.ready.status!.split(":").pop());
-}
 
 Deno.test("SIGUSR1 opens no debugger: portbounce holds 127.0.0.1:9229 and answers nothing there", async () => {
   // Another portbounce on this machine (an operator's, a parallel run) may hold the port already:

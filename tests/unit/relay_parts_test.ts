@@ -7,7 +7,7 @@ import { decide } from "../../src/relay/admission.ts";
 import { BufferPool, MemoryBudget } from "../../src/relay/buffer_pool.ts";
 import { RuleLimiter } from "../../src/relay/limits.ts";
 import { EventGate } from "../../src/log/rate_limit.ts";
-import { serveLoop } from "../../src/relay/serve_loop.ts";
+import { MAX_BACKOFF_MS, serveLoop } from "../../src/relay/serve_loop.ts";
 import { FlowTable } from "../../src/relay/udp/flows.ts";
 import { parseClientAddress } from "../../src/config/network.ts";
 import type { Rule } from "../../src/config/types.ts";
@@ -136,4 +136,43 @@ Deno.test("FlowTable: keys by address and port, tells a draining listener when i
   flows.cancelOnEmpty();
   flows.delete(a);
   assertEquals(empty, 2, "a revived listener is not closed");
+});
+
+Deno.test("serveLoop skips a single connection's failure at once and backs off only when short of resources", async () => {
+  const notConnected = Object.assign(new Deno.errors.NotConnected("reset before accept"), {
+    code: "ENOTCONN",
+  });
+  const tooMany = Object.assign(new Error("Too many open files (os error 24)"), { code: "EMFILE" });
+  const script: (Error | number)[] = [
+    ...Array(50).fill(notConnected),
+    1,
+    ...Array(8).fill(tooMany),
+    2,
+  ];
+  const handled: number[] = [];
+  const failing: unknown[] = [];
+  const recovered: number[] = [];
+  const waits: number[] = [];
+  await serveLoop(
+    () => {
+      const step = script.shift()!;
+      return step instanceof Error ? Promise.reject(step) : Promise.resolve(step);
+    },
+    (item) => void handled.push(item),
+    {
+      closed: () => handled.length === 2,
+      failing: (error) => failing.push(error),
+      recovered: (failures) => recovered.push(failures),
+      wait: (ms) => {
+        waits.push(ms);
+        return Promise.resolve();
+      },
+    },
+  );
+  assertEquals(handled, [1, 2]);
+  assertEquals(failing, [tooMany], "resets are not reported as the listener failing");
+  assertEquals(recovered, [8]);
+  // 50 resets cost no waiting; 8 resource failures wait 10, 20, 40, 80, then the cap.
+  assertEquals(waits, [10, 20, 40, 80, 100, 100, 100, 100]);
+  assertEquals(MAX_BACKOFF_MS, 100);
 });
