@@ -4,15 +4,21 @@
  * arrival order (a virtual clock: the budget is free again at `ready`), so a
  * bulk transfer taking chunk after chunk does not keep a small exchange
  * waiting behind more than one chunk. TCP waits (its reads pause: backpressure,
- * never buffering); UDP datagrams over the budget are dropped. Pure but for
- * the clock and the timer passed in.
+ * never buffering), and a wait ends early when its session closes. UDP
+ * datagrams over the budget are dropped; a datagram larger than the burst
+ * still passes when the budget is not already booked beyond the burst: it
+ * borrows against the future, and what follows waits (is dropped) until that
+ * is paid off. Pure but for the clock and the timer passed in.
  *
  * @module
  */
 
 /** How much may pass at once without waiting: a tenth of a second's worth. */
 const BURST_S = 0.1;
-/** A TCP write is cut into pieces of at most this long a share, so that others interleave. */
+/**
+ * A TCP write is cut into pieces of at most this long a share, so that others
+ * interleave, and a slow rate never books more than this far ahead per piece.
+ */
 const SLICE_S = 0.05;
 
 /**
@@ -86,8 +92,7 @@ export class Bandwidth {
   constructor(
     readonly bytesPerSecond: number,
     readonly now: () => number = () => performance.now(),
-    readonly sleep: (ms: number) => Promise<void> = (ms) =>
-      new Promise((resolve) => setTimeout(resolve, ms)),
+    readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = abortableSleep,
     readonly ready: ReadyTime = new LocalReadyTime(),
   ) {}
 
@@ -96,25 +101,28 @@ export class Bandwidth {
     return new Bandwidth(bytesPerSecond, sharedNow, undefined, new SharedReadyTime(buffer));
   }
 
-  /** Bytes a TCP direction writes between two reservations. */
+  /** Bytes a TCP direction writes between two reservations: a slice's worth, at least one. */
   get slice(): number {
-    return Math.max(1_024, Math.floor(this.bytesPerSecond * SLICE_S));
+    return Math.max(1, Math.floor(this.bytesPerSecond * SLICE_S));
   }
 
-  /** Reserves `bytes`; resolves when they may go. */
-  async take(bytes: number): Promise<void> {
+  /** Reserves `bytes`; resolves when they may go, or at once when `signal` aborts. */
+  async take(bytes: number, signal?: AbortSignal): Promise<void> {
     const wait = this.#reserve(bytes);
-    if (wait > 0) await this.sleep(wait);
+    if (wait > 0 && !signal?.aborted) await this.sleep(wait, signal);
   }
 
-  /** Reserves `bytes` if they may go now (within the burst); false, reserving nothing, if not. */
+  /**
+   * Reserves `bytes` if the budget is not booked beyond the burst already;
+   * false, reserving nothing, if it is. Whatever the size: a datagram larger
+   * than the burst passes on an idle budget, and books the time it costs.
+   */
   tryTake(bytes: number): boolean {
     for (;;) {
       const now = this.now();
       const ready = this.ready.load();
-      const start = Math.max(now, ready);
-      const next = start + (bytes / this.bytesPerSecond) * 1000;
-      if (next - BURST_S * 1000 > now) return false;
+      if (ready - BURST_S * 1000 > now) return false;
+      const next = Math.max(now, ready) + (bytes / this.bytesPerSecond) * 1000;
       if (this.ready.replace(ready, next)) return true;
     }
   }
@@ -128,4 +136,17 @@ export class Bandwidth {
       if (this.ready.replace(ready, next)) return next - BURST_S * 1000 - now;
     }
   }
+}
+
+/** Waits `ms`, or less if `signal` aborts first. */
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

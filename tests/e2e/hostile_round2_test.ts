@@ -12,10 +12,17 @@ import {
   delay,
   echo,
   exchange,
+  randomBytes,
   rawHttp,
+  readAll,
+  receiveWithin,
+  sha256,
   startBouncer,
   statusPort as statusPortOf,
   tcpServer,
+  udpEcho,
+  udpSocket,
+  writeAll,
 } from "./helpers.ts";
 
 /** Connects and resets at once (SO_LINGER 0): the accept that follows fails with ENOTCONN. */
@@ -75,4 +82,97 @@ Deno.test("a flood of connect-then-reset clients holds back neither a listener n
     !bouncer.lines().some((line) => /not connected/i.test(line)),
     "a reset before the accept is no listener failure:\n" + bouncer.lines().join("\n"),
   );
+});
+
+Deno.test("UDP under a bandwidth limit: datagrams larger than the burst pass on an idle rule", async () => {
+  await using target = udpEcho();
+  await using bouncer = await startBouncer(
+    passRule({
+      listen: "127.0.0.1:0",
+      target: target.port,
+      protocol: "udp",
+      extra: 'bandwidth = "100kbit/s"',
+    }),
+  );
+  const client = udpSocket();
+  try {
+    const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
+    // 100 kbit/s is 12,500 B/s, a burst of 1,250 B: 1,400-byte datagrams at a tenth of the rate.
+    for (const size of [1_000, 1_300, 1_400, 1_400, 1_400]) {
+      const sent = randomBytes(size);
+      await client.send(sent, to);
+      const back = await receiveWithin(client, 2_000);
+      assertEquals(back && sha256(back), sha256(sent), `a datagram of ${size} bytes`);
+      await delay(250);
+    }
+    await delay(1_000);
+    // One maximal datagram on the idle rule passes too; it books 5 s of the rate.
+    const large = randomBytes(60_000);
+    await client.send(large, to);
+    const back = await receiveWithin(client, 2_000);
+    assertEquals(back && sha256(back), sha256(large), "a datagram of 60,000 bytes");
+    // What follows at once is beyond the rate: dropped, and counted as such.
+    await client.send(randomBytes(100), to);
+    assertEquals(await receiveWithin(client, 500), null);
+    bouncer.signal("SIGUSR2");
+    await bouncer.waitForLine(/status rule u: .*dropped: bandwidth=1\b/);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("a session waiting on a 1 B/s bandwidth closes at the drain timeout: stop does not hang", async () => {
+  await using target = tcpServer(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    while (await conn.read(buffer) !== null) { /* read everything */ }
+  });
+  await using bouncer = await startBouncer(
+    `[server]\ndrain_timeout = "1s"\n` +
+      passRule({ listen: "127.0.0.1:0", target: target.port, extra: 'bandwidth = "1B/s"' }),
+  );
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
+  try {
+    await writeAll(client, randomBytes(2_048));
+    await bouncer.log.waitFor({ event: "connect" });
+    await delay(300);
+    const started = performance.now();
+    bouncer.signal("SIGTERM");
+    const exit = await Promise.race([bouncer.exited(), delay(10_000).then(() => null)]);
+    const tookMs = performance.now() - started;
+    assert(exit, "still running 10 s after SIGTERM");
+    assertEquals(exit.code, 0);
+    // Before the fix a 1 KiB slice at 1 B/s held the session (and the stop) for ~17 minutes.
+    assert(tookMs < 5_000, `stopped after ${Math.round(tookMs)} ms`);
+    assertEquals(bouncer.log.filter({ event: "disconnect", reason: "shutdown" }).length, 1);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("a session throttled by its own bandwidth is not taken for a stalled one", async () => {
+  let received: Uint8Array = new Uint8Array(0);
+  const done = Promise.withResolvers<void>();
+  await using target = tcpServer(async (conn) => {
+    received = await readAll(conn);
+    done.resolve();
+  });
+  await using bouncer = await startBouncer(
+    passRule({
+      listen: "127.0.0.1:0",
+      target: target.port,
+      extra: 'bandwidth = "100B/s"\nstall_timeout = "1s"\nidle_timeout = "1s"',
+    }),
+  );
+  const sent = randomBytes(300); // About 3 s at 100 B/s: three stall timeouts and idle timeouts.
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
+  try {
+    await writeAll(client, sent);
+    await client.closeWrite();
+    await done.promise;
+    assertEquals(sha256(received), sha256(sent));
+    const ended = await bouncer.log.waitFor({ event: "disconnect" });
+    assert(ended.reason !== "stalled" && ended.reason !== "idle-timeout", JSON.stringify(ended));
+  } finally {
+    client.close();
+  }
 });

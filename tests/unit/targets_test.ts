@@ -95,10 +95,52 @@ Deno.test("bandwidth: a burst passes, then transfers wait their turn at the rate
   assertEquals(waits, []);
   await bw.take(1_000); // One second's worth: waits for all but the burst.
   assertEquals(Math.round(waits[0]), 1_000);
-  assertEquals(bw.slice, 1_024, "slices of at least 1 KiB");
-  assert(!bw.tryTake(500), "UDP: over the budget now, dropped");
+  assertEquals(bw.slice, 50, "a slice is 50 ms of the rate");
+  assert(bw.tryTake(500), "UDP: booked a burst ahead, a datagram may still borrow");
+  assert(!bw.tryTake(1), "but not beyond: dropped");
   now += 2_000;
   assert(bw.tryTake(50), "after a pause, within the burst again");
+});
+
+Deno.test("bandwidth: slices scale down with the rate, to a single byte", () => {
+  assertEquals(new Bandwidth(1).slice, 1);
+  assertEquals(new Bandwidth(100).slice, 5);
+  assertEquals(new Bandwidth(10 * 1024 * 1024).slice, 524_288);
+});
+
+Deno.test("bandwidth: a datagram larger than the burst passes on an idle budget and is paid off", () => {
+  let now = 0;
+  const bw = new Bandwidth(12_500, () => now); // 100 kbit/s: the burst is 1,250 bytes.
+  // A tenth of the rate in 1,400-byte datagrams: every one passes.
+  for (let i = 0; i < 5; i++) {
+    assert(bw.tryTake(1_400), `datagram ${i}`);
+    now += 1_120;
+  }
+  // 64 KiB on an idle budget: passes, and books 5.2 s of the rate.
+  assert(bw.tryTake(65_507));
+  assert(!bw.tryTake(100), "what follows is dropped while the debt exceeds the burst");
+  now += 5_200;
+  assert(bw.tryTake(100), "paid off (within the burst) again");
+  // Over a long run the rate holds: offered twice the rate, about the rate passes.
+  let passed = 0;
+  for (let t = 0; t < 10_000; t += 40) {
+    now += 40;
+    if (bw.tryTake(1_000)) passed += 1_000;
+  }
+  assert(passed <= 12_500 * 10 + 1_250 + 1_000, `${passed} bytes in 10 s`);
+  assert(passed >= 12_500 * 10 * 0.9, `${passed} bytes in 10 s`);
+});
+
+Deno.test("bandwidth: a wait ends when its session closes", async () => {
+  const bw = new Bandwidth(1); // 1 B/s: one byte books a second.
+  await bw.take(1);
+  const closing = new AbortController();
+  const started = performance.now();
+  const waiting = bw.take(1_000, closing.signal); // Would wait about 1,000 s.
+  closing.abort();
+  await waiting;
+  assert(performance.now() - started < 1_000);
+  await bw.take(1, closing.signal); // Already aborted: no wait at all.
 });
 
 Deno.test("PROXY v1: TCP4 and TCP6 lines; mapped addresses are IPv4", () => {

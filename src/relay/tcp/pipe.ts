@@ -45,18 +45,26 @@ export class PipeError extends Error {
 export class Direction {
   /** Monotonic time of the last completed read or write. */
   lastActivity = coarseNow();
-  /** Monotonic time the pending write started, or 0 when none is pending. */
+  /** Monotonic time the pending write started, or 0 when none is pending (stall detection). */
   writingSince = 0;
+  /**
+   * Whether data read is waiting to be written: a write is pending or the
+   * rule's bandwidth holds it back. Such a direction is not idle; waiting
+   * for its turn under the bandwidth is no stall either.
+   */
+  busy = false;
   /** Whether this direction's source has ended and the end was passed on. */
   ended = false;
 
   constructor(
     /** Bytes written to the destination. */
     readonly delivered: (bytes: number) => void,
-    /** The source failed while a write was pending (the loop itself is blocked). */
+    /** The source failed while the loop was busy writing (it does not read then). */
     readonly sourceFailed: (error: PipeError) => void,
     /** The rule's bandwidth for this direction, or null. */
     readonly bandwidth: Bandwidth | null = null,
+    /** Aborts a wait for the bandwidth when the session closes. */
+    readonly closing?: AbortSignal,
   ) {}
 }
 
@@ -82,7 +90,7 @@ export async function pipe(
   const read = (into: Uint8Array) =>
     source.read(into).then((n) => n, (error) => {
       failure = error;
-      if (state.writingSince !== 0) state.sourceFailed(new PipeError("source", error));
+      if (state.busy) state.sourceFailed(new PipeError("source", error));
       return FAILED;
     });
   let buffer = smallBuffers.take();
@@ -101,14 +109,16 @@ export async function pipe(
       const next = (n === buffer.length ? largeBuffers.tryTake() : null) ?? smallBuffers.take();
       reading = read(next);
       ahead = next;
-      state.writingSince = now;
+      state.busy = true;
       const bandwidth = state.bandwidth;
       try {
         for (let written = 0; written < n;) {
           // Under a bandwidth limit, write in slices, each waiting its turn (the read pauses).
           const end = bandwidth ? Math.min(n, written + bandwidth.slice) : n;
-          if (bandwidth) await bandwidth.take(end - written);
+          if (bandwidth) await bandwidth.take(end - written, state.closing);
+          state.writingSince = coarseNow();
           const wrote = await destination.write(buffer.subarray(written, end));
+          state.writingSince = 0;
           written += wrote;
           state.lastActivity = coarseNow();
           state.delivered(wrote);
@@ -117,6 +127,7 @@ export async function pipe(
         throw new PipeError("destination", error);
       } finally {
         state.writingSince = 0;
+        state.busy = false;
       }
       release(buffer);
       buffer = next;

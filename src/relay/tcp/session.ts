@@ -51,6 +51,8 @@ export class TcpSession implements Closable, Sweepable {
   #targetConn: RelayConn | undefined;
   /** Aborts the connect in progress; dropped once connected (idle sessions stay small). */
   #connecting: AbortController | undefined;
+  /** Aborts waits for the rule's bandwidth; only under a bandwidth limit. */
+  #throttle: AbortController | undefined;
   #handle: SessionHandle | undefined;
   #up: Direction | undefined;
   #down: Direction | undefined;
@@ -61,6 +63,7 @@ export class TcpSession implements Closable, Sweepable {
   close(reason: DisconnectReason): void {
     this.#reason ??= reason;
     this.#connecting?.abort();
+    this.#throttle?.abort();
     closeQuietly(this.setup.client);
     if (this.#targetConn) closeQuietly(this.#targetConn);
   }
@@ -89,7 +92,8 @@ export class TcpSession implements Closable, Sweepable {
         this.#probe(this.#targetConn, "target");
       }
     } else if (
-      idleTimeoutMs > 0 && now - Math.max(up.lastActivity, down.lastActivity) >= idleTimeoutMs
+      idleTimeoutMs > 0 && !up.busy && !down.busy &&
+      now - Math.max(up.lastActivity, down.lastActivity) >= idleTimeoutMs
     ) {
       this.close("idle-timeout");
     }
@@ -199,15 +203,18 @@ export class TcpSession implements Closable, Sweepable {
       }
     }
     const bandwidth = pool.bandwidth(rule);
+    const closing = bandwidth ? (this.#throttle = new AbortController()).signal : undefined;
     const up = this.#up = new Direction(
       (n) => handle.delivered("up", n),
       (error) => this.#pipeFailed(error, "client"),
       bandwidth?.up ?? null,
+      closing,
     );
     const down = this.#down = new Direction(
       (n) => handle.delivered("down", n),
       (error) => this.#pipeFailed(error, "target"),
       bandwidth?.down ?? null,
+      closing,
     );
     this.setup.sweeper.add(this);
     await Promise.all([
