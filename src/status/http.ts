@@ -5,14 +5,32 @@
  * cap its own connections, and drop clients that do not send a request in time.
  * One request per connection (`connection: close`).
  *
+ * Connections that hold a slot without asking anything are how a hostile
+ * client would lock scrapers out. So when every slot is taken, the endpoint
+ * stops accepting (new connections, request and all, wait in the kernel's
+ * queue) and the wait for a request head shortens: a connection that has sent
+ * nothing is closed after {@linkcode PRESSED_HEAD_MS}, or after
+ * {@linkcode PRESSED_HEAD_OVER_SHARE_MS} when its client address holds more
+ * than {@linkcode CLIENT_SHARE} slots. A scraper that asks at once is answered
+ * within about that long, however many idle connections another client keeps
+ * opening (the same address as the scraper's or not).
+ *
  * @module
  */
 import { formatAddress } from "../config/endpoint.ts";
 import { serveLoop } from "../relay/serve_loop.ts";
 import { hostAllowed, type StatusAnswer } from "./routes.ts";
 
-/** At most this many connections at once; more are closed at once. */
+/** At most this many connections at once; then accepting pauses. */
 const MAX_CONNECTIONS = 32;
+/** A request head must arrive within this when every slot is taken. */
+const PRESSED_HEAD_MS = 1_000;
+/** Slots one client address may hold before its silent ones are the first to go. */
+const CLIENT_SHARE = 8;
+/** The head timeout of such a client's connections when every slot is taken. */
+const PRESSED_HEAD_OVER_SHARE_MS = 100;
+/** How often silent connections are checked while every slot is taken. */
+const PRESSED_CHECK_MS = 50;
 /** A request head must arrive within this. */
 const REQUEST_TIMEOUT_MS = 5_000;
 /** And be at most this long. */
@@ -49,15 +67,16 @@ export function serveStatus(
 ): StatusEndpoint {
   const listener = Deno.listen({ hostname: address.hostname, port: address.port });
   const bound = listener.addr;
-  const open = new Set<Deno.TcpConn>();
+  const slots = new Slots();
   let closed = false;
   const loop = serveLoop(() => listener.accept(), (conn) => {
-    if (open.size >= MAX_CONNECTIONS) return closeQuietly(conn);
-    open.add(conn);
-    respond(conn, bound, hooks).finally(() => {
-      open.delete(conn);
+    slots.admit(conn);
+    respond(conn, hooks, () => slots.answering(conn)).finally(() => {
+      slots.release(conn);
       closeQuietly(conn);
     });
+    // Full: accept again only once a slot is free (the loop waits for this).
+    if (slots.full) return slots.freed();
   }, {
     closed: () => closed,
     failing: hooks.failing,
@@ -72,23 +91,93 @@ export function serveStatus(
       } catch {
         // Already closed.
       }
-      for (const conn of open) closeQuietly(conn);
+      slots.closeAll();
       await loop;
     },
   };
 }
 
+/** The endpoint's connections: who holds them, since when, and which are still silent. */
+class Slots {
+  readonly #open = new Map<Deno.TcpConn, { client: string; since: number; silent: boolean }>();
+  readonly #perClient = new Map<string, number>();
+  #free: PromiseWithResolvers<void> | null = null;
+  #check: ReturnType<typeof setInterval> | undefined;
+
+  get full(): boolean {
+    return this.#open.size >= MAX_CONNECTIONS;
+  }
+
+  admit(conn: Deno.TcpConn): void {
+    const client = conn.remoteAddr.hostname;
+    this.#open.set(conn, { client, since: performance.now(), silent: true });
+    this.#perClient.set(client, (this.#perClient.get(client) ?? 0) + 1);
+  }
+
+  /** `conn` sent its request: it keeps its slot until answered. */
+  answering(conn: Deno.TcpConn): void {
+    const slot = this.#open.get(conn);
+    if (slot) slot.silent = false;
+  }
+
+  release(conn: Deno.TcpConn): void {
+    const slot = this.#open.get(conn);
+    if (!slot) return;
+    this.#open.delete(conn);
+    const left = (this.#perClient.get(slot.client) ?? 1) - 1;
+    if (left > 0) this.#perClient.set(slot.client, left);
+    else this.#perClient.delete(slot.client);
+    if (this.#free && !this.full) {
+      clearInterval(this.#check);
+      this.#free.resolve();
+      this.#free = null;
+    }
+  }
+
+  /** Resolves once a slot is free; meanwhile silent connections get the shorter timeouts. */
+  freed(): Promise<void> {
+    this.#free ??= Promise.withResolvers();
+    const { promise } = this.#free;
+    clearInterval(this.#check);
+    this.#check = setInterval(() => this.#closeSilent(performance.now()), PRESSED_CHECK_MS);
+    this.#closeSilent(performance.now());
+    return promise;
+  }
+
+  closeAll(): void {
+    for (const conn of [...this.#open.keys()]) {
+      this.release(conn);
+      closeQuietly(conn);
+    }
+    clearInterval(this.#check);
+    this.#free?.resolve();
+  }
+
+  #closeSilent(now: number): void {
+    for (const [conn, slot] of [...this.#open]) {
+      if (!slot.silent) continue;
+      const overShare = (this.#perClient.get(slot.client) ?? 0) > CLIENT_SHARE;
+      if (now - slot.since < (overShare ? PRESSED_HEAD_OVER_SHARE_MS : PRESSED_HEAD_MS)) continue;
+      this.release(conn);
+      closeQuietly(conn);
+    }
+  }
+}
+
 async function respond(
   conn: Deno.TcpConn,
-  bound: Deno.NetAddr,
   hooks: StatusServerHooks,
+  answering: () => void,
 ): Promise<void> {
   const timer = setTimeout(() => closeQuietly(conn), REQUEST_TIMEOUT_MS);
   try {
     const head = await readHead(conn);
     if (head === null) return;
+    answering();
     if ("error" in head) return await send(conn, plain(head.error), false);
-    if (!hostAllowed(head.host, bound.hostname, bound.port)) {
+    // The address the client reached: for a wildcard bind, the interface's own address.
+    const local = conn.localAddr;
+    if (!hostAllowed(head.host, local.hostname, local.port)) {
       return await send(conn, plain(421, "this endpoint answers only to its own address\n"), false);
     }
     await send(conn, hooks.answer(head.method, head.target), head.method === "HEAD");

@@ -87,13 +87,15 @@ export function isWildcard(address: string): boolean {
 }
 
 /**
- * Whether a request's `Host` may be answered by an endpoint bound to
- * `hostname:port`. On a loopback or private address only names of that
- * address are: a browser tricked into asking a rebinding domain sends that
- * domain, which is refused.
+ * Whether a request's `Host` may be answered on a connection that arrived at
+ * `hostname:port` (the connection's own local address: for an endpoint bound
+ * to `0.0.0.0` or `::`, the address the client actually reached). On a
+ * loopback or private address only names of that address are (and
+ * `localhost` on loopback): a browser tricked into asking a rebinding domain
+ * sends that domain, which is refused.
  */
 export function hostAllowed(host: string | null, hostname: string, port: number): boolean {
-  if (isWildcard(hostname) || !isInternal(hostname)) return true;
+  if (!isInternal(hostname)) return true;
   if (host === null) return false;
   const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(host.trim().toLowerCase());
   if (!match) return false;

@@ -18,8 +18,10 @@ import {
   receiveWithin,
   sha256,
   startBouncer,
+  startPortbounce,
   statusPort as statusPortOf,
   tcpServer,
+  tempDir,
   udpEcho,
   udpSocket,
   writeAll,
@@ -174,5 +176,105 @@ Deno.test("a session throttled by its own bandwidth is not taken for a stalled o
     assert(ended.reason !== "stalled" && ended.reason !== "idle-timeout", JSON.stringify(ended));
   } finally {
     client.close();
+  }
+});
+
+/** Runs `curl` inside network namespace `ns` and returns the HTTP status it got. */
+async function curlStatus(ns: string, url: string, host: string): Promise<string> {
+  const { stdout } = await new Deno.Command("ip", {
+    args: ["netns", "exec", ns, "curl", "-s", "-g", "-o", "/dev/null", "-w", "%{http_code}"]
+      .concat(["-m", "5", "-H", `Host: ${host}`, url]),
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(stdout);
+}
+
+const namespaces = Deno.uid() === 0 &&
+  (await new Deno.Command("ip", { args: ["netns", "list"], stdout: "null", stderr: "null" })
+    .output().then((r) => r.success, () => false));
+
+Deno.test({
+  name: "a status endpoint bound to every address still refuses a rebinding Host",
+  ignore: !namespaces,
+  async fn() {
+    // A namespace of its own (only lo), so that binding every address exposes nothing here.
+    const ns = `pbw${Deno.pid % 10000}`;
+    const ip = (...args: string[]) => new Deno.Command("ip", { args }).output();
+    await ip("netns", "add", ns);
+    try {
+      await ip("netns", "exec", ns, "ip", "link", "set", "lo", "up");
+      for (const wildcard of ["0.0.0.0", "[::]"]) {
+        await using dir = await tempDir();
+        await Deno.writeTextFile(
+          `${dir}/rules.toml`,
+          `[server]\nstatus = "${wildcard}:0"\n` + passRule({ listen: "127.0.0.1:0", target: 9 }),
+        );
+        await using bouncer = await startPortbounce(
+          ["run", "-c", `${dir}/rules.toml`, "--log-format", "json"],
+          undefined,
+          ["ip", "netns", "exec", ns],
+        );
+        const port = statusPortOf(bouncer);
+        const urls = [`http://127.0.0.1:${port}/status.json`];
+        if (wildcard === "[::]") urls.push(`http://[::1]:${port}/status.json`);
+        for (const url of urls) {
+          const own = new URL(url).host;
+          assertEquals(await curlStatus(ns, url, "rebind.attacker.example"), "421", url);
+          assertEquals(await curlStatus(ns, url, `rebind.attacker.example:${port}`), "421", url);
+          assertEquals(await curlStatus(ns, url, own), "200", url);
+          assertEquals(await curlStatus(ns, url, `localhost:${port}`), "200", url);
+        }
+      }
+    } finally {
+      await ip("netns", "del", ns);
+    }
+  },
+});
+
+Deno.test("one client holding idle status connections cannot lock a scraper out", async () => {
+  await using bouncer = await startBouncer(
+    `[server]\nstatus = "127.0.0.1:0"\n` + passRule({ listen: "127.0.0.1:0", target: 9 }),
+  );
+  const port = statusPortOf(bouncer);
+  let holding = true;
+  const held = new Set<Deno.Conn>();
+  // Keeps 40 idle connections open, opening a new one whenever the endpoint closes one.
+  const holder = Array.from({ length: 40 }, async () => {
+    while (holding) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
+      if (!conn) continue;
+      held.add(conn);
+      await conn.read(new Uint8Array(1)).catch(() => null);
+      held.delete(conn);
+      try {
+        conn.close();
+      } catch {
+        // Closed at the end of the test.
+      }
+    }
+  });
+  try {
+    await delay(300);
+    let answered = 0;
+    for (let i = 0; i < 20; i++) {
+      const reply = await rawHttp(
+        port,
+        `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`,
+        3_000,
+      );
+      if (/^HTTP\/1\.1 200 /.test(reply)) answered++;
+    }
+    assertEquals(answered, 20, "every scrape answered");
+  } finally {
+    holding = false;
+    for (const conn of held) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    await Promise.all(holder);
   }
 });
