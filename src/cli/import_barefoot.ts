@@ -11,6 +11,7 @@ import { formatProblem, parseConfig } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
+import { MAX_RULE_FILE_BYTES } from "../server/rule_file.ts";
 
 /** Help for `portbounce import-barefoot`. */
 export const IMPORT_HELP = `Usage: portbounce import-barefoot FILE > portbounce.toml
@@ -20,7 +21,9 @@ written to stdout with comments. Rule order is kept. Anything without an
 equivalent becomes a "# not translated: ..." comment and a warning on stderr;
 a rule whose clients or addresses cannot be expressed stays a comment whole.
 
-Exit codes: 0 translated (check the warnings), 2 FILE cannot be read.`;
+Exit codes: 0 translated (check the warnings), 2 FILE cannot be read or
+translated, or the translation would be larger than a rule file may be
+(4 MiB): then nothing is written.`;
 
 /** Runs `portbounce import-barefoot ARGS`; resolves to the exit code. */
 export async function importBarefootCommand(args: string[]): Promise<number> {
@@ -57,9 +60,20 @@ export async function importBarefootCommand(args: string[]): Promise<number> {
     console.error(`${path}: the translation is not a valid rule file (see above)`);
     return ExitCode.usage;
   }
+  const output = translation.toml.trimEnd();
+  const size = new TextEncoder().encode(output).length + 1;
+  if (size > MAX_RULE_FILE_BYTES) {
+    // Written anyway, it would be a file that check and run refuse.
+    console.error(
+      `${path}: the translation is ${size} bytes, over the ${MAX_RULE_FILE_BYTES} bytes a rule file ` +
+        `may have (${validated.config.rules.length} rules): nothing was written; split ` +
+        `barefootd.conf and import each part into a rule file of its own`,
+    );
+    return ExitCode.usage;
+  }
   for (const warning of translation.warnings) {
     console.error(`${path}:${warning.line}: warning: ${warning.message}`);
   }
-  console.log(translation.toml.trimEnd());
+  console.log(output);
   return ExitCode.ok;
 }

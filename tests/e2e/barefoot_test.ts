@@ -265,3 +265,19 @@ Deno.test("an imported file relays real traffic, blocking where Barefoot blocked
   held.close();
   assertEquals(target.clients, ["127.0.0.1", "127.0.0.1"]);
 });
+
+Deno.test("a translation larger than a rule file may be is refused, nothing written", async () => {
+  await using dir = await tempDir();
+  // 40,000 rules: about 3.9 MB of barefootd.conf, over 4 MiB once translated with comments.
+  const rules = Array.from(
+    { length: 40_000 },
+    (_, i) =>
+      `client pass {\n  from: 0/0 to: 127.0.0.1 port = ${1024 + (i % 60_000)}\n` +
+      `  bounce to: 127.0.0.2 port = ${1024 + (i % 60_000)}\n}\n`,
+  );
+  await Deno.writeTextFile(`${dir}/big.conf`, rules.join(""));
+  const result = await runCli(["import-barefoot", `${dir}/big.conf`]);
+  assertEquals(result.code, 2, result.stderr);
+  assertEquals(result.stdout, "");
+  assertIncludes(result.stderr, "over the 4194304 bytes a rule file may have (40000 rules)");
+});
