@@ -387,9 +387,13 @@ export class Daemon {
     if (this.workers) {
       // Every worker applies the new rules before the summary says they are in force.
       const failed = await this.workers.reload(workerRules(this.engine, loaded.inputs));
+      // Sessions the workers decided under the old rules and reported meanwhile.
+      const late = this.engine.takeLate();
       summary = {
         ...summary,
         listeners: { ...summary.listeners, failed: [...summary.listeners.failed, ...failed] },
+        draining: summary.draining + late.draining,
+        revoked: summary.revoked + late.revoked,
       };
       if (server.workers !== this.#current.server.workers) {
         log.warn("reload: workers = {workers} takes a restart; {running} isolates go on", {

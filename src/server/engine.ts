@@ -129,6 +129,11 @@ export class Engine implements SyncRelayHost {
   #generation = 0;
   /** How the last reload treated live sessions, for sessions a worker reports late. */
   #lastPolicy: ReloadPolicy = { drainMs: 0, enforce: false };
+  /**
+   * Sessions reported after the last reload returned (by a worker that decided
+   * them under the rules before) that it drained or revoked: its summary's share.
+   */
+  #late = { draining: 0, revoked: 0 };
   /** Removed TCP listeners whose socket is not yet gone (see `#released`). */
   readonly #releasing = new Set<Promise<void>>();
   /** Listeners a reload could not bind, with why. */
@@ -229,6 +234,7 @@ export class Engine implements SyncRelayHost {
       this.#generation > 0 &&
       (!this.#listeners.has(admitted.setup.listenerKey) || !this.#ruleNames.has(admitted.rule.name))
     ) {
+      this.#late.draining++;
       this.#drain(tracked, this.#lastPolicy.drainMs);
     }
     return tracked;
@@ -258,9 +264,23 @@ export class Engine implements SyncRelayHost {
     if (listener && this.#lastPolicy.enforce) {
       const client = parseClientAddress(admitted.setup.clientIp);
       const binding = client ? firstMatch(listener.bindings, client) : undefined;
-      if (binding?.rule.action !== "pass") session.close("revoked");
+      if (binding?.rule.action !== "pass") {
+        this.#late.revoked++;
+        session.close("revoked");
+      }
     }
     return tracked;
+  }
+
+  /**
+   * The sessions drained or revoked since the last reload returned, because
+   * they were reported late (a worker's, decided under the rules before it):
+   * the daemon adds them to that reload's summary once every worker answered.
+   */
+  takeLate(): { draining: number; revoked: number } {
+    const late = this.#late;
+    this.#late = { draining: 0, revoked: 0 };
+    return late;
   }
 
   /** The rule of that name in force, or, failing that, before the last reload. */
@@ -386,6 +406,7 @@ export class Engine implements SyncRelayHost {
     this.#previousRules = this.#rules;
     this.#ruleNames = names;
     this.#generation++;
+    this.#late = { draining: 0, revoked: 0 };
     this.#lastPolicy = policy;
     this.#rules = rules;
     this.targets.apply(rules, plan);
@@ -465,6 +486,8 @@ export class Engine implements SyncRelayHost {
     for (const session of draining) this.#drain(session, policy.drainMs);
     // The summary says a removed port is free: make it true before it is returned.
     await this.#released();
+    // Sessions that opened on what this reload removed while it waited for that.
+    const late = this.takeLate();
     return {
       listeners: {
         added,
@@ -473,8 +496,8 @@ export class Engine implements SyncRelayHost {
         failed: [...this.#failed.values()].map(({ plan, error }) => ({ key: plan.key, error })),
       },
       rules: ruleDiff,
-      draining: draining.length,
-      revoked,
+      draining: draining.length + late.draining,
+      revoked: revoked + late.revoked,
     };
   }
 

@@ -74,6 +74,10 @@ class WorkerRuntime {
     const kept = new Set(this.listeners.values());
     const removed = before.filter((listener) => !kept.has(listener));
     await Promise.all(removed.map((listener) => listener.closed));
+    // Every session of the old rules is reported before the answer, so that the
+    // reload's summary counts all that it revokes or drains.
+    await this.host!.decided();
+    this.outbox.flush();
     this.post({ t: "reloaded", failures });
   }
 

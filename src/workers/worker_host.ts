@@ -39,7 +39,12 @@ import type { SharedBudget, TargetStatus } from "./protocol.ts";
 
 /** A slot the main isolate granted; it releases it when the session's `ended` arrives. */
 class RemoteAdmission implements Admission {
-  constructor(readonly request: number) {}
+  /**
+   * @param request the admission question's number
+   * @param generation the rule set the session was decided under (a reload may come
+   *   between the question and its answer)
+   */
+  constructor(readonly request: number, readonly generation: number) {}
   release(): void {}
 }
 
@@ -160,6 +165,8 @@ export class WorkerHost implements RelayHost {
   readonly ownConnections = new Set<string>();
   /** Admission questions waiting for the main isolate's answer. */
   readonly #asked = new Map<number, (refused: BlockReason | null) => void>();
+  /** Decisions waiting for such an answer (their sessions open once it comes). */
+  readonly #deciding = new Set<Promise<unknown>>();
   #nextId = 1;
   #nextRequest = 1;
   /** The rule set in force here (`WorkerRules.generation`). */
@@ -185,14 +192,28 @@ export class WorkerHost implements RelayHost {
     if (!hasLimits(matched.rule)) return { ...matched, admission: UNLIMITED };
     // Limits count every isolate's sessions: the main isolate keeps them.
     const request = this.#nextRequest++;
+    const generation = this.generation;
     const answer = new Promise<BlockReason | null>((resolve) => this.#asked.set(request, resolve));
     this.outbox.push({ t: "admit", request, rule: matched.rule.name, client: client!.toString() });
     this.outbox.flush();
-    return answer.then((refused): Decision =>
+    const decision = answer.then((refused): Decision =>
       refused === null
-        ? { ...matched, admission: new RemoteAdmission(request) }
+        ? { ...matched, admission: new RemoteAdmission(request, generation) }
         : { pass: false, rule: matched.rule, reason: refused }
     );
+    this.#deciding.add(decision);
+    decision.finally(() => this.#deciding.delete(decision));
+    return decision;
+  }
+
+  /**
+   * Resolves once every decision under way now has been acted on (its session
+   * opened and reported, or its client refused): a reload's answer waits for
+   * them, so that the main isolate has heard of every session of the old rules.
+   */
+  async decided(): Promise<void> {
+    // The listener's reaction to a decision was registered before this one: it runs first.
+    await Promise.allSettled([...this.#deciding]);
   }
 
   /** The main isolate's answer to admission question `request`. */
@@ -230,7 +251,9 @@ export class WorkerHost implements RelayHost {
       rule: admitted.rule.name,
       admission: admitted.admission instanceof RemoteAdmission ? admitted.admission.request : null,
       at: epochNow(),
-      generation: this.generation,
+      generation: admitted.admission instanceof RemoteAdmission
+        ? admitted.admission.generation
+        : this.generation,
     });
     return new WorkerHandle(this, id, admitted.rule);
   }
