@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { sleep } from "./timers.ts";
 
 /** How much may pass at once without waiting: a tenth of a second's worth. */
 const BURST_S = 0.1;
@@ -92,7 +93,7 @@ export class Bandwidth {
   constructor(
     readonly bytesPerSecond: number,
     readonly now: () => number = () => performance.now(),
-    readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = abortableSleep,
+    readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = sleep,
     readonly ready: ReadyTime = new LocalReadyTime(),
   ) {}
 
@@ -136,17 +137,4 @@ export class Bandwidth {
       if (this.ready.replace(ready, next)) return next - BURST_S * 1000 - now;
     }
   }
-}
-
-/** Waits `ms`, or less if `signal` aborts first. */
-function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

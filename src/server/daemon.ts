@@ -342,9 +342,12 @@ export class Daemon {
     const path = options.ruleFile;
     // A stuck read (the file replaced by a FIFO, a hung network mount) must not hold
     // up later reloads or the shutdown: give up on it after a while.
+    // The timer is cancelled once the file is read: a pending one would keep this
+    // reload's whole rule set alive (through the race) for its full length.
+    const readTimer = new AbortController();
     const loaded = await Promise.race([
       loadRuleFile(path),
-      sleep(RELOAD_READ_TIMEOUT_MS).then((): LoadedRuleFile => ({
+      sleep(RELOAD_READ_TIMEOUT_MS, readTimer.signal).then((): LoadedRuleFile => ({
         ok: false,
         problems: [{
           where: path,
@@ -353,7 +356,7 @@ export class Daemon {
           }`,
         }],
       })),
-    ]);
+    ]).finally(() => readTimer.abort());
     if (!loaded.ok) {
       await this.#reopenLogs(this.#current);
       for (const problem of loaded.problems) {

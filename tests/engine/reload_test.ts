@@ -241,3 +241,22 @@ Deno.test("the reload line counts the sessions that reload sends draining, not e
     live.close();
   }
 });
+
+/** V8's collector, where the tests run with `--v8-flags=--expose-gc` (deno.json's test task). */
+const collectGarbage = (globalThis as { gc?: () => void }).gc;
+
+Deno.test({
+  name:
+    "a reload lets go of the rule set it replaced at once (reload storms do not pile up memory)",
+  ignore: collectGarbage === undefined,
+  async fn() {
+    await using bouncer = await startDaemon(passRule({ listen: "127.0.0.1:0", target: 9 }));
+    await bouncer.reload();
+    const replaced = new WeakRef(bouncer.daemon.config);
+    await bouncer.reload();
+    await bouncer.reload();
+    // Before the fix, the reload's read timeout (5 s) kept each loaded rule set alive.
+    collectGarbage!();
+    assertEquals(replaced.deref(), undefined, "the replaced rule set is still referenced");
+  },
+});
