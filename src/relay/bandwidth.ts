@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { sleep } from "./timers.ts";
+import { sleep as timerSleep } from "./timers.ts";
 
 /** How much may pass at once without waiting: a tenth of a second's worth. */
 const BURST_S = 0.1;
@@ -93,7 +93,7 @@ export class Bandwidth {
   constructor(
     readonly bytesPerSecond: number,
     readonly now: () => number = () => performance.now(),
-    readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = sleep,
+    readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void> = timerSleep,
     readonly ready: ReadyTime = new LocalReadyTime(),
   ) {}
 
