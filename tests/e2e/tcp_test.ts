@@ -344,3 +344,23 @@ Deno.test("JSON logs carry every field named", async () => {
   assertMatch(line.client as string, /^127\.0\.0\.1:\d+$/);
   assert(typeof line.duration_ms === "number" && typeof line.time === "string");
 });
+
+Deno.test("the first session after a quiet start longer than idle_timeout is relayed (the clock is current)", async () => {
+  await using target = tcpServer(echo);
+  await using bouncer = await startBouncer(
+    passRule({ listen: "127.0.0.1:0", target: target.port, extra: 'idle_timeout = "1s"' }),
+  );
+  await delay(1_500); // DNS switched a while after the start: nothing arrived so far.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
+  try {
+    // A client that takes a moment before it speaks, well within idle_timeout.
+    await delay(700);
+    await writeAll(conn, new TextEncoder().encode("first"));
+    await conn.closeWrite();
+    assertEquals(new TextDecoder().decode(await readAll(conn)), "first");
+    const ended = await bouncer.log.waitFor({ event: "disconnect" });
+    assertEquals(ended.reason, "client-closed");
+  } finally {
+    conn.close();
+  }
+});

@@ -385,3 +385,26 @@ bounce_to = "127.0.0.1:${serverPort}"
 if (!iperf3) {
   console.warn("iperf3 is not installed: the iperf3 test is skipped (apt-get install iperf3)");
 }
+
+Deno.test("the first flow after a quiet start longer than udp_idle_timeout is relayed (the clock is current)", async () => {
+  await using target = udpEcho();
+  await using bouncer = await startBouncer(
+    udpRule("127.0.0.1:0", `127.0.0.1:${target.port}`, 'udp_idle_timeout = "1s"'),
+  );
+  await delay(1_500); // DNS switched a while after the start: nothing arrived so far.
+  const client = udpSocket();
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
+  try {
+    await client.send(new TextEncoder().encode("first"), to);
+    const reply = await receiveWithin(client, 1_000);
+    assertEquals(reply && new TextDecoder().decode(reply), "first");
+    await delay(600);
+    // Still the same session: it was not taken as idle since the start.
+    assertEquals(bouncer.log.filter({ event: "disconnect" }), []);
+    await client.send(new TextEncoder().encode("second"), to);
+    assert(await receiveWithin(client, 1_000));
+    assertEquals(bouncer.log.filter({ event: "connect" }).length, 1);
+  } finally {
+    client.close();
+  }
+});
