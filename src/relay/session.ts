@@ -13,8 +13,13 @@ export type DisconnectReason =
   | "client-closed"
   | "target-closed"
   | "idle-timeout"
-  /** A side ended the connection abortively (RST). */
+  /** The target ended the connection abortively (RST): an error. */
   | "reset"
+  /**
+   * The client went away abortively (reset, or gone while being written to: a
+   * cancelled download). A normal end, as `client-closed`, not an error.
+   */
+  | "client-reset"
   /** A write made no progress for the rule's `stall_timeout`. */
   | "stalled"
   | "error"

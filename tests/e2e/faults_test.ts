@@ -42,7 +42,7 @@ Deno.test("target dies mid-stream: the client sees the close, the error names th
   await bouncer.log.waitFor({ event: "disconnect", reason: "reset", error: /^target: / });
 });
 
-Deno.test("client resets mid-stream: the target sees the close, the error names the client", async () => {
+Deno.test("client resets mid-stream: the target sees the close; a normal end (client-reset), no error", async () => {
   const targetSaw = Promise.withResolvers<string>();
   await using target = tcpServer(async (conn) => {
     // Keep sending until the bouncer closes us.
@@ -60,7 +60,9 @@ Deno.test("client resets mid-stream: the target sees the close, the error names 
   await delay(200); // Let unread data pile up in our receive buffer: closing now sends a reset.
   conn.close();
   assertMatch(await targetSaw.promise, /ConnectionReset|BrokenPipe/);
-  await bouncer.log.waitFor({ event: "error", error: /^client: (connection reset|broken pipe)$/ });
+  const ended = await bouncer.log.waitFor({ event: "disconnect" });
+  assertEquals([ended.reason, ended.level, ended.error], ["client-reset", "info", undefined]);
+  assertEquals(bouncer.log.filter({ event: "error" }), [], "the client leaving is no error");
 });
 
 Deno.test("out of file descriptors: refused with a logged cause, serving again once they free up", async () => {
@@ -197,11 +199,8 @@ Deno.test("a client's reset ends its session even while the target does not read
   for (const client of clients) client.resetAndDestroy();
   const ended = await bouncer.log.waitFor({ event: "disconnect" }, 5_000, 20);
   release.resolve();
-  assertEquals(ended.reason, "reset");
-  assertEquals(
-    bouncer.log.filter({ event: "disconnect", error: "client: connection reset" }).length,
-    20,
-  );
+  assertEquals(ended.reason, "client-reset");
+  assertEquals(bouncer.log.filter({ event: "disconnect", reason: "client-reset" }).length, 20);
   await delay(200);
   assertEquals(await fdCount(pid), fdsIdle, "every session's descriptors are closed");
 });
@@ -310,4 +309,34 @@ Deno.test("a target's reset reaches the client as a clean end of stream (Deno ca
   } finally {
     server.close();
   }
+});
+
+Deno.test("clients that abandon downloads are no errors: nothing counted, no alarm", async () => {
+  const chunk = randomBytes(256 * 1024);
+  await using target = tcpServer(async (conn) => {
+    for (let i = 0; i < 256; i++) await writeAll(conn, chunk); // 64 MiB, more than anyone waits for.
+  });
+  await using bouncer = await startBouncer(
+    `[server]\nstatus = "127.0.0.1:0"\n` +
+      rule(target.port, 'alarm_errors = "1/1m"\nlog = ["connect", "disconnect", "error"]\n'),
+  );
+  for (let i = 0; i < 3; i++) {
+    // As `curl -m 1` does: read a while, then give up and close with data unread.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: bouncer.port() });
+    await conn.read(new Uint8Array(64 * 1024));
+    await delay(100);
+    conn.close();
+  }
+  await bouncer.log.waitFor({ event: "disconnect" }, 10_000, 3);
+  for (const ended of bouncer.log.filter({ event: "disconnect" })) {
+    assert(
+      ["client-reset", "client-closed"].includes(ended.reason as string),
+      String(ended.reason),
+    );
+  }
+  assertEquals(bouncer.log.filter({ event: "error" }), []);
+  const port = Number(bouncer.ready.status!.split(":").pop());
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  assertMatch(metrics, /portbounce_errors_total\{rule="r"[^}]*\} 0\n/);
+  assertMatch(metrics, /portbounce_alarm_active\{rule="r",alarm="errors"\} 0\n/);
 });

@@ -243,6 +243,11 @@ export class TcpSession implements Closable, Sweepable {
       const other = side === "client" ? this.#targetConn : undefined;
       other?.reset?.();
     }
+    if (side === "client" && (reset || isAborted(error))) {
+      // The client left (a cancelled download, a closed tab): nothing for the operator to do.
+      if (!this.#reason) this.close("client-reset");
+      return;
+    }
     this.#fail(
       reset ? "reset" : "error",
       `${side}: ${error instanceof Error ? error.message : String(error)}`,
@@ -256,6 +261,11 @@ export class TcpSession implements Closable, Sweepable {
     this.#handle!.error(message);
     this.close(reason);
   }
+}
+
+/** Whether `error` is a connection aborted by the peer's side (ECONNABORTED). */
+function isAborted(error: unknown): boolean {
+  return error instanceof PipeError && error.cause instanceof Deno.errors.ConnectionAborted;
 }
 
 function closeQuietly(conn: RelayConn): void {
