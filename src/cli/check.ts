@@ -26,9 +26,10 @@ host: listen addresses it does not have, log files it cannot open. Binds nothing
 Options:
   -c, --config FILE   rule file (default /etc/portbounce.toml)
       --json          print the table (or the problems) as JSON
-      --probe         also connect to every TCP target of every pass rule (within
-                      its connect_timeout) and report ok, refused, timeout,
-                      unresolvable or unreachable, with the latency
+      --probe         also connect to every TCP target of every pass rule as a
+                      session would (within its connect_timeout, from its source)
+                      and report ok, refused, timeout, unresolvable or
+                      unreachable, with the latency
       --no-host-checks
                       skip the checks against this host (for a rule file meant
                       for another machine)

@@ -72,3 +72,17 @@ export function proxyHeader(version: ProxyProtocol, ends: ConnectionEnds): Uint8
   header[ports + 3] = ends.listenPort & 0xff;
   return header;
 }
+
+/**
+ * The header of a connection portbounce makes on its own behalf (a probe),
+ * relaying no client: v1 `PROXY UNKNOWN`, v2 the LOCAL command. A target
+ * that expects a header then takes the connection's own addresses.
+ */
+export function localHeader(version: ProxyProtocol): Uint8Array {
+  if (version === "v1") return new TextEncoder().encode("PROXY UNKNOWN\r\n");
+  const header = new Uint8Array(16);
+  header.set(V2_SIGNATURE);
+  header[12] = 0x20; // Version 2, command LOCAL.
+  header[13] = 0x00; // AF_UNSPEC, no addresses (length 0).
+  return header;
+}

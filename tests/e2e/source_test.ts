@@ -13,8 +13,10 @@ import {
   exchange,
   readAll,
   receiveWithin,
+  runCli,
   startBouncer,
   tcpServer,
+  tempDir,
   udpEcho,
   udpSocket,
   writeAll,
@@ -148,4 +150,30 @@ Deno.test("without source, a UDP flow to a loopback target binds loopback, not e
   }
   const connect = await bouncer.log.waitFor({ event: "connect", protocol: "udp" });
   assertMatch(connect.local as string, /^127\.0\.0\.1:\d+$/);
+});
+
+Deno.test("check --probe connects as a session would: from the rule's source, with its PROXY header", async () => {
+  const heads: string[] = [];
+  await using target = tcpServer(async (conn) => {
+    const buffer = new Uint8Array(64);
+    const n = await conn.read(buffer);
+    heads.push(n === null ? "" : new TextDecoder().decode(buffer.subarray(0, n)));
+  });
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/rules.toml`,
+    passRule({ listen: "127.0.0.1:0", target: target.port, extra: 'source = "127.0.0.5"' }) +
+      passRule({
+        name: "proxied",
+        listen: "127.0.0.1:0",
+        target: target.port,
+        extra: 'proxy_protocol = "v1"\nsource = "127.0.0.6"',
+      }),
+  );
+  const { code, stdout } = await runCli(["check", "-c", `${dir}/rules.toml`, "--probe"]);
+  assertEquals(code, 0, stdout);
+  await delay(200);
+  assertEquals(target.clients.toSorted(), ["127.0.0.5", "127.0.0.6"]);
+  // The PROXY rule's probe says it relays no client; the other sends nothing.
+  assertEquals(heads.toSorted(), ["", "PROXY UNKNOWN\r\n"]);
 });

@@ -5,7 +5,7 @@ import { assert, assertEquals } from "../assert.ts";
 import { hash, targetOrder } from "../../src/relay/balance.ts";
 import { PASSIVE_FALL, TargetHealth } from "../../src/relay/health.ts";
 import { Bandwidth } from "../../src/relay/bandwidth.ts";
-import { proxyHeader, V2_SIGNATURE } from "../../src/relay/proxy_protocol.ts";
+import { localHeader, proxyHeader, V2_SIGNATURE } from "../../src/relay/proxy_protocol.ts";
 import type { Target } from "../../src/rules/plan.ts";
 
 const A = { host: "10.0.0.1", port: 80 };
@@ -163,6 +163,14 @@ Deno.test("PROXY v1: TCP4 and TCP6 lines; mapped addresses are IPv4", () => {
     })),
     "PROXY TCP6 2001:db8::7 2001:db8::10 1 443\r\n",
   );
+});
+
+Deno.test("PROXY, a connection relaying no client (a probe): v1 UNKNOWN, v2 LOCAL without addresses", () => {
+  assertEquals(new TextDecoder().decode(localHeader("v1")), "PROXY UNKNOWN\r\n");
+  const v2 = localHeader("v2");
+  assertEquals(v2.length, 16);
+  assertEquals([...v2.subarray(0, 12)], [...V2_SIGNATURE]);
+  assertEquals([v2[12], v2[13], v2[14], v2[15]], [0x20, 0x00, 0, 0]);
 });
 
 Deno.test("PROXY v2: signature, version and command, family, length, addresses and ports", () => {
