@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { sleep } from "./timers.ts";
 
 const FIRST_BACKOFF_MS = 10;
 /** The longest wait between two tries while the process is short of resources. */
@@ -54,8 +55,6 @@ export interface ServeLoopHooks {
   /** Waits `ms` (a timer; tests pass their own). */
   wait?(ms: number): Promise<void>;
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
  * Calls `next` and then `handle` with its result until `hooks.closed()`.
