@@ -12,6 +12,7 @@ import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import { parseCommandArgs } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { probeAll } from "./probe.ts";
+import { costWarnings, listenerCosts } from "../rules/costs.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
 import { preflight } from "../server/preflight.ts";
 
@@ -113,6 +114,8 @@ export async function checkCommand(args: string[]): Promise<number> {
     }
     return ExitCode.usage;
   }
+  const costs = listenerCosts(loaded.listeners, loaded.config.server.status !== null);
+  const costWarningList = costWarnings(costs);
   const probes = values.probe ? await probeAll(loaded.listeners) : undefined;
   const unreachable = probes?.filter((p) => p.result !== "ok" && p.result !== "skipped").length ??
     0;
@@ -122,7 +125,16 @@ export async function checkCommand(args: string[]): Promise<number> {
         ok: true,
         ...(probes ? { probes } : {}),
         source: loaded.config.source,
-        warnings: loaded.warnings,
+        warnings: [
+          ...loaded.warnings,
+          ...costWarningList.map((message) => ({ where: loaded.config.source, message })),
+        ],
+        needs: {
+          tcp_listeners: costs.tcp,
+          udp_listeners: costs.udp,
+          open_files: costs.descriptors,
+          memory_bytes: costs.memoryBytes,
+        },
         listeners: loaded.listeners.map((listener) => ({
           protocol: listener.protocol,
           address: listener.address,
@@ -145,6 +157,7 @@ export async function checkCommand(args: string[]): Promise<number> {
   for (const warning of loaded.warnings) {
     console.error(`warning: ${formatProblem(warning)}`);
   }
+  for (const warning of costWarningList) console.error(`warning: ${values.config}: ${warning}`);
   console.log(renderTable(
     ["LISTEN", "PROTO", "RULE", "ACTION", "FROM", "TARGET"],
     rows(loaded.listeners).map((r) => [r.listen, r.protocol, r.rule, r.action, r.from, r.target]),
@@ -152,7 +165,9 @@ export async function checkCommand(args: string[]): Promise<number> {
   console.log(
     `\n${values.config}: OK, ${countOf(loaded.config.rules.length, "rule")}, ${
       countOf(loaded.listeners.length, "listener")
-    }`,
+    }\nneeds ${costs.descriptors} open files before any session (2 more per TCP session, 1 per ` +
+      `UDP flow) and about ${Math.ceil(costs.memoryBytes / 1_048_576)} MiB ` +
+      `(${costs.tcp} TCP listeners at ~8 KiB, ${costs.udp} UDP at ~63 KiB)`,
   );
   if (!probes) return ExitCode.ok;
   console.log(

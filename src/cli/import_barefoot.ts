@@ -13,6 +13,9 @@ import { parseCommandArgs, UsageError } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { MAX_RULE_FILE_BYTES } from "../server/rule_file.ts";
 
+/** A rule translated into more listeners than this is pointed out. */
+const MANY_LISTENERS = 1_000;
+
 /** Help for `portbounce import-barefoot`. */
 export const IMPORT_HELP = `Usage: portbounce import-barefoot FILE > portbounce.toml
 
@@ -73,6 +76,17 @@ export async function importBarefootCommand(args: string[]): Promise<number> {
   }
   for (const warning of translation.warnings) {
     console.error(`${path}:${warning.line}: warning: ${warning.message}`);
+  }
+  for (const rule of validated.config.rules) {
+    const ports = rule.listen.reduce((sum, l) => sum + l.ports.last - l.ports.first + 1, 0);
+    if (ports * rule.protocols.length <= MANY_LISTENERS) continue;
+    console.error(
+      `${path}: warning: rule ${rule.name} listens on ${ports} ports (${
+        rule.protocols.join(" and ")
+      }): ` +
+        `${ports * rule.protocols.length} listeners, each an open file; ` +
+        `'portbounce check' says what the file needs against the usual limits`,
+    );
   }
   console.log(output);
   return ExitCode.ok;

@@ -281,3 +281,14 @@ Deno.test("a translation larger than a rule file may be is refused, nothing writ
   assertEquals(result.stdout, "");
   assertIncludes(result.stderr, "over the 4194304 bytes a rule file may have (40000 rules)");
 });
+
+Deno.test("a port range that becomes thousands of listeners is pointed out", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir}/ge.conf`,
+    "client pass {\n  from: 0/0 to: 127.0.0.1 port ge 1024\n  bounce to: 127.0.0.2\n}\n",
+  );
+  const result = await runCli(["import-barefoot", `${dir}/ge.conf`]);
+  assertEquals(result.code, 0, result.stderr);
+  assertIncludes(result.stderr, "listens on 64512 ports (tcp and udp): 129024 listeners");
+});

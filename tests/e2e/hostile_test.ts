@@ -315,6 +315,9 @@ Deno.test("check prints a table of 131,070 listeners without overflowing the sta
   const { code, stdout, stderr } = await runCli(["check", "-c", `${dir}/all.toml`]);
   assertEquals(code, 0, stderr);
   assertIncludes(stdout, "OK, 1 rule, 131070 listeners");
+  // And it says, before run meets it, that no usual descriptor limit holds them.
+  assertIncludes(stdout, "needs 131095 open files before any session");
+  assertIncludes(stderr, "more than 65536 (the systemd unit's LimitNOFILE)");
 });
 
 Deno.test("a value with a newline cannot forge a line in the text log", async () => {
