@@ -12,7 +12,7 @@ import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import { parseCommandArgs } from "./args.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { probeAll } from "./probe.ts";
-import { costWarnings, listenerCosts } from "../rules/costs.ts";
+import { costWarnings, isolatesAsked, listenerCosts } from "../rules/costs.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
 import { preflight } from "../server/preflight.ts";
 
@@ -114,7 +114,10 @@ export async function checkCommand(args: string[]): Promise<number> {
     }
     return ExitCode.usage;
   }
-  const costs = listenerCosts(loaded.listeners, loaded.config.server.status !== null);
+  const isolates = Deno.build.os === "linux"
+    ? isolatesAsked(loaded.config.server.workers, navigator.hardwareConcurrency || 1)
+    : 1;
+  const costs = listenerCosts(loaded.listeners, loaded.config.server.status !== null, isolates);
   const costWarningList = costWarnings(costs);
   const probes = values.probe ? await probeAll(loaded.listeners) : undefined;
   const unreachable = probes?.filter((p) => p.result !== "ok" && p.result !== "skipped").length ??
@@ -167,7 +170,10 @@ export async function checkCommand(args: string[]): Promise<number> {
       countOf(loaded.listeners.length, "listener")
     }\nneeds ${costs.descriptors} open files before any session (2 more per TCP session, 1 per ` +
       `UDP flow) and about ${Math.ceil(costs.memoryBytes / 1_048_576)} MiB ` +
-      `(${costs.tcp} TCP listeners at ~8 KiB, ${costs.udp} UDP at ~63 KiB)`,
+      `(${costs.tcp} TCP listeners at ~8 KiB${
+        isolates > 1 ? ` in each of ${isolates} isolates` : ""
+      }, ` +
+      `${costs.udp} UDP at ~63 KiB)`,
   );
   if (!probes) return ExitCode.ok;
   console.log(

@@ -74,6 +74,7 @@ export const SERVER_KEYS = [
   "log_format",
   "log_level",
   "status",
+  "status_hosts",
   "drain_timeout",
   "reload_drain_timeout",
   "reload_enforces_rules",
@@ -134,6 +135,7 @@ const BUILT_IN_SERVER: ServerSettings = {
   logFormat: "text",
   logLevel: "info",
   status: null,
+  statusHosts: [],
   drainTimeoutMs: 30_000,
   reloadDrainTimeoutMs: 0,
   reloadEnforcesRules: true,
@@ -293,6 +295,9 @@ function readServer(
     ? BUILT_IN_SERVER.logLevel
     : readChoice(value.log_level, LOG_LEVELS, scope, "log_level");
   const status = value.status === undefined ? null : readStatusAddress(value.status, scope);
+  const statusHosts = value.status_hosts === undefined
+    ? BUILT_IN_SERVER.statusHosts
+    : readStatusHosts(value.status_hosts, scope);
   const drainTimeoutMs = value.drain_timeout === undefined
     ? BUILT_IN_SERVER.drainTimeoutMs
     : readDuration(value.drain_timeout, scope, "drain_timeout", 0);
@@ -320,7 +325,8 @@ function readServer(
     : readWorkerCount(value.workers, (message) => scope.fail("workers", message));
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
-    status === undefined || drainTimeoutMs === undefined || reloadDrainTimeoutMs === undefined ||
+    status === undefined || statusHosts === undefined || drainTimeoutMs === undefined ||
+    reloadDrainTimeoutMs === undefined ||
     reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
     syslogFacility === undefined || serverSource === undefined || historyMs === undefined ||
     workers === undefined
@@ -330,6 +336,7 @@ function readServer(
     logFormat,
     logLevel,
     status,
+    statusHosts,
     drainTimeoutMs,
     reloadDrainTimeoutMs,
     reloadEnforcesRules,
@@ -452,6 +459,28 @@ function readStatusAddress(
     );
   }
   return { hostname: ip.toString(), port };
+}
+
+/** `status_hosts = ["bouncer.lab", "localhost:8080"]`: host names, with a port or not. */
+function readStatusHosts(value: unknown, scope: Scope): readonly string[] | undefined {
+  if (!Array.isArray(value)) {
+    return scope.fail("status_hosts", `expected a list of host names, got ${describe(value)}`);
+  }
+  const hosts: string[] = [];
+  for (const item of value) {
+    const text = typeof item === "string" ? item.trim().toLowerCase() : "";
+    const match = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)(:(\d{1,5}))?$/.exec(
+      text,
+    );
+    if (!match || Number(match[4] ?? 0) > 65535) {
+      return scope.fail(
+        "status_hosts",
+        `expected a host name such as "bouncer.lab" or "localhost:8080", got ${describe(item)}`,
+      );
+    }
+    hosts.push(text);
+  }
+  return hosts;
 }
 
 function readDefaults(value: unknown, scope: Scope): Partial<Settings> {

@@ -179,6 +179,12 @@ export interface ServerSettings {
   readonly logLevel: LogLevel;
   /** Address of the status endpoint, or null when it is off. */
   readonly status: { readonly hostname: string; readonly port: number } | null;
+  /**
+   * More `Host` values the status endpoint answers on a loopback or private
+   * address (names, `name:port`), lowercase: for names of the host, or an
+   * address published through NAT or a container.
+   */
+  readonly statusHosts: readonly string[];
   readonly drainTimeoutMs: number;
   /** How long sessions of rules or listeners removed by a reload may go on; 0 = no limit. */
   readonly reloadDrainTimeoutMs: number;

@@ -35,19 +35,30 @@ export interface ListenerCosts {
   readonly memoryBytes: number;
 }
 
-/** The costs of serving `listeners` (plus the status endpoint when there is one). */
+/**
+ * The costs of serving `listeners` (plus the status endpoint when there is
+ * one) with `isolates` accepting TCP connections: each isolate binds its own
+ * socket for every TCP listener (SO_REUSEPORT), and all are one process.
+ * The memory of the extra isolates' runtimes is not included.
+ */
 export function listenerCosts(
   listeners: readonly ListenerPlan[],
   statusEndpoint = false,
+  isolates = 1,
 ): ListenerCosts {
   const tcp = listeners.filter((l) => l.protocol === "tcp").length;
   const udp = listeners.length - tcp;
   return {
     tcp,
     udp,
-    descriptors: BASE_DESCRIPTORS + tcp + udp + (statusEndpoint ? 1 : 0),
-    memoryBytes: RUNTIME_BYTES + tcp * TCP_LISTENER_BYTES + udp * UDP_LISTENER_BYTES,
+    descriptors: BASE_DESCRIPTORS + tcp * isolates + udp + (statusEndpoint ? 1 : 0),
+    memoryBytes: RUNTIME_BYTES + tcp * isolates * TCP_LISTENER_BYTES + udp * UDP_LISTENER_BYTES,
   };
+}
+
+/** How many isolates `[server] workers` asks for on this host ("auto": one per core). */
+export function isolatesAsked(workers: number | "auto", cores: number): number {
+  return workers === "auto" ? Math.max(1, cores) : workers;
 }
 
 /** Warnings when the listeners alone pass a usual descriptor limit. */

@@ -266,6 +266,7 @@ export class Engine implements SyncRelayHost {
       const binding = client ? firstMatch(listener.bindings, client) : undefined;
       if (binding?.rule.action !== "pass") {
         this.#late.revoked++;
+        tracked.revoked = true;
         session.close("revoked");
       }
     }
@@ -475,11 +476,12 @@ export class Engine implements SyncRelayHost {
       const kept = new Map(diff.kept.map((p) => [p.key, p]));
       for (const session of this.sessions.list()) {
         const listener = kept.get(session.setup.listenerKey);
-        if (!listener || !names.has(session.rule.name)) continue;
+        if (!listener || !names.has(session.rule.name) || session.revoked) continue;
         const client = parseClientAddress(session.setup.clientIp);
         const binding = client ? firstMatch(listener.bindings, client) : undefined;
         if (binding?.rule.action === "pass") continue;
         revoked++;
+        session.revoked = true;
         session.session.close("revoked");
       }
     }

@@ -75,7 +75,13 @@ export class InspectorGuard {
     }
     const listener = this.#listener;
     // Answer nothing: whoever connects is closed at once.
-    serveLoop(() => listener.accept(), (conn) => conn.close(), {
+    serveLoop(() => listener.accept(), (conn) => {
+      try {
+        conn.close();
+      } catch {
+        // Gone already.
+      }
+    }, {
       closed: () => this.#released,
       failing: () => {},
       recovered: () => {},

@@ -169,6 +169,7 @@ export class StatusService {
     try {
       this.#endpoint = serveStatus(wanted, {
         answer: this.#answer,
+        allowedHosts: () => this.config.server.statusHosts,
         failing: (error) =>
           this.log.error("status endpoint: accept failed: {error}; backing off and retrying", {
             error: describeIoError(error),

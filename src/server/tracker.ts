@@ -39,6 +39,8 @@ export class TrackedSession implements SessionHandle {
   target: string;
   /** Whether a reload removed its rule or listener (it goes on until it ends or is drained). */
   draining = false;
+  /** Closed as revoked (a close sent to a worker takes a moment to end it): not revoked twice. */
+  revoked = false;
   /** When a reload left it draining with a deadline: the wall-clock end (epoch ms). */
   drainDeadline: number | null = null;
   #ended = false;

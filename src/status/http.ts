@@ -12,8 +12,9 @@
  * nothing is closed after {@linkcode PRESSED_HEAD_MS}, or after
  * {@linkcode PRESSED_HEAD_OVER_SHARE_MS} when its client address holds more
  * than {@linkcode CLIENT_SHARE} slots. A scraper that asks at once is answered
- * within about that long, however many idle connections another client keeps
- * opening (the same address as the scraper's or not).
+ * within about that long when one address (its own or another) keeps opening
+ * idle connections; against many addresses, each under its share, the wait
+ * grows with the kernel's queue (about a second per 32 queued connections).
  *
  * @module
  */
@@ -46,6 +47,8 @@ export interface StatusEndpoint {
 /** What the server reports and asks. */
 export interface StatusServerHooks {
   answer(method: string, target: string): StatusAnswer;
+  /** More `Host` values to answer (`status_hosts`), read per request: a reload changes them. */
+  allowedHosts(): readonly string[];
   failing(error: unknown): void;
   recovered(failures: number): void;
 }
@@ -177,8 +180,12 @@ async function respond(
     if ("error" in head) return await send(conn, plain(head.error), false);
     // The address the client reached: for a wildcard bind, the interface's own address.
     const local = conn.localAddr;
-    if (!hostAllowed(head.host, local.hostname, local.port)) {
-      return await send(conn, plain(421, "this endpoint answers only to its own address\n"), false);
+    if (!hostAllowed(head.host, local.hostname, local.port, hooks.allowedHosts())) {
+      return await send(
+        conn,
+        plain(421, "this endpoint answers only to its own address or the names in status_hosts\n"),
+        false,
+      );
     }
     await send(conn, hooks.answer(head.method, head.target), head.method === "HEAD");
   } catch {

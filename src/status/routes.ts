@@ -94,11 +94,19 @@ export function isWildcard(address: string): boolean {
  * `localhost` on loopback): a browser tricked into asking a rebinding domain
  * sends that domain, which is refused.
  */
-export function hostAllowed(host: string | null, hostname: string, port: number): boolean {
+export function hostAllowed(
+  host: string | null,
+  hostname: string,
+  port: number,
+  /** `status_hosts`: more names (`name` for any port, `name:port` for that one), lowercase. */
+  extra: readonly string[] = [],
+): boolean {
   if (!isInternal(hostname)) return true;
   if (host === null) return false;
-  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(host.trim().toLowerCase());
+  const asked = host.trim().toLowerCase();
+  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(asked);
   if (!match) return false;
+  if (extra.includes(asked) || extra.includes(match[1])) return true;
   if (match[2] !== undefined && Number(match[2]) !== port) return false;
   const name = match[1].replace(/^\[|\]$/g, "");
   if (name === "localhost") return parseClientAddress(hostname)?.range() === "loopback";

@@ -201,7 +201,8 @@ const namespaces = Deno.uid() === 0 &&
     .output().then((r) => r.success, () => false));
 
 Deno.test({
-  name: "a status endpoint bound to every address still refuses a rebinding Host",
+  name:
+    "a status endpoint bound to every address still refuses a rebinding Host; status_hosts adds names",
   ignore: !namespaces,
   async fn() {
     // A namespace of its own (only lo), so that binding every address exposes nothing here.
@@ -214,7 +215,8 @@ Deno.test({
         await using dir = await tempDir();
         await Deno.writeTextFile(
           `${dir}/rules.toml`,
-          `[server]\nstatus = "${wildcard}:0"\n` + passRule({ listen: "127.0.0.1:0", target: 9 }),
+          `[server]\nstatus = "${wildcard}:0"\nstatus_hosts = ["bouncer.lab"]\n` +
+            passRule({ listen: "127.0.0.1:0", target: 9 }),
         );
         await using bouncer = await startPortbounce(
           ["run", "-c", `${dir}/rules.toml`, "--log-format", "json"],
@@ -230,6 +232,9 @@ Deno.test({
           assertEquals(await curlStatus(ns, url, `rebind.attacker.example:${port}`), "421", url);
           assertEquals(await curlStatus(ns, url, own), "200", url);
           assertEquals(await curlStatus(ns, url, `localhost:${port}`), "200", url);
+          // A name the operator listed (the host's own, or one published through NAT).
+          assertEquals(await curlStatus(ns, url, `bouncer.lab:${port}`), "200", url);
+          assertEquals(await curlStatus(ns, url, `bouncer.lab.attacker.example`), "421", url);
         }
       }
     } finally {

@@ -3,6 +3,7 @@ import { assertEquals, assertMatch } from "../assert.ts";
 import {
   BASE_DESCRIPTORS,
   costWarnings,
+  isolatesAsked,
   listenerCosts,
   RUNTIME_BYTES,
 } from "../../src/rules/costs.ts";
@@ -29,4 +30,11 @@ Deno.test("costs: warnings past the usual default limit (1,024) and the unit's (
   assertMatch(usual, /2025 open files, more than the usual default limit of 1024/);
   const [unit] = costWarnings(listenerCosts(plan("127.0.0.1:1-65535", '["tcp", "udp"]')));
   assertMatch(unit, /131095 open files, more than 65536 \(the systemd unit's LimitNOFILE\)/);
+});
+
+Deno.test("costs: every isolate binds its own socket for each TCP listener (one process)", () => {
+  const listeners = plan("127.0.0.1:8000-8999", '["tcp", "udp"]');
+  assertEquals(listenerCosts(listeners, false, 4).descriptors, BASE_DESCRIPTORS + 4_000 + 1_000);
+  assertEquals(isolatesAsked("auto", 8), 8);
+  assertEquals(isolatesAsked(3, 8), 3);
 });

@@ -359,3 +359,19 @@ Deno.test("bad target lists, balance modes, rates and PROXY on UDP are located e
     assertIncludes(problems(text).join("\n"), expected);
   }
 });
+
+Deno.test("status_hosts: names with or without a port, lowercase; anything else a located error", () => {
+  const rule = `[[rule]]\nname = "r"\nlisten = "127.0.0.1:80"\nbounce_to = "127.0.0.1:81"\n`;
+  const config = loadRules(
+    `[server]\nstatus = "127.0.0.1:9180"\nstatus_hosts = ["Bouncer.Lab", "localhost:8080", "[::1]:9"]\n${rule}`,
+  );
+  assertEquals(config.server.statusHosts, ["bouncer.lab", "localhost:8080", "[::1]:9"]);
+  for (
+    const bad of ['"bouncer.lab"', '["a b"]', '["host:99999"]', '["-x"]', "[1]", '["x/y"]']
+  ) {
+    assertIncludes(
+      problems(`[server]\nstatus_hosts = ${bad}\n${rule}`).join("\n"),
+      "rules.toml:2: [server]: status_hosts: expected",
+    );
+  }
+});
