@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { isolatesAsked } from "../rules/costs.ts";
 import { countOf } from "../config/describe.ts";
 import type { Logger, LogRecord } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
@@ -80,7 +81,7 @@ export interface LoadedRules {
  * lets isolates share a port (Linux) and there is a TCP listener to share.
  */
 function workerCount(asked: WorkerCount, loaded: LoadedRules, log: Logger): number {
-  const count = asked === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : asked;
+  const count = isolatesAsked(asked, navigator.hardwareConcurrency || 1);
   if (count <= 1) return 1;
   const why = Deno.build.os !== "linux"
     ? `isolates share a port (SO_REUSEPORT) on Linux only, not on ${Deno.build.os}`

@@ -39,6 +39,11 @@ export class PipeError extends Error {
     return this.cause instanceof Deno.errors.ConnectionReset ||
       this.cause instanceof Deno.errors.BrokenPipe;
   }
+
+  /** Whether the connection was aborted on the peer's side (ECONNABORTED). */
+  get isAborted(): boolean {
+    return this.cause instanceof Deno.errors.ConnectionAborted;
+  }
 }
 
 /** What a direction tells its session, and what the session watches. */

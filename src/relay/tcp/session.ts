@@ -243,7 +243,7 @@ export class TcpSession implements Closable, Sweepable {
       const other = side === "client" ? this.#targetConn : undefined;
       other?.reset?.();
     }
-    if (side === "client" && (reset || isAborted(error))) {
+    if (side === "client" && (reset || (error instanceof PipeError && error.isAborted))) {
       // The client left (a cancelled download, a closed tab): nothing for the operator to do.
       if (!this.#reason) this.close("client-reset");
       return;
@@ -261,11 +261,6 @@ export class TcpSession implements Closable, Sweepable {
     this.#handle!.error(message);
     this.close(reason);
   }
-}
-
-/** Whether `error` is a connection aborted by the peer's side (ECONNABORTED). */
-function isAborted(error: unknown): boolean {
-  return error instanceof PipeError && error.cause instanceof Deno.errors.ConnectionAborted;
 }
 
 function closeQuietly(conn: RelayConn): void {
