@@ -9,6 +9,7 @@ import type { Config } from "../config/types.ts";
 import { loggingHealth } from "../log/setup.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
 import { describeBindError, describeIoError } from "../relay/errors.ts";
+import type { PortClaim } from "../relay/port_claim.ts";
 import { serveStatus, type StatusEndpoint } from "../status/http.ts";
 import { renderMetrics } from "../status/metrics.ts";
 import { inForce } from "./summary.ts";
@@ -157,9 +158,10 @@ export class StatusService {
 
   /**
    * Serves the endpoint `config` asks for (moving or stopping it if that
-   * changed). Returns why it could not be bound, or null.
+   * changed). Returns why it could not be bound, or null. `claim`: `beside`
+   * for a takeover (the running instance serves it too, until it lets go).
    */
-  async apply(config: Config): Promise<string | null> {
+  async apply(config: Config, claim: PortClaim = "alone"): Promise<string | null> {
     this.config = config;
     const wanted = config.server.status;
     const key = wanted ? `${wanted.hostname} ${wanted.port}` : null;
@@ -178,7 +180,7 @@ export class StatusService {
           this.log.warn("status endpoint: accepting again after {failures} failures", {
             failures,
           }),
-      });
+      }, claim);
       this.#address = key;
       this.log.info(
         "status endpoint on http://{address}/ (/status.json, /metrics, /sessions.json)",

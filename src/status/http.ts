@@ -19,6 +19,7 @@
  * @module
  */
 import { formatAddress } from "../config/endpoint.ts";
+import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { serveLoop } from "../relay/serve_loop.ts";
 import { hostAllowed, type StatusAnswer } from "./routes.ts";
 
@@ -67,8 +68,9 @@ const STATUS_TEXT: Record<number, string> = {
 export function serveStatus(
   address: { readonly hostname: string; readonly port: number },
   hooks: StatusServerHooks,
+  claim: PortClaim = "alone",
 ): StatusEndpoint {
-  const listener = Deno.listen({ hostname: address.hostname, port: address.port });
+  const listener = listenTcp(address.hostname, address.port, claim);
   const bound = listener.addr;
   const slots = new Slots();
   let closed = false;

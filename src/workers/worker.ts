@@ -9,6 +9,7 @@
 import type { ListenerPlan } from "../rules/plan.ts";
 import { setSharedClock } from "../relay/bandwidth.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
+import { listenTcp } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { describeBindError } from "../relay/errors.ts";
 import { rebuildPlan } from "../server/rule_file.ts";
@@ -136,7 +137,7 @@ function bind(
 ): TcpRelayListener | { error: string } {
   const { hostname, port } = addresses[plan.key];
   try {
-    return new TcpRelayListener(plan, Deno.listen({ hostname, port, reusePort: true }), host);
+    return new TcpRelayListener(plan, listenTcp(hostname, port, "beside"), host);
   } catch (error) {
     return { error: describeBindError(error, port) };
   }
