@@ -24,7 +24,10 @@ Options:
       --ready-file PATH   once every listener is bound, write PATH (JSON: the bound
                           addresses); rewritten after a reload, removed on exit
       --pid-file PATH     write the process id to PATH (overrides [server] pid_file);
-                          removed on exit
+                          removed on exit. Beside it, PATH.sock answers --takeover
+      --takeover          replace the instance named by the pid file without
+                          refusing a client: bind beside it, then have it stop
+                          accepting and drain (starts as usual if none runs)
       --exit-after DUR    stop (as on SIGTERM) after DUR, e.g. "30s"
       --workers N         isolates accepting TCP connections: a number, or "auto"
                           for one per core (overrides [server] workers; Linux)
@@ -46,6 +49,7 @@ export async function runCommand(args: string[]): Promise<number> {
     "exit-after": { type: "string" },
     "pid-file": { type: "string" },
     workers: { type: "string" },
+    takeover: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -55,6 +59,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const logFormat = choice("--log-format", values["log-format"], LOG_FORMATS);
   const logLevel = choice("--log-level", values["log-level"], LOG_LEVELS);
   const workers = workersOption(values.workers);
+  const pidFile = values["pid-file"];
 
   const loaded = await loadRuleFile(values.config!);
   if (!loaded.ok) {
@@ -71,11 +76,19 @@ export async function runCommand(args: string[]): Promise<number> {
   for (const warning of loaded.warnings) {
     console.error(`warning: ${formatProblem(warning)}`);
   }
+  const pidFilePath = pidFile ?? loaded.config.server.pidFile ?? undefined;
+  if (values.takeover && pidFilePath === undefined) {
+    console.error(
+      "portbounce: --takeover finds the running instance by its pid file: give --pid-file PATH or [server] pid_file",
+    );
+    return ExitCode.usage;
+  }
   return await runDaemon(loaded, {
     overrides: { format: logFormat, level: logLevel },
     readyFile: values["ready-file"],
     exitAfterMs: durationOption("--exit-after", values["exit-after"]),
-    pidFile: values["pid-file"] ?? loaded.config.server.pidFile ?? undefined,
+    pidFile: pidFilePath,
+    takeover: values.takeover,
     ruleFile: values.config!,
     workers,
   });

@@ -27,6 +27,8 @@ export type DisconnectReason =
   | "drained"
   /** A reload's rules refuse its client (`reload_enforces_rules`). */
   | "revoked"
+  /** A takeover's new instance took its UDP port; the client's next datagram starts a flow there. */
+  | "handed-over"
   | "shutdown";
 
 /** Why a new client was refused. */

@@ -32,6 +32,8 @@ import type { BoundAddresses, WorkerRules } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { installSignalHandlers } from "./signals.ts";
 import { InspectorGuard } from "./inspector_guard.ts";
+import { askWho, handoverPath, HandoverPoint, requestTakeover, type Takeover } from "./handover.ts";
+import { PORTS_SHARE } from "../relay/port_claim.ts";
 import { sessionViews, StatusService } from "./status_service.ts";
 import { inForce, logStatus, totals } from "./summary.ts";
 
@@ -66,6 +68,11 @@ export interface DaemonOptions {
   readonly workers?: WorkerCount;
   /** The module a worker isolate runs (default: the program's own main module). */
   readonly workerModule?: string | URL;
+  /**
+   * `--takeover`: start beside the instance named by the pid file and take
+   * over from it (see handover.ts). Needs `pidFile`.
+   */
+  readonly takeover?: boolean;
 }
 
 /** A rule set ready to run. */
@@ -144,6 +151,7 @@ export class Daemon {
   #cancelExitTimer: (() => void) | undefined;
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
+  #handover: HandoverPoint | undefined;
 
   private constructor(
     readonly engine: Engine,
@@ -170,14 +178,23 @@ export class Daemon {
       return ExitCode.runtime;
     }
     const log = logger();
+    const found = await findRunning(options, log);
+    if (typeof found === "number") {
+      await closeLogging();
+      return found;
+    }
+    const takeover = found ?? undefined;
     const workers = workerCount(options.workers ?? config.server.workers, loaded, log);
     relayBuffers.limitBytes = bufferShare(config.server.bufferMemory, workers);
     const bound = Engine.bind(config.rules, listeners, log, {
       historyMs: config.server.historyMs,
       workers,
+      claim: takeover ? "beside" : "alone",
+      heldElsewhere: takeover ? new Set(takeover.running.listeners) : undefined,
       ...options.engine,
     });
     if (!bound.ok) {
+      takeover?.abandon();
       logBindFailures(log, bound.failures, listeners.length);
       await closeLogging();
       return ExitCode.bind;
@@ -193,6 +210,7 @@ export class Daemon {
         options.workerModule ?? Deno.mainModule,
       );
       if ("failures" in started) {
+        takeover?.abandon();
         logBindFailures(log, started.failures, listeners.length);
         await engine.stopAccepting();
         await closeLogging();
@@ -201,13 +219,16 @@ export class Daemon {
       pool = started.pool;
     }
     const status = new StatusService(engine, log, config);
-    const statusError = await status.apply(config);
+    const wantedStatus = config.server.status;
+    // Where ports are not shared, the running instance's status endpoint is bound once it lets go.
+    const statusWaits = takeover !== undefined && !PORTS_SHARE && wantedStatus !== null &&
+      takeover.running.status === formatAddress(wantedStatus.hostname, wantedStatus.port);
+    const statusError = statusWaits
+      ? null
+      : await status.apply(config, takeover ? "beside" : "alone");
     if (statusError !== null) {
-      const { hostname, port } = config.server.status!;
-      log.error("cannot bind the status endpoint {address}: {error}", {
-        address: formatAddress(hostname, port),
-        error: statusError,
-      });
+      takeover?.abandon();
+      logStatusBindFailure(log, config, statusError);
       await engine.stopAccepting();
       pool?.terminate();
       await closeLogging();
@@ -216,6 +237,10 @@ export class Daemon {
     const daemon = new Daemon(engine, status, log, config, options, pool);
     engine.serve();
     pool?.serve();
+    if (takeover) {
+      const failed = await daemon.#takeOver(takeover, statusWaits);
+      if (failed !== null) return failed;
+    }
     log.info("portbounce {version} running {rules} from {source} on {listeners}", {
       version: VERSION,
       rules: countOf(config.rules.length, "rule"),
@@ -240,6 +265,7 @@ export class Daemon {
       });
     }
     if (options.pidFile) {
+      await daemon.#openHandoverPoint(options.pidFile);
       try {
         await writeAtomically(options.pidFile, `${Deno.pid}\n`);
       } catch (error) {
@@ -249,6 +275,7 @@ export class Daemon {
         });
         daemon.#signals?.remove();
         daemon.#inspectorGuard?.release();
+        daemon.#handover?.close();
         await engine.stopAccepting();
         pool?.terminate();
         await status.close();
@@ -262,6 +289,7 @@ export class Daemon {
       } catch {
         daemon.#signals?.remove();
         daemon.#inspectorGuard?.release();
+        daemon.#handover?.close();
         await engine.stopAccepting();
         engine.closeAllSessions();
         pool?.terminate();
@@ -278,6 +306,80 @@ export class Daemon {
     }
     daemon.#finish();
     return daemon;
+  }
+
+  /**
+   * The new instance's half of a takeover, once it serves beside the running
+   * one: asks it to let go of its ports, then binds those that waited.
+   * Resolves to null, or to the exit code when the takeover failed (then
+   * nothing is left bound).
+   */
+  async #takeOver(takeover: Takeover, statusWaits: boolean): Promise<number | null> {
+    const { log, engine } = this;
+    const from = takeover.running.pid;
+    const released = await takeover.release();
+    if (!released) {
+      log.warn("takeover: process {pid} did not confirm that it let go of its ports", {
+        pid: from,
+      });
+    }
+    const failures = await engine.bindWaiting();
+    const statusError = statusWaits ? await this.status.apply(this.#current) : null;
+    if (failures.length > 0 || statusError !== null) {
+      // Too late to give the ports back: the running instance has let go of them.
+      if (failures.length > 0) logBindFailures(log, failures, engine.listenerPlans().length);
+      if (statusError !== null) logStatusBindFailure(log, this.#current, statusError);
+      log.error("takeover failed after process {pid} let go of its ports; stopping", {
+        pid: from,
+      });
+      await engine.stopAccepting();
+      engine.closeAllSessions();
+      this.workers?.terminate();
+      await this.status.close();
+      await closeLogging();
+      return ExitCode.bind;
+    }
+    log.info(
+      "took over from process {pid}: it accepts no more and its sessions drain; this process ({self}) serves every listener",
+      { pid: from, self: Deno.pid },
+    );
+    return null;
+  }
+
+  /** Listens for a later takeover beside the pid file (a warning if it cannot). */
+  async #openHandoverPoint(pidFile: string): Promise<void> {
+    const path = handoverPath(pidFile);
+    const opened = await HandoverPoint.open(path, {
+      facts: () => ({
+        pid: Deno.pid,
+        listeners: this.engine.boundAddresses().map((b) => b.key),
+        status: this.status.address,
+      }),
+      refusal: () => this.#stopping ? `it is stopping (${this.#stopping.why})` : null,
+      release: (pid) => this.#handOver(pid),
+    }, this.log);
+    if ("running" in opened) {
+      this.log.warn(
+        "another portbounce (process {pid}) answers at {path}: this one cannot be taken over",
+        { pid: opened.running, path },
+      );
+    } else if ("error" in opened) {
+      this.log.warn("{error}; this instance cannot be taken over (run --takeover)", {
+        error: opened.error,
+      });
+    } else this.#handover = opened;
+  }
+
+  /** The running instance's half of a takeover: stop accepting, let go of every port, drain. */
+  async #handOver(newPid: number): Promise<void> {
+    const released = this.engine.releasePorts().then(() => this.status.close()).then(() =>
+      this.log.info("takeover: process {pid} holds every port now", { pid: newPid })
+    );
+    // Already stopping (SIGTERM came meanwhile): drain as that stop said, not at once.
+    if (!this.#stopping) this.stop(`takeover by process ${newPid}`);
+    // UDP ports are free now. Where TCP ports are shared, the new instance holds them
+    // already: answer at once, each datagram sooner. Elsewhere it waits for them.
+    if (!PORTS_SHARE) await released;
   }
 
   /** The rules in force. */
@@ -399,12 +501,15 @@ export class Daemon {
         draining: summary.draining + late.draining,
         revoked: summary.revoked + late.revoked,
       };
-      if (server.workers !== this.#current.server.workers) {
-        log.warn("reload: workers = {workers} takes a restart; {running} isolates go on", {
+    }
+    if (server.workers !== this.#current.server.workers && options.workers === undefined) {
+      log.warn(
+        "reload: workers = {workers} takes a restart (run --takeover starts one without refusing clients); {running} go on",
+        {
           workers: String(server.workers),
-          running: this.workers.size + 1,
-        });
-      }
+          running: countOf((this.workers?.size ?? 0) + 1, "isolate"),
+        },
+      );
     }
     for (const failure of summary.listeners.failed) {
       log.error("reload: cannot bind {listener}: {error}", {
@@ -460,14 +565,74 @@ export class Daemon {
     this.#signals?.remove();
     this.#inspectorGuard?.release();
     await this.#reloading;
+    this.#handover?.close();
     await this.status.close();
-    if (this.options.readyFile) await removeReadyFile(this.options.readyFile);
-    if (this.options.pidFile) await removeReadyFile(this.options.pidFile);
+    // After a takeover the new instance has rewritten them: leave its files alone.
+    if (this.options.readyFile) await removeOwnFile(this.options.readyFile, readyFilePid);
+    if (this.options.pidFile) await removeOwnFile(this.options.pidFile, (text) => Number(text));
     const { text, fields } = totals(this.engine.stats);
     this.log.info("stopped: {summary}", { summary: text, ...fields });
     await closeLogging();
     this.#done.resolve(ExitCode.ok);
   }
+}
+
+/**
+ * Before binding anything: with `--takeover`, the running instance to take
+ * over from (null when there is none: start as usual); without, refuses to
+ * start beside an instance that runs with the same pid file. A number is the
+ * exit code of a refusal.
+ */
+async function findRunning(options: DaemonOptions, log: Logger): Promise<Takeover | null | number> {
+  if (!options.pidFile) return null;
+  const path = handoverPath(options.pidFile);
+  if (!options.takeover) {
+    const asked = await askWho(path);
+    if (!("facts" in asked)) return null;
+    log.error(
+      "portbounce process {pid} already runs with the pid file {pidFile}: `run --takeover` replaces it; nothing was started",
+      { pid: asked.facts.pid, pidFile: options.pidFile },
+    );
+    return ExitCode.runtime;
+  }
+  const contact = await requestTakeover(options.pidFile);
+  if (contact.kind === "refused") {
+    log.error("takeover refused: {why}; nothing was started", { why: contact.why });
+    return ExitCode.runtime;
+  }
+  if (contact.kind === "none") {
+    log.info("--takeover: no running instance ({why}); starting as usual", { why: contact.why });
+    return null;
+  }
+  const { running } = contact.takeover;
+  log.info("taking over from process {pid}: binding beside its {listeners}", {
+    pid: running.pid,
+    listeners: countOf(running.listeners.length, "listener"),
+  });
+  return contact.takeover;
+}
+
+function logStatusBindFailure(log: Logger, config: Config, error: string): void {
+  const { hostname, port } = config.server.status!;
+  log.error("cannot bind the status endpoint {address}: {error}", {
+    address: formatAddress(hostname, port),
+    error,
+  });
+}
+
+/** The process id a ready file names (NaN if none). */
+function readyFilePid(text: string): number {
+  try {
+    return Number((JSON.parse(text) as { pid?: unknown }).pid);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Removes `path` if it names this process (`pidOf` reads the id from its text). */
+async function removeOwnFile(path: string, pidOf: (text: string) => number): Promise<void> {
+  const text = await Deno.readTextFile(path).catch(() => null);
+  if (text !== null && pidOf(text.trim()) === Deno.pid) await removeReadyFile(path);
 }
 
 /** Starts `loaded` and runs it until stopped; resolves to the exit code. */

@@ -30,6 +30,7 @@ import { Sweeper } from "../relay/sweeper.ts";
 import { setLongTimeout, sleep } from "../relay/timers.ts";
 import { firstMatch } from "../rules/match.ts";
 import type { BlockReason, Closable, SessionHandle } from "../relay/session.ts";
+import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
 import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
@@ -99,6 +100,13 @@ export interface EngineOptions {
    * bandwidth budgets live in shared memory.
    */
   readonly workers?: number;
+  /** How TCP listeners take their ports (default `alone`; `beside` for a takeover). */
+  readonly claim?: PortClaim;
+  /**
+   * Listeners a running instance holds and will let go of (a takeover): if one
+   * cannot be bound beside it, it waits for {@linkcode Engine.bindWaiting}.
+   */
+  readonly heldElsewhere?: ReadonlySet<string>;
 }
 
 /** A set of bound listeners with their sessions. */
@@ -141,8 +149,11 @@ export class Engine implements SyncRelayHost {
   #rules: readonly Rule[];
   /** The rules before the last reload: sessions workers opened under them may still report. */
   #previousRules: readonly Rule[] = [];
-  /** Whether TCP listeners share their ports with worker isolates. */
-  readonly reusePort: boolean;
+  /** Listeners to bind once a running instance lets go of them (a takeover). */
+  #waiting: ListenerPlan[] = [];
+  #serving = false;
+  /** Isolates accepting on the TCP listeners (this one and its workers). */
+  readonly #workers: number;
   /** More to stop when listeners stop accepting (the workers' listeners). */
   readonly #alsoStop: (() => Promise<void>)[] = [];
 
@@ -151,8 +162,8 @@ export class Engine implements SyncRelayHost {
     this.dialer = options.dialer ?? systemDialer;
     this.tuning = options.tuning ?? DEFAULT_TUNING;
     this.gate = new EventGate(this.tuning.eventWindowMs);
-    this.reusePort = (options.workers ?? 1) > 1;
-    this.targets = new TargetRegistry(log, this.dialer, this.reusePort);
+    this.#workers = options.workers ?? 1;
+    this.targets = new TargetRegistry(log, this.dialer, this.#workers > 1);
     this.monitor = new Monitor(
       log,
       this.stats,
@@ -185,12 +196,17 @@ export class Engine implements SyncRelayHost {
     const engine = new Engine(log, rules, options);
     const failures: BindFailure[] = [];
     const paired = pairPortZero(plan);
+    const claim = options.claim ?? "alone";
     for (const listenerPlan of plan) {
       if (engine.#listeners.has(listenerPlan.key)) continue; // Bound as the partner of another.
       const partner = paired.get(listenerPlan);
       const opened = partner
         ? openPair(listenerPlan, partner, engine)
-        : openListener(listenerPlan, engine);
+        : openListener(listenerPlan, engine, claim);
+      if ("error" in opened && opened.addrInUse && options.heldElsewhere?.has(listenerPlan.key)) {
+        engine.#waiting.push(listenerPlan);
+        continue;
+      }
       if ("error" in opened) {
         failures.push({ key: listenerPlan.key, error: opened.error });
         continue;
@@ -206,6 +222,51 @@ export class Engine implements SyncRelayHost {
     engine.targets.apply(rules, plan);
     engine.monitor.apply(rules, plan.map((p) => p.key), options.historyMs ?? 24 * 3_600_000);
     return { ok: true, engine };
+  }
+
+  /** Listeners waiting for a running instance to let go of their ports. */
+  get waiting(): readonly string[] {
+    return this.#waiting.map((plan) => plan.key);
+  }
+
+  /**
+   * Binds the listeners that waited for a running instance to let go of their
+   * ports (it has), trying for up to `patienceMs` while it finishes closing
+   * them. Returns those that still could not be bound.
+   */
+  async bindWaiting(patienceMs = 2_000): Promise<BindFailure[]> {
+    const deadline = performance.now() + patienceMs;
+    // A socket closed with a receive or accept pending lets go of its port a moment later:
+    // try every millisecond, since each one is a datagram refused.
+    for (;;) {
+      const failures: BindFailure[] = [];
+      const still: ListenerPlan[] = [];
+      for (const plan of this.#waiting) {
+        const opened = openListener(plan, this, "alone");
+        if ("error" in opened) {
+          if (opened.addrInUse) still.push(plan);
+          else failures.push({ key: plan.key, error: opened.error });
+          continue;
+        }
+        this.#listeners.set(plan.key, opened);
+        if (this.#serving) opened.serve();
+      }
+      this.#waiting = still;
+      if (still.length === 0 || performance.now() >= deadline) {
+        this.#waiting = [];
+        this.#tcpPortSet = null;
+        return [
+          ...failures,
+          ...still.map((plan) => ({
+            key: plan.key,
+            error: `address already in use (still, ${
+              formatDuration(patienceMs)
+            } after the running instance let go of it)`,
+          })),
+        ];
+      }
+      await sleep(1);
+    }
   }
 
   // --- RelayHost ---
@@ -362,6 +423,7 @@ export class Engine implements SyncRelayHost {
 
   /** Starts accepting on every listener. */
   serve(): void {
+    this.#serving = true;
     for (const listener of this.#listeners.values()) listener.serve();
     this.monitor.start();
     this.#gateTimer = setInterval(() => this.#reportSuppressed(), 1_000);
@@ -426,7 +488,9 @@ export class Engine implements SyncRelayHost {
         added.push(next.key);
         return;
       }
-      const opened = openListener(next, this);
+      // Retrying after the listeners this reload removed let go: with workers, theirs may
+      // still hold the port until they apply the reload too; join them.
+      const opened = openListener(next, this, retry && this.#workers > 1 ? "beside" : "alone");
       if ("error" in opened) {
         // Maybe a listener being removed holds the port (127.0.0.1:P becoming *:P).
         if (!retry && opened.addrInUse) return void deferred.push(next);
@@ -592,6 +656,22 @@ export class Engine implements SyncRelayHost {
   }
 
   /**
+   * Stops accepting and lets go of every port, for a takeover's new instance:
+   * UDP sockets close at once and their flows end (`handed-over`: replies
+   * would leave through the closed socket; the clients' next datagrams reach
+   * the new instance); TCP sessions go on (they drain as on stop). Resolves
+   * once the TCP listeners are closed too.
+   */
+  releasePorts(): Promise<void> {
+    const udp = [...this.#listeners.values(), ...this.#retiring.values()].filter((l) =>
+      l instanceof UdpRelayListener
+    );
+    for (const listener of udp) listener.closeSocket();
+    this.sessions.closeAll("handed-over", (s) => s.setup.protocol === "udp");
+    return this.stopAccepting();
+  }
+
+  /**
    * Stops accepting, lets live sessions end by themselves for up to
    * `drainMs` (UDP flows: until quiet for a moment), then closes the rest with
    * reason `shutdown`. Resolves once every session has ended.
@@ -660,7 +740,7 @@ function openPair(
   for (let attempt = 0;; attempt++) {
     const a = openListener(first, host);
     if ("error" in a) return a;
-    const b = openListener(second, host, a.address.port);
+    const b = openListener(second, host, "alone", a.address.port);
     if (!("error" in b)) return [a, b];
     a.stopAccepting();
     if (a instanceof UdpRelayListener) a.closeSocket();
@@ -672,12 +752,12 @@ function openPair(
 function openListener(
   plan: ListenerPlan,
   host: SyncRelayHost,
+  claim: PortClaim = "alone",
   port = plan.port,
 ): RelayListener | { error: string; addrInUse: boolean } {
-  const reusePort = host instanceof Engine && host.reusePort;
   const open = (hostname: string): RelayListener =>
     plan.protocol === "tcp"
-      ? new TcpRelayListener(plan, Deno.listen({ hostname, port, reusePort }), host)
+      ? new TcpRelayListener(plan, listenTcp(hostname, port, claim), host)
       : new UdpRelayListener(
         plan,
         Deno.listenDatagram({ hostname, port, transport: "udp" }),
