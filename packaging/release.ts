@@ -41,7 +41,13 @@ if (Deno.env.get("DENORT_BIN")) {
   );
 }
 
-for (const file of ["packaging/systemd/portbounce.service", "packaging/openbsd/portbounce"]) {
+for (
+  const file of [
+    "packaging/systemd/portbounce.service",
+    "packaging/systemd/portbounce@.service",
+    "packaging/openbsd/portbounce",
+  ]
+) {
   await Deno.copyFile(`${ROOT}${file}`, `${DIST}/${basename(file)}`);
   built.push(basename(file));
 }

@@ -60,17 +60,28 @@ Deno.test("the bundle is one file that runs from an empty folder with an empty D
 });
 
 Deno.test({
-  name: "the systemd unit passes systemd-analyze verify",
+  name: "the systemd units (plain, and the takeover template) pass systemd-analyze verify",
   ignore: !(await has("systemd-analyze")),
   async fn() {
     await using dir = await tempDir();
-    // verify checks that the programs exist: point it at this machine's deno.
-    const unit = (await Deno.readTextFile(`${ROOT}/packaging/systemd/portbounce.service`))
-      .replaceAll("/usr/local/bin/deno", Deno.execPath());
-    await Deno.writeTextFile(`${dir}/portbounce.service`, unit);
-    const verified = await run("systemd-analyze", ["verify", `${dir}/portbounce.service`]);
-    assertEquals(verified.code, 0, verified.stderr);
-    assertEquals(verified.stderr.trim(), "", "no warnings either");
+    for (
+      const [file, unitName] of [
+        ["portbounce.service", "portbounce.service"],
+        ["portbounce@.service", "portbounce@blue.service"],
+      ]
+    ) {
+      // verify checks that the programs exist: point it at this machine's deno.
+      const unit = (await Deno.readTextFile(`${ROOT}/packaging/systemd/${file}`))
+        .replaceAll("/usr/local/bin/deno", Deno.execPath());
+      await Deno.writeTextFile(`${dir}/${file}`, unit);
+      const verified = await run("systemd-analyze", ["verify", `${dir}/${unitName}`]);
+      assertEquals(verified.code, 0, verified.stderr);
+      assertEquals(verified.stderr.trim(), "", "no warnings either");
+    }
+    const template = await Deno.readTextFile(`${ROOT}/packaging/systemd/portbounce@.service`);
+    for (const line of ["User=portbounce", "RuntimeDirectoryPreserve=yes", " run --takeover "]) {
+      assert(template.includes(line), line);
+    }
   },
 });
 
@@ -85,7 +96,15 @@ Deno.test("the OpenBSD rc.d script parses (sh -n) and passes shellcheck where in
   const checked = await run("shellcheck", ["-s", "ksh", "-e", "SC1091", script]);
   assertEquals(checked.code, 0, checked.stdout);
   const text = await Deno.readTextFile(script);
-  for (const line of ['daemon_user="_portbounce"', "rc_bg=YES", 'rc_cmd "$1"']) {
+  for (
+    const line of [
+      'daemon_user="_portbounce"',
+      "rc_bg=YES",
+      'rc_cmd "$1"',
+      "--pid-file /var/run/portbounce/portbounce.pid",
+      "--takeover",
+    ]
+  ) {
     assert(text.includes(line), line);
   }
 });

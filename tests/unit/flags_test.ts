@@ -39,12 +39,14 @@ Deno.test("permissions are the least the tool needs", () => {
 
 Deno.test("the service files run the bundle with the same permission list", async () => {
   const run = flagsOf(meta.tasks.portbounce);
-  const systemd = await Deno.readTextFile(
-    new URL("../../packaging/systemd/portbounce.service", import.meta.url),
-  );
-  const execLines = systemd.split("\n").filter((line) => /^ExecStart(Pre)?=/.test(line));
-  assertEquals(execLines.length, 2);
-  for (const line of execLines) assertEquals(flagsOf(line), run, line);
+  for (const unit of ["portbounce.service", "portbounce@.service"]) {
+    const systemd = await Deno.readTextFile(
+      new URL(`../../packaging/systemd/${unit}`, import.meta.url),
+    );
+    const execLines = systemd.split("\n").filter((line) => /^ExecStart(Pre)?=/.test(line));
+    assertEquals(execLines.length, 2);
+    for (const line of execLines) assertEquals(flagsOf(line), run, `${unit}: ${line}`);
+  }
   const rc = await Deno.readTextFile(
     new URL("../../packaging/openbsd/portbounce", import.meta.url),
   );
