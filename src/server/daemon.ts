@@ -35,6 +35,7 @@ import { InspectorGuard } from "./inspector_guard.ts";
 import { askWho, handoverPath, HandoverPoint, requestTakeover, type Takeover } from "./handover.ts";
 import { PORTS_SHARE } from "../relay/port_claim.ts";
 import { sessionViews, StatusService } from "./status_service.ts";
+import type { ReloadReport } from "../status/report.ts";
 import { inForce, logStatus, totals } from "./summary.ts";
 
 /** Log settings from the command line (or a test) that win over `[server]`. */
@@ -462,21 +463,18 @@ export class Daemon {
     ]).finally(() => readTimer.abort());
     if (!loaded.ok) {
       await this.#reopenLogs(this.#current);
-      for (const problem of loaded.problems) {
-        log.error("reload: {problem}", { problem: formatProblem(problem) });
-      }
-      log.error("reload failed: {count} in {path}; the running rules are unchanged", {
-        count: countOf(loaded.problems.length, "problem"),
-        path,
-      });
+      const problems = loaded.problems.map(formatProblem);
+      for (const problem of problems) log.error("reload: {problem}", { problem });
+      const summary = `${countOf(problems.length, "problem")} in ${path}`;
+      log.error("reload failed: {summary}; the running rules are unchanged", { summary });
+      this.#reloaded("refused", summary, problems);
       return;
     }
     if (loaded.config.rules.length === 0) {
       await this.#reopenLogs(this.#current);
-      log.error(
-        "reload refused: {path} has no rules (a file caught while being written?); the running rules are unchanged",
-        { path },
-      );
+      const problem = `${path} has no rules (a file caught while being written?)`;
+      log.error("reload refused: {problem}; the running rules are unchanged", { problem });
+      this.#reloaded("refused", problem, [problem]);
       return;
     }
     await this.#reopenLogs(loaded.config);
@@ -517,7 +515,9 @@ export class Daemon {
         error: failure.error,
       });
     }
-    log.info("reload: {summary}", { summary: describeReload(summary, drainMs) });
+    const described = describeReload(summary, drainMs);
+    log.info("reload: {summary}", { summary: described });
+
     this.engine.monitor.apply(
       loaded.config.rules,
       this.engine.listenerPlans().map((p) => p.key),
@@ -526,7 +526,22 @@ export class Daemon {
     this.#current = loaded.config;
     const error = await this.status.apply(loaded.config);
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });
+    const failures = [
+      ...summary.listeners.failed.map((f) => `cannot bind ${f.key}: ${f.error}`),
+      ...(error === null ? [] : [`cannot bind the status endpoint: ${error}`]),
+    ];
+    this.#reloaded(failures.length > 0 ? "partly applied" : "applied", described, failures);
     await this.#writeReadyFile();
+  }
+
+  /** Keeps what came of a reload for the status endpoint (`systemctl reload` cannot tell). */
+  #reloaded(result: ReloadReport["result"], summary: string, problems: string[]): void {
+    this.status.reloaded({
+      at: new Date(this.engine.monitor.now()).toISOString(),
+      result,
+      summary,
+      problems,
+    });
   }
 
   /** Writes the ready file (again: a reload may have bound new listeners). */

@@ -13,8 +13,13 @@ import type { PortClaim } from "../relay/port_claim.ts";
 import { serveStatus, type StatusEndpoint } from "../status/http.ts";
 import { renderMetrics } from "../status/metrics.ts";
 import { inForce } from "./summary.ts";
-import { renderStatusPage } from "../status/page.ts";
-import { buildStatusReport, type SessionView, type StatusInput } from "../status/report.ts";
+import { chooseWindow, renderStatusPage } from "../status/page.ts";
+import {
+  buildStatusReport,
+  type ReloadReport,
+  type SessionView,
+  type StatusInput,
+} from "../status/report.ts";
 import { answer, isWildcard, RenderCache } from "../status/routes.ts";
 import { VERSION } from "../version.ts";
 import type { Engine } from "./engine.ts";
@@ -59,6 +64,7 @@ export function ruleTargets(listeners: readonly ListenerPlan[]): Map<string, str
 /** The status endpoint as configured by the rule file in force. */
 export class StatusService {
   #endpoint: StatusEndpoint | null = null;
+  #lastReload: ReloadReport | null = null;
   #address: string | null = null;
   readonly #cache = new RenderCache();
 
@@ -92,6 +98,7 @@ export class StatusService {
       ruleTargets: ruleTargets(this.engine.listenerPlans()),
       history: (key, minutes) => monitor.history.buckets(key, minutes, now, this.#counters(key)),
       historyMinutes: Math.min(historyMinutes, monitor.history.minutes - 1),
+      lastReload: this.#lastReload,
       alarms: {
         active: monitor.alarms.active(),
         recent: monitor.alarms.recent().map((a) => ({ ...a, at: new Date(a.at).toISOString() })),
@@ -131,8 +138,18 @@ export class StatusService {
     const cached = (key: string, render: () => string) => this.#cache.get(key, render, now);
     const report = (minutes?: number) => buildStatusReport(this.input(minutes));
     return answer(method, target, {
-      page: () =>
-        cached("/", () => renderStatusPage(report(this.engine.monitor.history.minutes - 1))),
+      page: (query) => {
+        const monitor = this.engine.monitor;
+        const window = chooseWindow(
+          query.get("window"),
+          monitor.now() - this.engine.startedAt,
+          monitor.history.minutes - 1,
+        );
+        return cached(
+          `/?${window.chosen}`,
+          () => renderStatusPage(report(window.minutes), window),
+        );
+      },
       statusJson: (query) => {
         const asked = Number(query.get("history") ?? 60);
         const minutes = Number.isInteger(asked) && asked >= 0 ? asked : 60;
@@ -197,6 +214,12 @@ export class StatusService {
     } catch (error) {
       return describeBindError(error, wanted.port);
     }
+  }
+
+  /** Keeps the last reload's result to show; what was rendered before it is stale. */
+  reloaded(result: ReloadReport): void {
+    this.#lastReload = result;
+    this.#cache.clear();
   }
 
   /** `ip:port` the endpoint is bound to, or null when it is off. */

@@ -61,6 +61,22 @@ export function renderMetrics(
     {},
     startedAt / 1000,
   );
+  // As Prometheus reports its own: the rules loaded at start count as the first success.
+  const reload = report.last_reload;
+  out.add(
+    "portbounce_last_reload_success",
+    "gauge",
+    "1 if the last reload of the rule file (or the start) applied it whole, 0 if it was refused or a listener could not be bound.",
+    {},
+    reload === null || reload.result === "applied" ? 1 : 0,
+  );
+  out.add(
+    "portbounce_last_reload_timestamp_seconds",
+    "gauge",
+    "When the rule file was last reloaded, or portbounce started (Unix time).",
+    {},
+    (reload === null ? startedAt : Date.parse(reload.at)) / 1000,
+  );
   for (const listener of report.listeners) {
     out.add(
       "portbounce_listener_up",

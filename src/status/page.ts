@@ -20,22 +20,30 @@ function escape(text: string): string {
   );
 }
 
-/** "12s ago", "3m ago", "never". */
-export function ago(iso: string | null, now: number): string {
-  if (iso === null) return "never";
-  const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
-  if (seconds < 60) return `${seconds}s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
-  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h ago`;
-  return `${Math.floor(seconds / 86_400)}d ago`;
+/** "12s", "3m", "2h", "4d": a duration in its largest whole unit. */
+export function span(ms: number): string {
+  const seconds = Math.max(0, Math.round(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86_400)}d`;
 }
 
-/** New sessions within this long mean traffic is arriving. */
-const ARRIVING_WITHIN_MS = 60_000;
+/** "12s ago", "3m ago", "never". */
+export function ago(iso: string | null, now: number): string {
+  return iso === null ? "never" : `${span(now - Date.parse(iso))} ago`;
+}
 
-/** A rule's traffic: new sessions arriving, only older ones open, stopped, or never came. */
+/**
+ * A rule's traffic: new sessions arriving, only older ones open, stopped, or
+ * never came. Arriving means a new session within the rule's quiet window
+ * (`alarm_quiet`, or 5 minutes), as its quiet alarm counts.
+ */
 export function ruleState(rule: RuleReport, now: number): "arriving" | "open" | "quiet" | "none" {
-  if (rule.last_session !== null && now - Date.parse(rule.last_session) <= ARRIVING_WITHIN_MS) {
+  if (
+    rule.last_session !== null &&
+    now - Date.parse(rule.last_session) < rule.quiet_after_s * 1000
+  ) {
     return "arriving";
   }
   if (rule.active > 0) return "open";
@@ -45,7 +53,7 @@ export function ruleState(rule: RuleReport, now: number): "arriving" | "open" | 
 const STATE_TEXT = {
   arriving: "traffic arriving",
   open: "sessions open, none new",
-  quiet: "quiet",
+  quiet: "gone quiet",
   none: "no traffic yet",
 };
 
@@ -77,13 +85,78 @@ function sparkline(rule: RuleReport): string {
   );
 }
 
-function chart(report: StatusReport): string {
+/** The chart's window: what the page shows, and the choices it offers. */
+export interface PageWindow {
+  /** Minutes shown. */
+  readonly minutes: number;
+  /** The choice in force: `fitted` (since start), or `1h`, `6h`, `24h`. */
+  readonly chosen: string;
+  /** The choices this instance's history allows. */
+  readonly choices: readonly string[];
+}
+
+const WINDOW_CHOICES: readonly [string, number][] = [["1h", 60], ["6h", 360], ["24h", 1440]];
+/** The fitted window shows at least this much, so a fresh start draws a line, not a dot. */
+const MIN_FITTED_MINUTES = 10;
+
+/**
+ * The window `/?window=CHOICE` asks for: `1h`, `6h`, `24h` (those within
+ * `historyMinutes`), or by default (and for anything else) fitted to the
+ * data: since start, at least 10 minutes, at most the history kept.
+ */
+export function chooseWindow(
+  choice: string | null,
+  uptimeMs: number,
+  historyMinutes: number,
+): PageWindow {
+  const offered = WINDOW_CHOICES.filter(([, minutes]) => minutes <= historyMinutes);
+  const choices = offered.map(([name]) => name);
+  const asked = offered.find(([name]) => name === choice);
+  if (asked) return { minutes: asked[1], chosen: asked[0], choices };
+  const sinceStart = Math.max(MIN_FITTED_MINUTES, Math.ceil(uptimeMs / 60_000));
+  return { minutes: Math.min(historyMinutes, sinceStart), chosen: "fitted", choices };
+}
+
+function windowLinks(window: PageWindow): string {
+  const link = (choice: string, text: string) =>
+    choice === window.chosen ? `<b>${text}</b>` : `<a href="/?window=${choice}">${text}</a>`;
+  return `<p class="window">Window: ${
+    [
+      link("fitted", `since start (${historyText(window.minutes)})`),
+      ...window.choices.map((c) => link(c, c)),
+    ].join(" &middot; ")
+  }</p>`;
+}
+
+function chart(report: StatusReport, window: PageWindow): string {
   const pass = report.rules.filter((r) => r.action === "pass" && r.history.length > 0);
   if (pass.length === 0) return "";
-  return svgChart(
+  return windowLinks(window) + svgChart(
     pass.map((r) => ({ name: r.name, values: r.history.map((b) => b.sessions) })),
     pass[0].history.map((b) => b.minute),
   );
+}
+
+function lastReload(report: StatusReport, now: number): string {
+  const reload = report.last_reload;
+  if (reload === null) return "";
+  const when = ago(reload.at, now);
+  if (reload.result === "refused") {
+    return `<p class="reload failed" id="reload">Last reload ${when} <b>refused</b>: ${
+      escape(reload.summary)
+    }; the rules before it are in force.${
+      reload.problems.length > 0
+        ? `<br>${reload.problems.slice(0, 5).map(escape).join("<br>")}${
+          reload.problems.length > 5 ? `<br>... and ${reload.problems.length - 5} more` : ""
+        }`
+        : ""
+    }</p>`;
+  }
+  return `<p class="reload ${
+    reload.result === "applied" ? "" : "failed"
+  }" id="reload">Last reload ${when}: ${reload.result}${
+    reload.problems.length > 0 ? ` (${reload.problems.slice(0, 5).map(escape).join("; ")})` : ""
+  }. <span class="detail">${escape(reload.summary)}</span></p>`;
 }
 
 /** What a newcomer needs first: which rules carry traffic, which went quiet and since when. */
@@ -98,13 +171,17 @@ function summary(report: StatusReport, now: number): string {
 <p>Carrying traffic: ${
     carrying.length === 0 ? "none" : names(
       carrying,
-      (r) => `${r.clients_15m} clients in 15m, first ${ago(r.first_session, now)}`,
+      (r) => `${countOf(r.clients_15m, "client")} in 15m, first ${ago(r.first_session, now)}`,
     )
   }</p>
 <p>Gone quiet: ${
-    quiet.length === 0
-      ? "none"
-      : names(quiet, (r) => `no new session since ${ago(r.last_session, now)}`)
+    quiet.length === 0 ? "none" : names(
+      quiet,
+      (r) =>
+        `no new session for ${span(now - Date.parse(r.last_session!))}${
+          r.active > 0 ? `, ${countOf(r.active, "session")} open` : ""
+        }`,
+    )
   }</p>
 <p>No traffic yet: ${
     never.length === 0 ? "none" : never.map((r) => `<b>${escape(r.name)}</b>`).join(", ")
@@ -122,8 +199,11 @@ function alarmsList(report: StatusReport, now: number): string {
   return `<h2>Alarms</h2><ul class="alarms" id="alarms">\n${items}\n</ul>`;
 }
 
-/** Renders the page. */
-export function renderStatusPage(report: StatusReport): string {
+/** Renders the page; `window` is the chart's (by default, the history the report carries). */
+export function renderStatusPage(
+  report: StatusReport,
+  window: PageWindow = { minutes: report.history_minutes, chosen: "fitted", choices: [] },
+): string {
   const now = Date.parse(report.now);
   const ruleRows = report.rules.map((rule) => {
     const state = rule.state === "removed"
@@ -137,17 +217,17 @@ export function renderStatusPage(report: StatusReport): string {
       ? "block rule"
       : STATE_TEXT[state];
     return `<tr class="rule" data-rule="${escape(rule.name)}">
-<td>${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
+<td class="name">${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
 <td class="spark">${sparkline(rule)}</td>
-<td>${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
-<td>${rule.target === null ? "&mdash;" : targetsCell(rule)}</td>
-<td class="n">${rule.clients_1m}</td><td class="n">${rule.clients_15m}</td><td class="n">${rule.clients_60m}</td>
-<td class="n">${rule.active}${
-      rule.idle > 0 ? ` (${rule.idle} idle)` : ""
-    }</td><td class="n">${rule.total}</td>
-<td>${ago(rule.last_session, now)}</td><td>${escape(rule.last_client ?? "")}</td>
+<td class="addr">${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
+<td class="addr">${rule.target === null ? "&mdash;" : targetsCell(rule)}</td>
+<td class="n">${rule.clients_1m} / ${rule.clients_15m} / ${rule.clients_60m}</td>
+<td class="n">${rule.active}${rule.idle > 0 ? ` (${rule.idle} idle)` : ""} / ${rule.total}</td>
+<td class="last">${ago(rule.last_session, now)}${
+      rule.last_client ? `<br><span class="client">${escape(rule.last_client)}</span>` : ""
+    }</td>
 <td class="n">${total(rule.blocked)}</td><td class="n">${rule.errors}</td>
-<td class="n">${formatSize(rule.bytes_up)} / ${formatSize(rule.bytes_down)}</td></tr>`;
+<td class="n">${formatSize(rule.bytes_up)} /<br>${formatSize(rule.bytes_down)}</td></tr>`;
   }).join("\n");
   const listenerRows = report.listeners.map((listener) =>
     `<tr class="listener"><td>${escape(listener.key)}</td><td class="state ${
@@ -180,21 +260,25 @@ th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric
 .summary p{margin:.2em 0}.chart{margin:0 0 1em}.chart svg{display:block;max-width:100%}
 .chart figcaption{font-size:12px;color:#555}.key{margin-right:.8em;white-space:nowrap}
 .key span{display:inline-block;width:.8em;height:.8em;margin-right:.3em;vertical-align:middle}
-td.spark svg{display:block;width:100%;min-width:120px}.wide{overflow-x:auto}
-.alarms li.warning{color:#8a3b00}
+td.spark svg{display:block;width:160px}.wide{overflow-x:auto}
+td.addr{overflow-wrap:anywhere;min-width:9em}.client{color:#555;font-size:12px;overflow-wrap:anywhere}
+td.name{overflow-wrap:anywhere;min-width:8em}td.last{min-width:9em}
+.alarms li.warning{color:#8a3b00}p.window{margin:0 0 .3em;font-size:12px;color:#555}
+p.reload{margin:0 0 1em}p.reload.failed{color:#b00020}p.reload .detail{color:#555;font-size:12px}
 </style></head><body>
 <h1>portbounce</h1>
 <p class="meta">${escape(report.source)} &middot; version ${escape(report.version)} &middot; up ${
-    ago(report.started, now).replace(" ago", "")
+    span(now - Date.parse(report.started))
   } &middot; ${countOf(report.totals.active, "live session")} &middot; updated ${
     escape(report.now)
   } (every ${REFRESH_SECONDS}s)</p>
+${lastReload(report, now)}
 ${summary(report, now)}
-${chart(report)}
+${chart(report, window)}
 <div class="wide"><table id="rules"><thead><tr><th>rule</th><th>state</th><th>new sessions / min (${
     historyText(report.history_minutes)
   })</th><th>listen</th><th>target</th>
-<th>clients 1m</th><th>15m</th><th>60m</th><th>active</th><th>sessions</th><th>last session</th><th>last client</th>
+<th>clients 1m / 15m / 60m</th><th>sessions active / total</th><th>last session, client</th>
 <th>blocked</th><th>errors</th><th>bytes up / down</th></tr></thead>
 <tbody>
 ${ruleRows}

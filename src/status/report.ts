@@ -102,6 +102,11 @@ export interface RuleReport extends CountersReport {
   readonly targets: readonly TargetReport[];
   /** Per-minute history, oldest first (see `history` in the input). */
   readonly history: readonly Bucket[];
+  /**
+   * Seconds without a new session after which the rule counts as gone quiet:
+   * its `alarm_quiet`, or {@linkcode DEFAULT_QUIET_AFTER_S}.
+   */
+  readonly quiet_after_s: number;
   /** Distinct client addresses that started sessions in the last 1, 15 and 60 minutes. */
   readonly clients_1m: number;
   readonly clients_15m: number;
@@ -142,6 +147,19 @@ export interface AlarmsReport {
   }[];
 }
 
+/** The last reload of the rule file (SIGHUP) and what came of it. */
+export interface ReloadReport {
+  readonly at: string;
+  /**
+   * `applied`; `partly applied` (some listener could not be bound: the rest is in
+   * force); `refused` (the file had problems: the running rules are unchanged).
+   */
+  readonly result: "applied" | "partly applied" | "refused";
+  /** The reload line when applied; what was wrong otherwise. */
+  readonly summary: string;
+  readonly problems: readonly string[];
+}
+
 /** The whole report (`/status.json`). */
 export interface StatusReport {
   readonly version: string;
@@ -157,6 +175,8 @@ export interface StatusReport {
   readonly alarms: AlarmsReport;
   /** Minutes of history each rule carries here. */
   readonly history_minutes: number;
+  /** The last reload since start, or null. */
+  readonly last_reload: ReloadReport | null;
 }
 
 /** What the report is built from. */
@@ -180,10 +200,14 @@ export interface StatusInput {
   /** Minutes of history to put in the report. */
   readonly historyMinutes: number;
   readonly alarms: AlarmsReport;
+  readonly lastReload: ReloadReport | null;
 }
 
 /** A session counts as idle after this long without traffic. */
 export const IDLE_AFTER_S = 10;
+
+/** A rule without `alarm_quiet` counts as gone quiet after this long without a new session. */
+export const DEFAULT_QUIET_AFTER_S = 300;
 
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
@@ -251,7 +275,10 @@ export function buildStatusReport(input: StatusInput): StatusReport {
   const ruleRow = (
     name: string,
     counters: Counters | undefined,
-    shape: Pick<RuleReport, "index" | "action" | "protocols" | "listen" | "target" | "state">,
+    shape: Pick<
+      RuleReport,
+      "index" | "action" | "protocols" | "listen" | "target" | "state" | "quiet_after_s"
+    >,
   ): RuleReport => {
     const recent = counters?.recentClients;
     return {
@@ -285,6 +312,9 @@ export function buildStatusReport(input: StatusInput): StatusReport {
           listen: rule.listen.map(listenText),
           target: rule.action === "pass" ? targetsText(rule) : null,
           state: "in force",
+          quiet_after_s: rule.alarmQuietMs === null
+            ? DEFAULT_QUIET_AFTER_S
+            : Math.round(rule.alarmQuietMs / 1000),
         })
       ),
       ...removed.map((name) => {
@@ -296,6 +326,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
           listen: [...new Set(sessions.map((s) => s.listen))],
           target: sessions[0].target,
           state: "removed",
+          quiet_after_s: DEFAULT_QUIET_AFTER_S,
         });
       }),
     ],
@@ -307,5 +338,6 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     buffers: input.buffers,
     alarms: input.alarms,
     history_minutes: input.historyMinutes,
+    last_reload: input.lastReload,
   };
 }

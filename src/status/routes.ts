@@ -17,7 +17,7 @@ export interface StatusAnswer {
 
 /** The renderings a request may ask for. */
 export interface StatusRenderers {
-  page(): string;
+  page(query: URLSearchParams): string;
   statusJson(query: URLSearchParams): string;
   metrics(): string;
   sessionsJson(): string;
@@ -29,7 +29,7 @@ const PATHS: Record<
   string,
   { type: string; render: (r: StatusRenderers, q: URLSearchParams) => string }
 > = {
-  "/": { type: "text/html; charset=utf-8", render: (r) => r.page() },
+  "/": { type: "text/html; charset=utf-8", render: (r, q) => r.page(q) },
   "/status.json": { type: "application/json", render: (r, q) => r.statusJson(q) },
   "/sessions.json": { type: "application/json", render: (r) => r.sessionsJson() },
   "/history.json": { type: "application/json", render: (r) => r.historyJson() },
@@ -125,6 +125,11 @@ export class RenderCache {
    * rendering that took long is reused longer (10 times its cost), which
    * bounds the share of time rendering takes.
    */
+  /** Forgets every rendering (what they show has changed: a reload). */
+  clear(): void {
+    this.#entries.clear();
+  }
+
   get(key: string, render: () => string, now: number): string {
     const cached = this.#entries.get(key);
     if (cached && now - cached.at < cached.ttl) return cached.body;

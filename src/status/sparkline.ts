@@ -79,14 +79,25 @@ const COLOURS = [
   "#444",
 ];
 
-/** One chart of every rule's new sessions per minute, with a legend. */
+/** "05:01", or "12-05 05:01" when `withDate`: UTC. */
+function clock(ms: number, withDate: boolean): string {
+  const iso = new Date(ms).toISOString();
+  return withDate ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(11, 16);
+}
+
+/**
+ * One chart of every rule's new sessions per minute, with a legend, the peak
+ * and the time range (from the first minute's start to the last one's end,
+ * with dates when they differ). Text stays out of the stretched drawing.
+ */
 export function svgChart(
   series: readonly { readonly name: string; readonly values: readonly number[] }[],
   minutes: readonly number[],
   width = 720,
   height = 160,
 ): string {
-  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const peak = Math.max(0, ...series.flatMap((s) => s.values));
+  const max = Math.max(1, peak);
   const lines = series.map((s, i) =>
     `<polyline class="series" data-rule="${escape(s.name)}" fill="none" stroke="${
       COLOURS[i % COLOURS.length]
@@ -97,12 +108,15 @@ export function svgChart(
       escape(s.name)
     }</span>`
   ).join(" ");
-  const from = minutes.length > 0 ? new Date(minutes[0]).toISOString().slice(11, 16) : "";
-  const to = minutes.length > 0
-    ? new Date(minutes[minutes.length - 1]).toISOString().slice(11, 16)
-    : "";
+  let range = "";
+  if (minutes.length > 0) {
+    const from = minutes[0];
+    const to = minutes[minutes.length - 1] + 60_000;
+    const days = new Date(from).toISOString().slice(0, 10) !==
+      new Date(to - 1).toISOString().slice(0, 10);
+    range = `${clock(from, days)} – ${clock(to, days)} UTC`;
+  }
   return `<figure class="chart"><svg role="img" aria-label="new sessions per minute, every rule" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" width="100%" height="${height}">` +
-    `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${lines}` +
-    `<text x="4" y="12" font-size="11" fill="#555">${max}/min</text></svg>` +
-    `<figcaption>${legend} <span class="axis">${from} – ${to} UTC</span></figcaption></figure>`;
+    `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${lines}</svg>` +
+    `<figcaption>${legend} <span class="axis">${range}; peak ${peak} new sessions/min</span></figcaption></figure>`;
 }

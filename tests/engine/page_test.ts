@@ -10,6 +10,8 @@ import { startDaemon } from "../harness.ts";
 import { echo, exchange, tcpServer } from "../e2e/helpers.ts";
 import { decodePng } from "../png.ts";
 import { chromiumInstalled, chromiumRun } from "../chromium.ts";
+import { renderStatusPage } from "../../src/status/page.ts";
+import type { RuleReport, StatusReport } from "../../src/status/report.ts";
 
 const chromium = chromiumInstalled;
 
@@ -66,7 +68,7 @@ Deno.test({
     await chromiumRun([
       "--hide-scrollbars",
       `--screenshot=${shot}`,
-      "--window-size=1400,900",
+      "--window-size=1280,900",
       `http://${status}/`,
     ]);
     const image = decodePng(await Deno.readFile(shot));
@@ -128,3 +130,118 @@ Deno.test({
     if (screenshot) await Deno.copyFile(shot, screenshot);
   },
 });
+
+Deno.test({
+  name: "the page fits 1,280 and 1,400 pixels: no column of the rules table is cut off",
+  ignore: !chromium,
+  async fn() {
+    await using dir = await Deno.makeTempDir({ prefix: "portbounce-layout-" }).then((path) =>
+      Object.assign(path, {
+        [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
+      })
+    );
+    const page = renderStatusPage(busyReport());
+    // Each table's width against its scrolling box's, once laid out.
+    const measure = `<script>addEventListener("load", () => {
+  const parts = [...document.querySelectorAll("table")].map((t) =>
+    t.id + ":" + t.scrollWidth + ":" + t.parentElement.clientWidth);
+  document.body.dataset.measure = parts.join(" ");
+});</script>`;
+    const file = `${dir}/page.html`;
+    await Deno.writeTextFile(
+      file,
+      page.replace(/<meta http-equiv="refresh"[^>]*>/, "").replace("</body>", `${measure}</body>`),
+    );
+    for (const width of [1280, 1400]) {
+      const dom = await chromiumRun([
+        "--dump-dom",
+        "--virtual-time-budget=2000",
+        `--window-size=${width},900`,
+        `file://${file}`,
+      ]);
+      const measured = /data-measure="([^"]*)"/.exec(dom)?.[1];
+      assert(measured, `no measurement at ${width}px`);
+      for (const part of measured.split(" ")) {
+        const [id, table, box] = part.split(":");
+        // Before: at 1,280 px the rules table was 1,4xx px wide in a 1,2xx px box.
+        assert(Number(table) <= Number(box), `${width}px: table ${id} is ${table}px in ${box}px`);
+      }
+    }
+  },
+});
+
+/** A report with what makes the rules table wide: long names, lists, IPv6, errors, big numbers. */
+function busyReport(): StatusReport {
+  const now = Date.parse("2026-12-06T05:00:30Z");
+  const iso = (ms: number) => new Date(now - ms).toISOString();
+  const history = Array.from({ length: 60 }, (_, i) => ({
+    minute: now - (60 - i) * 60_000,
+    sessions: (i * 7) % 23,
+    clients: 3,
+    bytes_up: 1000,
+    bytes_down: 9000,
+    errors: 0,
+    blocked: 0,
+  }));
+  const rule = (name: string, i: number): RuleReport => ({
+    name,
+    index: i,
+    action: "pass",
+    protocols: ["tcp", "udp"],
+    listen: ["[2001:db8:4006:812::200e]:443", "203.0.113.10:443", "203.0.113.11:8443"],
+    target: "198.51.100.20:443, 198.51.100.21:443",
+    state: "in force",
+    quiet_after_s: 300,
+    idle: 3,
+    targets: ["198.51.100.20:443", "198.51.100.21:443"].map((target, t) => ({
+      target,
+      up: t === 0,
+      since: iso(60_000),
+      failures: t * 3,
+      last_error: t === 0 ? null : "connection refused (no listener at the old address)",
+      checked: true,
+      active: 120,
+      total: 61_728,
+      errors: t,
+      bytes_up: 6_172_839_450,
+      bytes_down: 49_382_716_050,
+    })),
+    history,
+    clients_1m: 1_234,
+    clients_15m: 12_345,
+    clients_60m: 123_456,
+    active: 240,
+    total: 123_456,
+    blocked: { rule: 12_345 },
+    errors: 1_234,
+    dropped: {},
+    bytes_up: 12_345_678_901,
+    bytes_down: 98_765_432_101,
+    first_session: iso(3_600_000),
+    last_session: iso(2_000),
+    last_client: "[2001:db8:ffff:1234:5678:9abc:def0:1234]:51234",
+  });
+  const rules = ["www-frontend-new-address", "imap-mail-store", "dns"].map(rule);
+  return {
+    version: "0.1.0",
+    source: "/etc/portbounce/portbounce.toml",
+    started: iso(86_400_000),
+    now: new Date(now).toISOString(),
+    uptime_s: 86_400,
+    totals: { ...rules[0], active: 720, total: 370_368 },
+    rules,
+    listeners: rules[0].listen.map((listen) => ({
+      key: `tcp ${listen}`,
+      protocol: "tcp" as const,
+      bound: listen,
+      error: null,
+      rules: rules.map((r) => r.name),
+      ...rules[0],
+    })),
+    log: { lines_failed: 0, lines_dropped: 0, last_error: null },
+    buffers: { budget_bytes: 1 << 26, in_use_bytes: 0, refused: 0 },
+    alarms: { active: [], recent: [], counts: [] },
+    history_minutes: 60,
+    last_reload: null,
+  };
+}

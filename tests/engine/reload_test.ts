@@ -260,3 +260,43 @@ Deno.test({
     assertEquals(replaced.deref(), undefined, "the replaced rule set is still referenced");
   },
 });
+
+Deno.test("the last reload's result reaches /status.json and /metrics: refused, partly applied, applied", async () => {
+  const good = `[server]\nstatus = "127.0.0.1:0"\n` +
+    `[[rule]]\nname = "web"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:9"\n`;
+  await using bouncer = await startDaemon(good);
+  const base = `http://${bouncer.daemon.status.address}`;
+  const lastReload = async () =>
+    (await fetch(`${base}/status.json`).then((r) => r.json())).last_reload;
+  const success = async () =>
+    (await fetch(`${base}/metrics`).then((r) => r.text())).match(
+      /^portbounce_last_reload_success (\d)$/m,
+    )?.[1];
+  assertEquals(await lastReload(), null);
+  assertEquals(await success(), "1");
+  await bouncer.reload(good + "[[rule]]\nname = 7\n");
+  const refused = await lastReload();
+  assertEquals(refused.result, "refused");
+  assertMatch(refused.summary, /^\d problems? in .*rules\.toml$/);
+  assert(refused.problems.length > 0);
+  assertEquals(await success(), "0");
+  // A listener on a port another program holds: the rest applies.
+  const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await bouncer.reload(
+      good +
+        `[[rule]]\nname = "held"\nlisten = "127.0.0.1:${held.addr.port}"\nbounce_to = "127.0.0.1:9"\n`,
+    );
+  } finally {
+    held.close();
+  }
+  const partly = await lastReload();
+  assertEquals(partly.result, "partly applied");
+  assertMatch(partly.problems[0], /^cannot bind tcp 127\.0\.0\.1:\d+: address already in use/);
+  assertEquals(await success(), "0");
+  await bouncer.reload(good);
+  const applied = await lastReload();
+  assertEquals(applied.result, "applied");
+  assertMatch(applied.summary, /^listeners: /);
+  assertEquals(await success(), "1");
+});

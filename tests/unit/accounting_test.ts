@@ -133,6 +133,7 @@ Deno.test("/metrics renders every counter with its labels, parseably", () => {
     history: () => [],
     historyMinutes: 0,
     alarms: { active: [{ rule: "web", kind: "quiet" }], recent: [], counts: [] },
+    lastReload: null,
   });
   const inForce = { rules: new Set(["web"]), listeners: new Set(["tcp 127.0.0.1:80"]) };
   const text = renderMetrics(report, stats, 0, inForce);
