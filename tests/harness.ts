@@ -38,6 +38,8 @@ export interface StartOptions {
   readonly workers?: number;
   /** What a worker runs instead (tests of a worker that fails). */
   readonly workerModule?: string | URL;
+  /** The pid file (and so the hand-over socket beside it, for takeovers). */
+  readonly pidFile?: string;
 }
 
 /** The worker isolates' module, as the CLI's main module loads it. */
@@ -63,6 +65,7 @@ export async function startDaemon(
     handleSignals: false,
     workers: options.workers,
     workerModule: options.workerModule ?? WORKER_MODULE,
+    pidFile: options.pidFile,
     engine: {
       tuning: { ...DEFAULT_TUNING, ...options.tuning },
       dialer: options.dialer,

@@ -24,7 +24,7 @@ Options:
       --ready-file PATH   once every listener is bound, write PATH (JSON: the bound
                           addresses); rewritten after a reload, removed on exit
       --pid-file PATH     write the process id to PATH (overrides [server] pid_file);
-                          removed on exit. Beside it, PATH.sock answers --takeover
+                          removed on exit. Beside it, PATH.PID.sock answers --takeover
       --takeover          replace the instance named by the pid file without
                           refusing a client: bind beside it, then have it stop
                           accepting and drain (starts as usual if none runs)

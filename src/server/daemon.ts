@@ -32,7 +32,14 @@ import type { BoundAddresses, WorkerRules } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { installSignalHandlers } from "./signals.ts";
 import { InspectorGuard } from "./inspector_guard.ts";
-import { askWho, handoverPath, HandoverPoint, requestTakeover, type Takeover } from "./handover.ts";
+import {
+  handoverPath,
+  HandoverPoint,
+  holds,
+  requestTakeover,
+  runningInstance,
+  type Takeover,
+} from "./handover.ts";
 import { PORTS_SHARE } from "../relay/port_claim.ts";
 import { sessionViews, StatusService } from "./status_service.ts";
 import type { ReloadReport } from "../status/report.ts";
@@ -153,6 +160,8 @@ export class Daemon {
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
   #handover: HandoverPoint | undefined;
+  /** A takeover took the pid and ready files: leave them alone. */
+  #filesGivenUp = false;
 
   private constructor(
     readonly engine: Engine,
@@ -179,29 +188,75 @@ export class Daemon {
       return ExitCode.runtime;
     }
     const log = logger();
-    const found = await findRunning(options, log);
-    if (typeof found === "number") {
+    // Signals from the start: until a handler is in, SIGHUP ends the process (the
+    // default), and a takeover's new instance must not die once the old one let go.
+    // Until the daemon runs, what they ask waits for it.
+    // deno-lint-ignore prefer-const -- read by closures made before it is set
+    let daemon: Daemon | undefined;
+    /** The daemon once it runs (a takeover done): until then, signals wait. */
+    // deno-lint-ignore prefer-const -- read by closures made before it is set
+    let running: Daemon | undefined;
+    const pending: { stop?: "SIGTERM" | "SIGINT"; reload?: boolean } = {};
+    const handleSignals = options.handleSignals ?? true;
+    const inspectorGuard = handleSignals ? InspectorGuard.hold(log) : undefined;
+    const signals = handleSignals
+      ? installSignalHandlers({
+        stop: (signal) => running ? running.stop(signal) : void (pending.stop ??= signal),
+        reload: () => running ? void running.reload() : void (pending.reload = true),
+        status: () =>
+          running &&
+          logStatus(
+            log,
+            running.engine.stats,
+            sessionViews(running.engine),
+            inForce(running.engine),
+          ),
+      })
+      : undefined;
+    // deno-lint-ignore prefer-const -- read by closures made before it is set
+    let engine: Engine | undefined;
+    let pool: WorkerPool | undefined;
+    // deno-lint-ignore prefer-const -- read by closures made before it is set
+    let status: StatusService | undefined;
+    let takeover: Takeover | undefined;
+    /** Undoes what was started (a takeover's running instance carries on) and says why. */
+    const giveUp = async (code: number): Promise<number> => {
+      takeover?.abandon();
+      if (daemon) await daemon.#handover?.close();
+      if (engine) {
+        // Sessions accepted meanwhile end as on stop; none is reset.
+        await engine.shutdown(config.server.drainTimeoutMs);
+      }
+      pool?.terminate();
+      await status?.close();
+      signals?.remove();
+      inspectorGuard?.release();
       await closeLogging();
-      return found;
-    }
-    const takeover = found ?? undefined;
+      return code;
+    };
+
+    const found = await findRunning(options, log);
+    if (typeof found === "number") return await giveUp(found);
+    takeover = found ?? undefined;
+    const held = takeover?.running;
     const workers = workerCount(options.workers ?? config.server.workers, loaded, log);
     relayBuffers.limitBytes = bufferShare(config.server.bufferMemory, workers);
     const bound = Engine.bind(config.rules, listeners, log, {
       historyMs: config.server.historyMs,
       workers,
-      claim: takeover ? "beside" : "alone",
-      heldElsewhere: takeover ? new Set(takeover.running.listeners) : undefined,
+      // A later takeover binds beside what this instance binds (same user only).
+      shareable: options.pidFile !== undefined,
+      heldElsewhere: held && ((plan) => holds(held, plan.protocol, plan.port)),
       ...options.engine,
     });
     if (!bound.ok) {
-      takeover?.abandon();
       logBindFailures(log, bound.failures, listeners.length);
-      await closeLogging();
-      return ExitCode.bind;
+      return await giveUp(ExitCode.bind);
     }
-    const engine = bound.engine;
-    let pool: WorkerPool | undefined;
+    engine = bound.engine;
+    // Accepting at once: a connection the kernel gives this instance beside the running
+    // one is served, not kept waiting for the workers, nor reset if a later step fails.
+    engine.serve();
     if (workers > 1) {
       const started = await WorkerPool.start(
         workers - 1,
@@ -211,36 +266,31 @@ export class Daemon {
         options.workerModule ?? Deno.mainModule,
       );
       if ("failures" in started) {
-        takeover?.abandon();
         logBindFailures(log, started.failures, listeners.length);
-        await engine.stopAccepting();
-        await closeLogging();
-        return ExitCode.bind;
+        return await giveUp(ExitCode.bind);
       }
       pool = started.pool;
     }
-    const status = new StatusService(engine, log, config);
+    status = new StatusService(engine, log, config);
     const wantedStatus = config.server.status;
+    const statusHeld = held !== undefined && wantedStatus !== null &&
+      held.statusPort === wantedStatus.port;
     // Where ports are not shared, the running instance's status endpoint is bound once it lets go.
-    const statusWaits = takeover !== undefined && !PORTS_SHARE && wantedStatus !== null &&
-      takeover.running.status === formatAddress(wantedStatus.hostname, wantedStatus.port);
-    const statusError = statusWaits
-      ? null
-      : await status.apply(config, takeover ? "beside" : "alone");
+    const statusWaits = statusHeld && !PORTS_SHARE;
+    const statusError = statusWaits ? null : await status.apply(
+      config,
+      statusHeld ? "beside" : options.pidFile !== undefined ? "shareable" : "exclusive",
+    );
     if (statusError !== null) {
-      takeover?.abandon();
       logStatusBindFailure(log, config, statusError);
-      await engine.stopAccepting();
-      pool?.terminate();
-      await closeLogging();
-      return ExitCode.bind;
+      return await giveUp(ExitCode.bind);
     }
-    const daemon = new Daemon(engine, status, log, config, options, pool);
-    engine.serve();
+    daemon = new Daemon(engine, status, log, config, options, pool);
     pool?.serve();
     if (takeover) {
       const failed = await daemon.#takeOver(takeover, statusWaits);
-      if (failed !== null) return failed;
+      takeover = undefined;
+      if (failed !== null) return await giveUp(failed);
     }
     log.info("portbounce {version} running {rules} from {source} on {listeners}", {
       version: VERSION,
@@ -256,15 +306,8 @@ export class Daemon {
         workers,
       });
     }
-    // Signals first: once the ready file exists, a signal must find its handler.
-    if (options.handleSignals ?? true) {
-      daemon.#inspectorGuard = InspectorGuard.hold(log);
-      daemon.#signals = installSignalHandlers({
-        stop: (signal) => daemon.stop(signal),
-        reload: () => void daemon.reload(),
-        status: () => logStatus(log, engine.stats, sessionViews(engine), inForce(engine)),
-      });
-    }
+    daemon.#signals = signals;
+    daemon.#inspectorGuard = inspectorGuard;
     if (options.pidFile) {
       await daemon.#openHandoverPoint(options.pidFile);
       try {
@@ -274,46 +317,34 @@ export class Daemon {
           path: options.pidFile,
           error: (error as Error).message,
         });
-        daemon.#signals?.remove();
-        daemon.#inspectorGuard?.release();
-        daemon.#handover?.close();
-        await engine.stopAccepting();
-        pool?.terminate();
-        await status.close();
-        await closeLogging();
-        return ExitCode.runtime;
+        return await giveUp(ExitCode.runtime);
       }
     }
     if (options.readyFile) {
       try {
         await daemon.#writeReadyFile();
       } catch {
-        daemon.#signals?.remove();
-        daemon.#inspectorGuard?.release();
-        daemon.#handover?.close();
-        await engine.stopAccepting();
-        engine.closeAllSessions();
-        pool?.terminate();
-        await status.close();
-        await closeLogging();
-        return ExitCode.runtime;
+        return await giveUp(ExitCode.runtime);
       }
     }
     if (options.exitAfterMs !== undefined) {
       daemon.#cancelExitTimer = setLongTimeout(
-        () => daemon.stop(`--exit-after ${formatDuration(options.exitAfterMs!)}`),
+        () => daemon!.stop(`--exit-after ${formatDuration(options.exitAfterMs!)}`),
         options.exitAfterMs,
       );
     }
     daemon.#finish();
+    running = daemon;
+    // What was asked while starting.
+    if (pending.stop) daemon.stop(pending.stop);
+    else if (pending.reload) void daemon.reload();
     return daemon;
   }
 
   /**
    * The new instance's half of a takeover, once it serves beside the running
    * one: asks it to let go of its ports, then binds those that waited.
-   * Resolves to null, or to the exit code when the takeover failed (then
-   * nothing is left bound).
+   * Resolves to null, or to the exit code when the takeover failed.
    */
   async #takeOver(takeover: Takeover, statusWaits: boolean): Promise<number | null> {
     const { log, engine } = this;
@@ -325,19 +356,15 @@ export class Daemon {
       });
     }
     const failures = await engine.bindWaiting();
-    const statusError = statusWaits ? await this.status.apply(this.#current) : null;
+    const statusError = statusWaits ? await this.status.apply(this.#current, "shareable") : null;
     if (failures.length > 0 || statusError !== null) {
       // Too late to give the ports back: the running instance has let go of them.
       if (failures.length > 0) logBindFailures(log, failures, engine.listenerPlans().length);
       if (statusError !== null) logStatusBindFailure(log, this.#current, statusError);
-      log.error("takeover failed after process {pid} let go of its ports; stopping", {
-        pid: from,
-      });
-      await engine.stopAccepting();
-      engine.closeAllSessions();
-      this.workers?.terminate();
-      await this.status.close();
-      await closeLogging();
+      log.error(
+        "takeover failed after process {pid} let go of its ports: stopping; neither instance serves now",
+        { pid: from },
+      );
       return ExitCode.bind;
     }
     log.info(
@@ -349,14 +376,18 @@ export class Daemon {
 
   /** Listens for a later takeover beside the pid file (a warning if it cannot). */
   async #openHandoverPoint(pidFile: string): Promise<void> {
-    const path = handoverPath(pidFile);
+    const path = handoverPath(pidFile, Deno.pid);
+    const statusAddress = () => this.status.address;
     const opened = await HandoverPoint.open(path, {
       facts: () => ({
         pid: Deno.pid,
-        listeners: this.engine.boundAddresses().map((b) => b.key),
-        status: this.status.address,
+        stopping: this.#stopping !== undefined,
+        listeners: this.engine.boundAddresses().map((b) => ({
+          protocol: b.protocol,
+          port: b.port,
+        })),
+        statusPort: statusAddress() === null ? null : Number(statusAddress()!.split(":").pop()),
       }),
-      refusal: () => this.#stopping ? `it is stopping (${this.#stopping.why})` : null,
       release: (pid) => this.#handOver(pid),
     }, this.log);
     if ("running" in opened) {
@@ -371,16 +402,30 @@ export class Daemon {
     } else this.#handover = opened;
   }
 
-  /** The running instance's half of a takeover: stop accepting, let go of every port, drain. */
+  /**
+   * The running instance's half of a takeover: stop accepting, let go of every
+   * port and of the pid and ready files, drain.
+   */
   async #handOver(newPid: number): Promise<void> {
+    // A reload under way finishes first: it must not bind, or write the ready file, after.
+    await this.#reloading;
     const released = this.engine.releasePorts().then(() => this.status.close()).then(() =>
       this.log.info("takeover: process {pid} holds every port now", { pid: newPid })
     );
     // Already stopping (SIGTERM came meanwhile): drain as that stop said, not at once.
     if (!this.#stopping) this.stop(`takeover by process ${newPid}`);
+    // The new instance writes them once answered: remove them now, never after.
+    await this.#removeOwnFiles();
+    this.#filesGivenUp = true;
     // UDP ports are free now. Where TCP ports are shared, the new instance holds them
     // already: answer at once, each datagram sooner. Elsewhere it waits for them.
     if (!PORTS_SHARE) await released;
+  }
+
+  /** Removes the pid and ready files where they still name this process. */
+  async #removeOwnFiles(): Promise<void> {
+    if (this.options.readyFile) await removeOwnFile(this.options.readyFile, readyFilePid);
+    if (this.options.pidFile) await removeOwnFile(this.options.pidFile, (text) => Number(text));
   }
 
   /** The rules in force. */
@@ -524,7 +569,10 @@ export class Daemon {
       server.historyMs,
     );
     this.#current = loaded.config;
-    const error = await this.status.apply(loaded.config);
+    const error = await this.status.apply(
+      loaded.config,
+      options.pidFile !== undefined ? "shareable" : "exclusive",
+    );
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });
     const failures = [
       ...summary.listeners.failed.map((f) => `cannot bind ${f.key}: ${f.error}`),
@@ -546,7 +594,8 @@ export class Daemon {
 
   /** Writes the ready file (again: a reload may have bound new listeners). */
   async #writeReadyFile(): Promise<void> {
-    if (!this.options.readyFile) return;
+    // Stopping: the ready file goes (and after a takeover it is another's).
+    if (!this.options.readyFile || this.#stopping) return;
     try {
       await writeReadyFile(
         this.options.readyFile,
@@ -580,11 +629,9 @@ export class Daemon {
     this.#signals?.remove();
     this.#inspectorGuard?.release();
     await this.#reloading;
-    this.#handover?.close();
+    await this.#handover?.close();
     await this.status.close();
-    // After a takeover the new instance has rewritten them: leave its files alone.
-    if (this.options.readyFile) await removeOwnFile(this.options.readyFile, readyFilePid);
-    if (this.options.pidFile) await removeOwnFile(this.options.pidFile, (text) => Number(text));
+    if (!this.#filesGivenUp) await this.#removeOwnFiles();
     const { text, fields } = totals(this.engine.stats);
     this.log.info("stopped: {summary}", { summary: text, ...fields });
     await closeLogging();
@@ -600,13 +647,12 @@ export class Daemon {
  */
 async function findRunning(options: DaemonOptions, log: Logger): Promise<Takeover | null | number> {
   if (!options.pidFile) return null;
-  const path = handoverPath(options.pidFile);
   if (!options.takeover) {
-    const asked = await askWho(path);
-    if (!("facts" in asked)) return null;
+    const running = await runningInstance(options.pidFile);
+    if (running === null) return null;
     log.error(
       "portbounce process {pid} already runs with the pid file {pidFile}: `run --takeover` replaces it; nothing was started",
-      { pid: asked.facts.pid, pidFile: options.pidFile },
+      { pid: running.pid, pidFile: options.pidFile },
     );
     return ExitCode.runtime;
   }
@@ -616,7 +662,9 @@ async function findRunning(options: DaemonOptions, log: Logger): Promise<Takeove
     return ExitCode.runtime;
   }
   if (contact.kind === "none") {
-    log.info("--takeover: no running instance ({why}); starting as usual", { why: contact.why });
+    log.info("--takeover: no running instance to take over ({why}); starting as usual", {
+      why: contact.why,
+    });
     return null;
   }
   const { running } = contact.takeover;

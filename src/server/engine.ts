@@ -100,13 +100,18 @@ export interface EngineOptions {
    * bandwidth budgets live in shared memory.
    */
   readonly workers?: number;
-  /** How TCP listeners take their ports (default `alone`; `beside` for a takeover). */
-  readonly claim?: PortClaim;
   /**
-   * Listeners a running instance holds and will let go of (a takeover): if one
-   * cannot be bound beside it, it waits for {@linkcode Engine.bindWaiting}.
+   * Whether TCP listeners are bound so that others of this user can join them
+   * (SO_REUSEPORT, see port_claim.ts): with workers, and where a takeover may
+   * come (a pid file). Default: with workers only.
    */
-  readonly heldElsewhere?: ReadonlySet<string>;
+  readonly shareable?: boolean;
+  /**
+   * A takeover: whether the running instance holds `plan`'s protocol and
+   * port. Such TCP listeners are bound beside it; a listener that cannot be
+   * (UDP, or where ports are not shared) waits for {@linkcode Engine.bindWaiting}.
+   */
+  readonly heldElsewhere?: (plan: ListenerPlan) => boolean;
 }
 
 /** A set of bound listeners with their sessions. */
@@ -154,6 +159,8 @@ export class Engine implements SyncRelayHost {
   #serving = false;
   /** Isolates accepting on the TCP listeners (this one and its workers). */
   readonly #workers: number;
+  /** How this instance's own TCP listeners take their ports. */
+  readonly #claim: PortClaim;
   /** More to stop when listeners stop accepting (the workers' listeners). */
   readonly #alsoStop: (() => Promise<void>)[] = [];
 
@@ -163,6 +170,7 @@ export class Engine implements SyncRelayHost {
     this.tuning = options.tuning ?? DEFAULT_TUNING;
     this.gate = new EventGate(this.tuning.eventWindowMs);
     this.#workers = options.workers ?? 1;
+    this.#claim = options.shareable || this.#workers > 1 ? "shareable" : "exclusive";
     this.targets = new TargetRegistry(log, this.dialer, this.#workers > 1);
     this.monitor = new Monitor(
       log,
@@ -196,14 +204,14 @@ export class Engine implements SyncRelayHost {
     const engine = new Engine(log, rules, options);
     const failures: BindFailure[] = [];
     const paired = pairPortZero(plan);
-    const claim = options.claim ?? "alone";
     for (const listenerPlan of plan) {
       if (engine.#listeners.has(listenerPlan.key)) continue; // Bound as the partner of another.
       const partner = paired.get(listenerPlan);
+      const held = options.heldElsewhere?.(listenerPlan) ?? false;
       const opened = partner
-        ? openPair(listenerPlan, partner, engine)
-        : openListener(listenerPlan, engine, claim);
-      if ("error" in opened && opened.addrInUse && options.heldElsewhere?.has(listenerPlan.key)) {
+        ? openPair(listenerPlan, partner, engine, engine.#claim)
+        : openListener(listenerPlan, engine, held ? "beside" : engine.#claim);
+      if ("error" in opened && opened.addrInUse && held) {
         engine.#waiting.push(listenerPlan);
         continue;
       }
@@ -242,7 +250,7 @@ export class Engine implements SyncRelayHost {
       const failures: BindFailure[] = [];
       const still: ListenerPlan[] = [];
       for (const plan of this.#waiting) {
-        const opened = openListener(plan, this, "alone");
+        const opened = openListener(plan, this, this.#claim);
         if ("error" in opened) {
           if (opened.addrInUse) still.push(plan);
           else failures.push({ key: plan.key, error: opened.error });
@@ -490,7 +498,7 @@ export class Engine implements SyncRelayHost {
       }
       // Retrying after the listeners this reload removed let go: with workers, theirs may
       // still hold the port until they apply the reload too; join them.
-      const opened = openListener(next, this, retry && this.#workers > 1 ? "beside" : "alone");
+      const opened = openListener(next, this, retry && this.#workers > 1 ? "beside" : this.#claim);
       if ("error" in opened) {
         // Maybe a listener being removed holds the port (127.0.0.1:P becoming *:P).
         if (!retry && opened.addrInUse) return void deferred.push(next);
@@ -736,11 +744,12 @@ function openPair(
   first: ListenerPlan,
   second: ListenerPlan,
   host: SyncRelayHost,
+  claim: PortClaim,
 ): RelayListener[] | { error: string; addrInUse: boolean } {
   for (let attempt = 0;; attempt++) {
-    const a = openListener(first, host);
+    const a = openListener(first, host, claim);
     if ("error" in a) return a;
-    const b = openListener(second, host, "alone", a.address.port);
+    const b = openListener(second, host, claim, a.address.port);
     if (!("error" in b)) return [a, b];
     a.stopAccepting();
     if (a instanceof UdpRelayListener) a.closeSocket();
@@ -752,7 +761,7 @@ function openPair(
 function openListener(
   plan: ListenerPlan,
   host: SyncRelayHost,
-  claim: PortClaim = "alone",
+  claim: PortClaim,
   port = plan.port,
 ): RelayListener | { error: string; addrInUse: boolean } {
   const open = (hostname: string): RelayListener =>

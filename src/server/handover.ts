@@ -1,15 +1,18 @@
 /**
  * The hand-over socket: how `run --takeover` reaches the running instance.
  *
- * An instance started with a pid file listens on a Unix socket beside it
- * (`PIDFILE.sock`, mode 0600: only its own user reaches it). A new instance
- * started with `--takeover` connects, asks to take over and learns which
- * listeners the running one holds; binds what it can beside them; then asks it
- * to release. The running instance stops accepting, lets go of every port
- * (its TCP sessions drain), removes its socket and answers; the new one binds
- * the rest and takes the pid file and the socket. If the new one goes away
- * before asking to release, the running one carries on untouched. One
- * takeover at a time: a second is refused while one is under way.
+ * An instance started with a pid file listens on a Unix socket beside it,
+ * named after its process id (`PIDFILE.PID.sock`, mode 0600: only its own
+ * user reaches it; one name per process, so no instance ever removes
+ * another's). A new instance started with `--takeover` reads the pid file,
+ * connects, asks to take over and learns which ports the running one holds;
+ * binds what it can beside them; then asks it to release. The running
+ * instance stops accepting, lets go of every port (its TCP sessions drain),
+ * gives up the pid and ready files and answers; the new one binds the rest
+ * and writes them. If the new one goes away before asking to release, the
+ * running one carries on untouched. One takeover at a time: a second is
+ * refused while one is under way. A stopping instance says so: there is
+ * nothing to take over, and a new one starts as usual.
  *
  * No signal is sent: signalling another process would need Deno's
  * `--allow-run`, which would let portbounce start any program.
@@ -24,9 +27,9 @@ import { formatDuration } from "../config/duration.ts";
 import { serveLoop } from "../relay/serve_loop.ts";
 import { sleep } from "../relay/timers.ts";
 
-/** The hand-over socket of an instance whose pid file is `pidFile`. */
-export function handoverPath(pidFile: string): string {
-  return `${pidFile}.sock`;
+/** The hand-over socket of process `pid`, whose pid file is `pidFile`. */
+export function handoverPath(pidFile: string, pid: number): string {
+  return `${pidFile}.${pid}.sock`;
 }
 
 /** A Unix socket path holds at most 107 bytes (108 with its NUL) on Linux. */
@@ -43,10 +46,17 @@ const TAKEOVER_PATIENCE_MS = 120_000;
 /** What a running instance tells whoever asks. */
 export interface InstanceFacts {
   readonly pid: number;
-  /** Keys of the listeners it holds (`tcp 127.0.0.1:80`). */
-  readonly listeners: readonly string[];
-  /** `ip:port` of its status endpoint, or null. */
-  readonly status: string | null;
+  /** Whether it is stopping: it accepts no more, and holds its ports not for long. */
+  readonly stopping: boolean;
+  /** The ports of the relay listeners it holds. */
+  readonly listeners: readonly { readonly protocol: "tcp" | "udp"; readonly port: number }[];
+  /** The port of its status endpoint, or null. */
+  readonly statusPort: number | null;
+}
+
+/** Whether `running` holds a relay listener of `protocol` on `port`. */
+export function holds(running: InstanceFacts, protocol: "tcp" | "udp", port: number): boolean {
+  return running.listeners.some((l) => l.protocol === protocol && l.port === port);
 }
 
 type Request = { t: "who" } | { t: "takeover"; pid: number } | { t: "release" };
@@ -58,9 +68,10 @@ type Reply =
 /** What the running instance does for a takeover. */
 export interface HandoverActions {
   facts(): InstanceFacts;
-  /** Why no takeover can be accepted now (stopping), or null. */
-  refusal(): string | null;
-  /** Stops accepting and lets go of every port; resolves once they are free. */
+  /**
+   * Stops accepting, lets go of every port and gives up the pid and ready
+   * files; resolves once the new instance may bind and write them.
+   */
   release(newPid: number): Promise<void>;
 }
 
@@ -137,18 +148,26 @@ export function socketPathProblem(path: string): string | null {
 export class HandoverPoint {
   #busyWith: number | undefined;
   #closed = false;
+  readonly #loop: Promise<void>;
 
   private constructor(
     readonly path: string,
     readonly listener: Deno.Listener,
     readonly actions: HandoverActions,
     readonly log: Logger,
-  ) {}
+  ) {
+    this.#loop = serveLoop(() => listener.accept(), (conn) => void this.#answer(conn), {
+      closed: () => this.#closed,
+      failing: (error) =>
+        log.warn("hand-over socket: accept failed: {error}", { error: String(error) }),
+      recovered: () => {},
+    });
+  }
 
   /**
-   * Listens at `path`. A socket left there by an instance that ended without
-   * removing it is replaced; one that answers means an instance runs:
-   * `{ running: pid }`.
+   * Listens at `path`. A socket left there by an earlier process of the same
+   * id (the pid file's directory survived a reboot) is replaced; one that
+   * answers means that process runs: `{ running: pid }`.
    */
   static async open(
     path: string,
@@ -157,46 +176,42 @@ export class HandoverPoint {
   ): Promise<HandoverPoint | { running: number } | { error: string }> {
     const tooLong = socketPathProblem(path);
     if (tooLong) return { error: tooLong };
+    const cannot = (error: unknown) => ({
+      error: `cannot listen on the hand-over socket ${path}: ${(error as Error).message}`,
+    });
     let listener: Deno.Listener;
     try {
       listener = Deno.listen({ transport: "unix", path });
     } catch (error) {
-      if (!(error instanceof Deno.errors.AddrInUse)) {
-        return {
-          error: `cannot listen on the hand-over socket ${path}: ${(error as Error).message}`,
-        };
-      }
+      if (!(error instanceof Deno.errors.AddrInUse)) return cannot(error);
       const asked = await askWho(path);
       if ("facts" in asked) return { running: asked.facts.pid };
       try {
+        // A socket nobody answers on, never anything else.
+        if (!(await Deno.lstat(path)).isSocket) {
+          return { error: `${path} is in the way of the hand-over socket: not a socket` };
+        }
         await Deno.remove(path);
         listener = Deno.listen({ transport: "unix", path });
       } catch (again) {
-        return {
-          error: `cannot listen on the hand-over socket ${path}: ${(again as Error).message}`,
-        };
+        return cannot(again);
       }
     }
     try {
       await Deno.chmod(path, 0o600);
     } catch {
-      // Not on every system (Windows); the directory's permissions still apply.
+      // Not on every system; the directory's permissions still apply.
     }
-    const point = new HandoverPoint(path, listener, actions, log);
-    serveLoop(() => listener.accept(), (conn) => void point.#answer(conn), {
-      closed: () => point.#closed,
-      failing: (error) =>
-        log.warn("hand-over socket: accept failed: {error}", { error: String(error) }),
-      recovered: () => {},
-    });
-    return point;
+    return new HandoverPoint(path, listener, actions, log);
   }
 
-  /** Stops listening; the socket file goes with it. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    closeQuietly(this.listener);
+  /** Stops listening; resolves once the socket (and its file) is gone. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      closeQuietly(this.listener);
+    }
+    await this.#loop;
   }
 
   async #answer(conn: Deno.Conn): Promise<void> {
@@ -208,17 +223,20 @@ export class HandoverPoint {
         return;
       }
       if (request?.t !== "takeover" || !Number.isSafeInteger(request.pid)) return;
-      const refusal = this.#busyWith !== undefined
-        ? `a takeover by process ${this.#busyWith} is under way`
-        : this.actions.refusal();
-      if (refusal !== null) {
-        await send(conn, { t: "refused", why: refusal });
+      if (this.#busyWith !== undefined) {
+        await send(conn, {
+          t: "refused",
+          why: `a takeover by process ${this.#busyWith} is under way`,
+        });
         return;
       }
+      const facts = this.actions.facts();
+      // Stopping: nothing to take over; the asker starts as usual.
+      if (facts.stopping) return void await send(conn, { t: "instance", facts });
       const newPid = request.pid;
       this.#busyWith = newPid;
       this.log.info("takeover: process {pid} is starting beside this one", { pid: newPid });
-      if (!await send(conn, { t: "instance", facts: this.actions.facts() })) {
+      if (!await send(conn, { t: "instance", facts })) {
         return this.#abandoned(newPid, "it went away");
       }
       const next = await reader.next<Request>(TAKEOVER_PATIENCE_MS);
@@ -232,8 +250,6 @@ export class HandoverPoint {
             : "it asked something else",
         );
       }
-      // The socket goes first: the new instance listens at this path next.
-      this.close();
       await this.actions.release(newPid);
       await send(conn, { t: "released" });
     } finally {
@@ -259,7 +275,7 @@ async function connect(path: string): Promise<Deno.Conn | { error: unknown }> {
 }
 
 /** Asks whoever listens at `path` who it is. */
-export async function askWho(path: string): Promise<{ facts: InstanceFacts } | { error: unknown }> {
+async function askWho(path: string): Promise<{ facts: InstanceFacts } | { error: unknown }> {
   const conn = await connect(path);
   if ("error" in conn) return conn;
   try {
@@ -269,6 +285,32 @@ export async function askWho(path: string): Promise<{ facts: InstanceFacts } | {
   } finally {
     closeQuietly(conn);
   }
+}
+
+/** The process id in the pid file: a number, null when there is no file, or why it is unusable. */
+async function readPidFile(pidFile: string): Promise<number | null | { problem: string }> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(pidFile);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    return { problem: `cannot read the pid file ${pidFile}: ${(error as Error).message}` };
+  }
+  const pid = Number(text.trim());
+  return /^\d+$/.test(text.trim()) && Number.isSafeInteger(pid) && pid > 0
+    ? pid
+    : { problem: `the pid file ${pidFile} holds no process id` };
+}
+
+/**
+ * The instance the pid file names, if it runs and is not stopping (a start
+ * without --takeover must not run beside it).
+ */
+export async function runningInstance(pidFile: string): Promise<InstanceFacts | null> {
+  const pid = await readPidFile(pidFile);
+  if (typeof pid !== "number") return null;
+  const asked = await askWho(handoverPath(pidFile, pid));
+  return "facts" in asked && !asked.facts.stopping ? asked.facts : null;
 }
 
 /** A takeover under way: the running instance waits for `release`. */
@@ -296,39 +338,35 @@ export class Takeover {
 
 /** The outcome of looking for the instance a takeover replaces. */
 export type TakeoverContact =
-  /** No instance: start as usual. */
+  /** No instance to take over: start as usual. */
   | { readonly kind: "none"; readonly why: string }
   | { readonly kind: "refused"; readonly why: string }
   | { readonly kind: "found"; readonly takeover: Takeover };
 
 /** Finds the instance named by `pidFile` and asks it to let this process take over. */
 export async function requestTakeover(pidFile: string): Promise<TakeoverContact> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(pidFile);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      return { kind: "none", why: `no pid file at ${pidFile}` };
-    }
-    return {
-      kind: "refused",
-      why: `cannot read the pid file ${pidFile}: ${(error as Error).message}`,
-    };
-  }
-  const pid = Number(text.trim());
-  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(pid) || pid <= 0) {
-    return { kind: "refused", why: `the pid file ${pidFile} holds no process id` };
-  }
-  const path = handoverPath(pidFile);
+  const pid = await readPidFile(pidFile);
+  if (pid === null) return { kind: "none", why: `no pid file at ${pidFile}` };
+  if (typeof pid !== "number") return { kind: "refused", why: pid.problem };
+  const path = handoverPath(pidFile, pid);
   const tooLong = socketPathProblem(path);
   if (tooLong) return { kind: "refused", why: tooLong };
   const conn = await connect(path);
   if ("error" in conn) {
     const { error } = conn;
+    if (error instanceof Deno.errors.ConnectionRefused) {
+      // Its socket is left, and nobody listens: it ended without cleaning up (killed). Starting
+      // as usual is safe (a port still held fails the start) and keeps a restart after a crash
+      // from failing for good.
+      await Deno.remove(path).catch(() => {});
+      return {
+        kind: "none",
+        why:
+          `process ${pid} of the pid file ${pidFile} is not running: it ended without removing ${path}`,
+      };
+    }
     const why = error instanceof Deno.errors.NotFound
-      ? `process ${pid} (pid file ${pidFile}) does not answer at ${path}: it is not running, or is not a portbounce that can hand over (another program, or an earlier portbounce); if it is gone, remove ${pidFile} and start without --takeover`
-      : error instanceof Deno.errors.ConnectionRefused
-      ? `process ${pid} (pid file ${pidFile}) is not running: nothing listens at ${path} any more (it ended without cleaning up); remove ${pidFile} and ${path}, then start without --takeover`
+      ? `process ${pid} (pid file ${pidFile}) does not answer at ${path}: it is not a portbounce that can hand over (another program, or an earlier portbounce), or it is gone; if it is gone, remove ${pidFile}`
       : `cannot reach process ${pid} at ${path}: ${(error as Error).message}`;
     return { kind: "refused", why };
   }
@@ -352,6 +390,10 @@ export async function requestTakeover(pidFile: string): Promise<TakeoverContact>
     return refuse(
       `the pid file ${pidFile} names process ${pid}, but the portbounce answering at ${path} is process ${reply.facts.pid}`,
     );
+  }
+  if (reply.facts.stopping) {
+    closeQuietly(conn);
+    return { kind: "none", why: `process ${pid} is stopping: it lets go of its ports` };
   }
   return { kind: "found", takeover: new Takeover(reply.facts, conn, reader) };
 }

@@ -178,7 +178,7 @@ export class StatusService {
    * changed). Returns why it could not be bound, or null. `claim`: `beside`
    * for a takeover (the running instance serves it too, until it lets go).
    */
-  async apply(config: Config, claim: PortClaim = "alone"): Promise<string | null> {
+  async apply(config: Config, claim: PortClaim): Promise<string | null> {
     this.config = config;
     const wanted = config.server.status;
     const key = wanted ? `${wanted.hostname} ${wanted.port}` : null;

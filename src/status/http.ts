@@ -68,7 +68,7 @@ const STATUS_TEXT: Record<number, string> = {
 export function serveStatus(
   address: { readonly hostname: string; readonly port: number },
   hooks: StatusServerHooks,
-  claim: PortClaim = "alone",
+  claim: PortClaim,
 ): StatusEndpoint {
   const listener = listenTcp(address.hostname, address.port, claim);
   const bound = listener.addr;

@@ -14,13 +14,16 @@ import {
   delay,
   echo,
   hashUntilEof,
+  portbounceCommand,
   portIsFree,
   randomBytes,
   runCli,
   sha256,
+  startBouncer,
   startPortbounce,
   tcpServer,
   tempDir,
+  TEST_ISOLATES,
   writeAll,
 } from "./helpers.ts";
 
@@ -71,7 +74,9 @@ Deno.test("--takeover with no instance running starts as usual and says so", asy
   const port = freePort();
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   await using bouncer = await startIn(dir, "a", ["--takeover"]);
-  await bouncer.waitForLine(/no running instance \(no pid file at .*portbounce\.pid\); starting/);
+  await bouncer.waitForLine(
+    /no running instance to take over \(no pid file at .*portbounce\.pid\); starting/,
+  );
   assert(await roundTrip(port));
   assertEquals(
     (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
@@ -92,10 +97,11 @@ Deno.test("--takeover without a pid file is a usage error", async () => {
   assert(portIsFree(port));
 });
 
-Deno.test("--takeover refuses a pid file naming a foreign process, or a dead one, binding nothing", async () => {
+Deno.test("--takeover refuses a pid file naming a foreign process, binding nothing; a dead one's is no obstacle", async () => {
   await using dir = await tempDir();
+  await using target = tcpServer(echo);
   const port = freePort();
-  await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, 9));
+  await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   // Foreign: a live process (this test) that has no hand-over socket.
   await Deno.writeTextFile(`${dir}/portbounce.pid`, `${Deno.pid}\n`);
   let result = await runCli(["run", "-c", `${dir}/rules.toml`, "--takeover"]);
@@ -103,7 +109,7 @@ Deno.test("--takeover refuses a pid file naming a foreign process, or a dead one
   assertMatch(
     result.stderr,
     new RegExp(
-      `takeover refused: process ${Deno.pid} .* does not answer at .*portbounce\\.pid\\.sock.*nothing was started`,
+      `takeover refused: process ${Deno.pid} .* does not answer at .*portbounce\\.pid\\.${Deno.pid}\\.sock: it is not a portbounce that can hand over.*nothing was started`,
     ),
   );
   assert(portIsFree(port));
@@ -113,23 +119,113 @@ Deno.test("--takeover refuses a pid file naming a foreign process, or a dead one
   assertEquals(result.code, 1);
   assertMatch(result.stderr, /the pid file .* holds no process id/);
   assert(portIsFree(port));
-  // Dead: an instance killed outright leaves its pid file and socket behind.
+  // Dead: an instance killed outright leaves its pid file and socket behind. Refusing would
+  // turn every crash into an outage under a supervisor that restarts with --takeover.
   await Deno.remove(`${dir}/portbounce.pid`);
   const killed = await startIn(dir, "a");
+  const deadPid = killed.process.pid;
   killed.signal("SIGKILL");
   await killed.exited();
   await killed[Symbol.asyncDispose]();
-  await Deno.stat(`${dir}/portbounce.pid.sock`);
-  result = await runCli(["run", "-c", `${dir}/rules.toml`, "--takeover"]);
-  assertEquals(result.code, 1);
-  assertMatch(result.stderr, /takeover refused: process \d+ .* is not running: nothing listens at/);
-  assert(portIsFree(port));
-  // Without --takeover the stale socket is no obstacle.
-  await using again = await startIn(dir, "b");
+  await Deno.stat(`${dir}/portbounce.pid.${deadPid}.sock`);
+  await using again = await startIn(dir, "b", ["--takeover"]);
+  await again.waitForLine(
+    new RegExp(`no running instance to take over \\(process ${deadPid} .* is not running`),
+  );
+  assert(await roundTrip(port));
   assertEquals(
     (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
     String(again.process.pid),
   );
+  assertEquals(await Deno.stat(`${dir}/portbounce.pid.${deadPid}.sock`).catch(() => null), null);
+});
+
+Deno.test("a takeover binds beside only the ports the running instance holds", async () => {
+  await using dir = await tempDir();
+  await using target = tcpServer(echo);
+  const port = freePort();
+  await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
+  await using running = await startIn(dir, "a");
+  // Another instance (its own pid file) holds a second port, bound to be shared.
+  await Deno.mkdir(`${dir}/other`);
+  const otherPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/other/rules.toml`,
+    rules(`${dir}/other`, otherPort, target.port),
+  );
+  await using other = await startIn(`${dir}/other`, "x");
+  // The takeover's rule file names that port too, by mistake: refused, not shared.
+  await Deno.writeTextFile(
+    `${dir}/more.toml`,
+    rules(dir, port, target.port) +
+      `[[rule]]\nname = "theirs"\nlisten = "127.0.0.1:${otherPort}"\nbounce_to = "127.0.0.1:9"\n`,
+  );
+  const result = await runCli(["run", "-c", `${dir}/more.toml`, "--takeover"]);
+  assertEquals(result.code, 3, result.stderr);
+  assertMatch(
+    result.stderr,
+    new RegExp(`cannot bind tcp 127\\.0\\.0\\.1:${otherPort}: address already in use`),
+  );
+  await running.waitForLine(/takeover by process \d+ abandoned/);
+  assert(await roundTrip(port));
+  assert(await roundTrip(otherPort));
+  assertEquals(other.lines().some((l) => /takeover/.test(l)), false);
+});
+
+Deno.test("without a pid file nothing can bind beside portbounce's listeners", async () => {
+  await using target = tcpServer(echo);
+  const port = freePort();
+  await using bouncer = await startBouncer(
+    `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`,
+  );
+  // SO_REUSEPORT only where a takeover or workers need it.
+  let joined = false;
+  try {
+    Deno.listen({ hostname: "127.0.0.1", port, reusePort: true }).close();
+    joined = true;
+  } catch (error) {
+    assert(error instanceof Deno.errors.AddrInUse, String(error));
+  }
+  assertEquals(joined, TEST_ISOLATES > 1, "joinable only with workers");
+  assert(await roundTrip(port));
+  bouncer.signal("SIGTERM");
+  assertEquals((await bouncer.exited()).code, 0);
+});
+
+Deno.test("while an instance drains after SIGTERM, a new one starts, with or without --takeover", async () => {
+  await using dir = await tempDir();
+  await using target = tcpServer(echo);
+  const port = freePort();
+  await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
+  const old = await startIn(dir, "a");
+  try {
+    // A session keeps it draining (drain_timeout 20s).
+    const session = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(session, new TextEncoder().encode("x"));
+    await session.read(new Uint8Array(1));
+    old.signal("SIGTERM");
+    await old.waitForLine(/stopping; sessions may drain/);
+    await using plain = await startIn(dir, "b");
+    assert(await roundTrip(port));
+    assertEquals(
+      (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
+      String(plain.process.pid),
+    );
+    plain.signal("SIGTERM");
+    assertEquals((await plain.exited()).code, 0);
+    await using next = await startIn(dir, "c", ["--takeover"]);
+    await next.waitForLine(/no running instance to take over \(no pid file|is stopping/);
+    assert(await roundTrip(port));
+    session.close();
+    assertEquals((await old.exited()).code, 0);
+    // The old instance left the new one's pid file alone.
+    assertEquals(
+      (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
+      String(next.process.pid),
+    );
+  } finally {
+    await old[Symbol.asyncDispose]();
+  }
 });
 
 Deno.test("a second start beside a running instance is refused, with or without its pid file", async () => {
@@ -195,7 +291,7 @@ Deno.test("a takeover with a bad rule file, or a listener it cannot bind, leaves
     (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
     String(running.process.pid),
   );
-  await Deno.stat(`${dir}/portbounce.pid.sock`);
+  await Deno.stat(`${dir}/portbounce.pid.${running.process.pid}.sock`);
   assertEquals(running.lines().some((l) => /stopping/.test(l)), false);
 });
 
@@ -241,7 +337,11 @@ Deno.test("a session that spans a takeover ends whole in the old instance (with 
     (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
     String(fresh.process.pid),
   );
-  await Deno.stat(`${dir}/portbounce.pid.sock`);
+  await Deno.stat(`${dir}/portbounce.pid.${fresh.process.pid}.sock`);
+  assertEquals(
+    await Deno.stat(`${dir}/portbounce.pid.${old.process.pid}.sock`).catch(() => null),
+    null,
+  );
   await Deno.stat(`${fresh.dir}/ready.json`);
   assert(await roundTrip(echoPort));
   await fresh.log.waitFor({ event: "connect", rule: "echo" });
@@ -368,13 +468,14 @@ async function takeoversUnderLoad(migrate: 0 | 1): Promise<{ tcp: TcpCounts; udp
         `${FIXTURES}/echo_target.ts`,
         "7000",
         "7001",
+        "7002",
       ],
       stdout: "piped",
       stderr: "null",
     }).spawn();
     try {
       const reader = target.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      assertMatch((await reader.read()).value ?? "", /ready/);
+      assertMatch((await reader.read()).value ?? "", /holding 7002/);
       await using dir = await tempDir();
       await Deno.writeTextFile(
         `${dir}/rules.toml`,
@@ -413,6 +514,24 @@ bounce_to = "127.0.0.1:7001"
           await delay(900);
           const next = await start(`i${i}`, ["--takeover"]);
           await next.waitForLine(/took over from process/);
+          if (i === 1) {
+            // One that fails late: its workers started and served beside the running
+            // instance, then its status endpoint cannot be bound (another program holds it).
+            await Deno.writeTextFile(
+              `${dir}/fails.toml`,
+              (await Deno.readTextFile(`${dir}/rules.toml`)).replace(
+                "[server]",
+                '[server]\nstatus = "127.0.0.1:7002"\nworkers = 2',
+              ),
+            );
+            const failing = await (await portbounceCommand(
+              ["run", "-c", `${dir}/fails.toml`, "--takeover"],
+              { wrapper },
+            )).output();
+            const said = new TextDecoder().decode(failing.stderr);
+            assertEquals(failing.code, 3, said);
+            assertMatch(said, /cannot bind the status endpoint 127\.0\.0\.1:7002/);
+          }
         }
         const result = { tcp: await tcp.result<TcpCounts>(), udp: await udp.result<UdpCounts>() };
         for (const old of instances.slice(0, -1)) assertEquals((await old.exited()).code, 0);

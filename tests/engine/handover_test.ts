@@ -1,7 +1,7 @@
 /**
  * The hand-over socket in-process: one takeover at a time, an abandoned one
- * leaves the running instance as it was, a stopping instance refuses, a pid
- * file naming another process is refused, and a client that sends junk or
+ * leaves the running instance as it was, a stopping instance has nothing to
+ * take over, a dead one's socket is cleared, and a client that sends junk or
  * nothing holds nothing up.
  */
 import { getLogger } from "@logtape/logtape";
@@ -12,28 +12,36 @@ import {
   handoverPath,
   HandoverPoint,
   requestTakeover,
+  runningInstance,
   type TakeoverContact,
 } from "../../src/server/handover.ts";
 
 const log = getLogger(["portbounce-test"]);
 
-/** A point answering for this process, as a running instance would. */
-async function openPoint(pidFile: string, refusal: () => string | null = () => null) {
-  const released: number[] = [];
-  const actions: HandoverActions = {
+function actions(stopping = false, released: number[] = []): HandoverActions {
+  return {
     facts: () => ({
       pid: Deno.pid,
-      listeners: ["tcp 127.0.0.1:80", "udp 127.0.0.1:53"],
-      status: null,
+      stopping,
+      listeners: [{ protocol: "tcp", port: 80 }, { protocol: "udp", port: 53 }],
+      statusPort: 9180,
     }),
-    refusal,
     release: (pid) => {
       released.push(pid);
       return Promise.resolve();
     },
   };
+}
+
+/** A point answering for this process, as a running instance would, and its pid file. */
+async function openPoint(pidFile: string, stopping = false) {
+  const released: number[] = [];
   await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
-  const point = await HandoverPoint.open(handoverPath(pidFile), actions, log);
+  const point = await HandoverPoint.open(
+    handoverPath(pidFile, Deno.pid),
+    actions(stopping, released),
+    log,
+  );
   assert(point instanceof HandoverPoint, JSON.stringify(point));
   return { point, released };
 }
@@ -43,16 +51,22 @@ function found(contact: TakeoverContact) {
   return (contact as Extract<TakeoverContact, { kind: "found" }>).takeover;
 }
 
+const why = (contact: TakeoverContact) => (contact as { why: string }).why;
+
 Deno.test("one takeover at a time; an abandoned one leaves the instance to the next", async () => {
   await using dir = await tempDir();
   const pidFile = `${dir}/p.pid`;
   const { point, released } = await openPoint(pidFile);
   try {
     const first = found(await requestTakeover(pidFile));
-    assertEquals(first.running.listeners, ["tcp 127.0.0.1:80", "udp 127.0.0.1:53"]);
+    assertEquals(first.running.listeners, [{ protocol: "tcp", port: 80 }, {
+      protocol: "udp",
+      port: 53,
+    }]);
+    assertEquals(first.running.statusPort, 9180);
     const second = await requestTakeover(pidFile);
     assertEquals(second.kind, "refused");
-    assertMatch((second as { why: string }).why, /a takeover by process \d+ is under way/);
+    assertMatch(why(second), /a takeover by process \d+ is under way/);
     first.abandon();
     // The point notices the closed connection; then the next takeover is welcome.
     let third: TakeoverContact | undefined;
@@ -65,78 +79,93 @@ Deno.test("one takeover at a time; an abandoned one leaves the instance to the n
     assertEquals(released, []);
     assertEquals(await takeover.release(), true);
     assertEquals(released, [Deno.pid]);
-    // Released: the socket is gone with the point.
-    const after = await requestTakeover(pidFile);
-    assertEquals(after.kind, "refused");
-    assertMatch((after as { why: string }).why, /does not answer at .*p\.pid\.sock/);
   } finally {
-    point.close();
+    await point.close();
   }
+  // Closed: the socket file went with it.
+  const after = await requestTakeover(pidFile);
+  assertEquals(after.kind, "refused");
+  assertMatch(why(after), /does not answer at .*p\.pid\.\d+\.sock/);
 });
 
-Deno.test("a stopping instance refuses a takeover, saying why", async () => {
+Deno.test("a stopping instance has nothing to take over, and does not count as running", async () => {
   await using dir = await tempDir();
   const pidFile = `${dir}/p.pid`;
-  const { point } = await openPoint(pidFile, () => "it is stopping (SIGTERM)");
+  const { point, released } = await openPoint(pidFile, true);
   try {
     const contact = await requestTakeover(pidFile);
-    assertEquals(contact.kind, "refused");
-    assertMatch((contact as { why: string }).why, /refused: it is stopping \(SIGTERM\)/);
+    assertEquals(contact.kind, "none");
+    assertMatch(why(contact), /process \d+ is stopping/);
+    assertEquals(await runningInstance(pidFile), null);
+    assertEquals(released, []);
   } finally {
-    point.close();
+    await point.close();
+  }
+  const { point: live } = await openPoint(pidFile, false);
+  try {
+    assertEquals((await runningInstance(pidFile))?.pid, Deno.pid);
+  } finally {
+    await live.close();
   }
 });
 
-Deno.test("a pid file naming another process than the one answering is refused", async () => {
+Deno.test("a dead instance's socket: start as usual, and the socket is cleared", async () => {
   await using dir = await tempDir();
   const pidFile = `${dir}/p.pid`;
-  const { point } = await openPoint(pidFile);
-  try {
-    await Deno.writeTextFile(pidFile, "1\n");
-    const contact = await requestTakeover(pidFile);
-    assertEquals(contact.kind, "refused");
-    assertMatch(
-      (contact as { why: string }).why,
-      new RegExp(`names process 1, but the portbounce answering .* is process ${Deno.pid}`),
-    );
-  } finally {
-    point.close();
-  }
-});
-
-Deno.test("a second point on a live socket learns who runs; a stale socket is replaced", async () => {
-  await using dir = await tempDir();
-  const pidFile = `${dir}/p.pid`;
-  const { point } = await openPoint(pidFile);
-  const actions: HandoverActions = {
-    facts: () => ({ pid: 1, listeners: [], status: null }),
-    refusal: () => null,
-    release: () => Promise.resolve(),
-  };
-  try {
-    assertEquals(await HandoverPoint.open(handoverPath(pidFile), actions, log), {
-      running: Deno.pid,
-    });
-  } finally {
-    point.close();
-  }
+  await Deno.writeTextFile(pidFile, "4194000\n");
+  const path = handoverPath(pidFile, 4194000);
   // A socket file nobody listens on, as a killed instance leaves it. (Deno removes the
   // file when a listener closes: bind under another name, rename, then close.)
-  const path = `${dir}/stale.sock`;
   const bound = Deno.listen({ transport: "unix", path: `${dir}/other.sock` });
   await Deno.rename(`${dir}/other.sock`, path);
   bound.close();
   await Deno.stat(path);
-  const replaced = await HandoverPoint.open(path, actions, log);
+  const contact = await requestTakeover(pidFile);
+  assertEquals(contact.kind, "none");
+  assertMatch(why(contact), /process 4194000 .* is not running: it ended without removing/);
+  assertEquals(await Deno.stat(path).catch(() => null), null);
+});
+
+Deno.test("a pid file naming no hand-over socket, or holding no process id, is refused", async () => {
+  await using dir = await tempDir();
+  const pidFile = `${dir}/p.pid`;
+  await Deno.writeTextFile(pidFile, "1\n");
+  const foreign = await requestTakeover(pidFile);
+  assertEquals(foreign.kind, "refused");
+  assertMatch(why(foreign), /process 1 .* does not answer at .*: it is not a portbounce/);
+  await Deno.writeTextFile(pidFile, "12ab\n");
+  assertMatch(why(await requestTakeover(pidFile)), /holds no process id/);
+  assertEquals(await runningInstance(pidFile), null);
+  await Deno.remove(pidFile);
+  assertEquals(await requestTakeover(pidFile), {
+    kind: "none",
+    why: `no pid file at ${pidFile}`,
+  });
+});
+
+Deno.test("the point replaces a dead socket of its own name, and nothing that is not a socket", async () => {
+  await using dir = await tempDir();
+  const path = `${dir}/p.pid.${Deno.pid}.sock`;
+  const bound = Deno.listen({ transport: "unix", path: `${dir}/other.sock` });
+  await Deno.rename(`${dir}/other.sock`, path);
+  bound.close();
+  const replaced = await HandoverPoint.open(path, actions(), log);
   assert(replaced instanceof HandoverPoint, JSON.stringify(replaced));
-  replaced.close();
+  // A live one answers: that process runs.
+  assertEquals(await HandoverPoint.open(path, actions(), log), { running: Deno.pid });
+  await replaced.close();
+  await Deno.writeTextFile(path, "a file, not a socket");
+  const refused = await HandoverPoint.open(path, actions(), log);
+  assert("error" in refused);
+  assertMatch(refused.error, /is in the way of the hand-over socket: not a socket/);
+  assertEquals(await Deno.readTextFile(path), "a file, not a socket");
 });
 
 Deno.test("junk, silence and an endless line on the socket hold up no takeover", async () => {
   await using dir = await tempDir();
   const pidFile = `${dir}/p.pid`;
   const { point } = await openPoint(pidFile);
-  const path = handoverPath(pidFile);
+  const path = handoverPath(pidFile, Deno.pid);
   const silent = await Deno.connect({ transport: "unix", path });
   const junk = await Deno.connect({ transport: "unix", path });
   const endless = await Deno.connect({ transport: "unix", path });
@@ -160,20 +189,15 @@ Deno.test("junk, silence and an endless line on the socket hold up no takeover",
         // Closed by the point.
       }
     }
-    point.close();
+    await point.close();
   }
 });
 
 Deno.test("a hand-over socket path longer than a Unix socket can hold is refused, saying so", async () => {
   const pidFile = `/tmp/${"d".repeat(110)}/p.pid`;
-  const contact = await requestTakeover(pidFile);
   // No pid file there: nothing runs, start as usual.
-  assertEquals(contact.kind, "none");
-  const opened = await HandoverPoint.open(handoverPath(pidFile), {
-    facts: () => ({ pid: 1, listeners: [], status: null }),
-    refusal: () => null,
-    release: () => Promise.resolve(),
-  }, log);
+  assertEquals((await requestTakeover(pidFile)).kind, "none");
+  const opened = await HandoverPoint.open(handoverPath(pidFile, 1), actions(), log);
   assert("error" in opened);
   assertMatch(opened.error, /bytes long; a Unix socket path holds at most 107/);
 });
