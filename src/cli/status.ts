@@ -37,10 +37,11 @@ export const STATUS_COLUMNS = 100;
 const MAX_CELL = 24;
 
 function shorten(text: string, max = MAX_CELL): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+  const chars = [...text];
+  return chars.length <= max ? text : `${chars.slice(0, max - 1).join("")}…`;
 }
 
-/** Sums `values` in groups of `size` (the last hour in 3-minute steps). */
+/** Sums `values` in groups of `size` (the last hour in 5-minute steps). */
 function grouped(values: readonly number[], size: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < values.length; i += size) {
@@ -89,7 +90,7 @@ function lastReloadLine(report: StatusReport, now: number): string {
 
 /**
  * Renders the report as text: by default within {@linkcode STATUS_COLUMNS}
- * columns (bytes in units, the last hour in 3-minute steps, long names
+ * columns (bytes in units, the last hour in 5-minute steps, long names
  * shortened, less needed columns left out if still too wide); `wide`: all.
  */
 export function renderStatusText(report: StatusReport, wide = false): string {
@@ -130,10 +131,13 @@ export function renderStatusText(report: StatusReport, wide = false): string {
   const width = wide ? Infinity : STATUS_COLUMNS;
   const listeners = report.listeners;
   const listenerTable = fittedTable([
-    { header: "LISTENER", cells: listeners.map((l) => l.key) },
+    { header: "LISTENER", cells: listeners.map((l) => wide ? l.key : shorten(l.key, 40)) },
     {
       header: "SOCKET",
-      cells: listeners.map((l) => l.bound ?? cell(`not bound: ${l.error}`)),
+      cells: listeners.map((l) => {
+        const socket = l.bound ?? `not bound: ${l.error}`;
+        return wide ? socket : shorten(socket, 30);
+      }),
     },
     { header: "ACTIVE", cells: listeners.map((l) => String(l.active)) },
     { header: "SESSIONS", cells: listeners.map((l) => String(l.total)) },
@@ -143,7 +147,7 @@ export function renderStatusText(report: StatusReport, wide = false): string {
   const targetTable = targets.length > rules.length || targets.some(([, t]) => !t.up)
     ? "\n\n" + fittedTable([
       { header: "RULE", cells: targets.map(([rule]) => cell(rule)) },
-      { header: "TARGET", cells: targets.map(([, t]) => t.target) },
+      { header: "TARGET", cells: targets.map(([, t]) => wide ? t.target : shorten(t.target, 40)) },
       {
         header: "STATE",
         cells: targets.map(([, t]) => t.up ? "up" : cell(`down (${t.last_error ?? "no answer"})`)),

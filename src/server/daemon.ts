@@ -35,7 +35,7 @@ import { InspectorGuard } from "./inspector_guard.ts";
 import {
   handoverPath,
   HandoverPoint,
-  holds,
+  overlaps,
   requestTakeover,
   runningInstance,
   type Takeover,
@@ -160,8 +160,8 @@ export class Daemon {
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
   #handover: HandoverPoint | undefined;
-  /** A takeover took the pid and ready files: leave them alone. */
-  #filesGivenUp = false;
+  /** The removal of this instance's pid and ready files, once begun. */
+  #filesRemoved: Promise<void> | undefined;
 
   private constructor(
     readonly engine: Engine,
@@ -197,11 +197,18 @@ export class Daemon {
     // deno-lint-ignore prefer-const -- read by closures made before it is set
     let running: Daemon | undefined;
     const pending: { stop?: "SIGTERM" | "SIGINT"; reload?: boolean } = {};
+    /** Set while giving up: a stop signal then closes the sessions left at once. */
+    let givingUp = false;
     const handleSignals = options.handleSignals ?? true;
     const inspectorGuard = handleSignals ? InspectorGuard.hold(log) : undefined;
     const signals = handleSignals
       ? installSignalHandlers({
-        stop: (signal) => running ? running.stop(signal) : void (pending.stop ??= signal),
+        stop: (signal) =>
+          running
+            ? running.stop(signal)
+            : givingUp
+            ? engine?.closeAllSessions()
+            : void (pending.stop ??= signal),
         reload: () => running ? void running.reload() : void (pending.reload = true),
         status: () =>
           running &&
@@ -221,8 +228,12 @@ export class Daemon {
     let takeover: Takeover | undefined;
     /** Undoes what was started (a takeover's running instance carries on) and says why. */
     const giveUp = async (code: number): Promise<number> => {
+      givingUp = true;
       takeover?.abandon();
-      if (daemon) await daemon.#handover?.close();
+      if (daemon) {
+        await daemon.#handover?.close();
+        await daemon.#removeOwnFiles();
+      }
       if (engine) {
         // Sessions accepted meanwhile end as on stop; none is reset.
         await engine.shutdown(config.server.drainTimeoutMs);
@@ -246,7 +257,11 @@ export class Daemon {
       workers,
       // A later takeover binds beside what this instance binds (same user only).
       shareable: options.pidFile !== undefined,
-      heldElsewhere: held && ((plan) => holds(held, plan.protocol, plan.port)),
+      heldElsewhere: held &&
+        ((plan) =>
+          held.listeners.some((address) =>
+            overlaps(address, { protocol: plan.protocol, address: plan.address, port: plan.port })
+          )),
       ...options.engine,
     });
     if (!bound.ok) {
@@ -273,8 +288,12 @@ export class Daemon {
     }
     status = new StatusService(engine, log, config);
     const wantedStatus = config.server.status;
-    const statusHeld = held !== undefined && wantedStatus !== null &&
-      held.statusPort === wantedStatus.port;
+    const statusHeld = held?.status != null && wantedStatus !== null &&
+      overlaps(held.status, {
+        protocol: "tcp",
+        address: wantedStatus.hostname,
+        port: wantedStatus.port,
+      });
     // Where ports are not shared, the running instance's status endpoint is bound once it lets go.
     const statusWaits = statusHeld && !PORTS_SHARE;
     const statusError = statusWaits ? null : await status.apply(
@@ -287,6 +306,14 @@ export class Daemon {
     }
     daemon = new Daemon(engine, status, log, config, options, pool);
     pool?.serve();
+    if (takeover && pending.stop) {
+      // Stopped before asking the running instance to let go: it carries on.
+      log.warn("{signal} while taking over: giving up; process {pid} runs on", {
+        signal: pending.stop,
+        pid: takeover.running.pid,
+      });
+      return await giveUp(ExitCode.ok);
+    }
     if (takeover) {
       const failed = await daemon.#takeOver(takeover, statusWaits);
       takeover = undefined;
@@ -310,6 +337,7 @@ export class Daemon {
     daemon.#inspectorGuard = inspectorGuard;
     if (options.pidFile) {
       await daemon.#openHandoverPoint(options.pidFile);
+      daemon.#armCrashCleanup();
       try {
         await writeAtomically(options.pidFile, `${Deno.pid}\n`);
       } catch (error) {
@@ -377,16 +405,16 @@ export class Daemon {
   /** Listens for a later takeover beside the pid file (a warning if it cannot). */
   async #openHandoverPoint(pidFile: string): Promise<void> {
     const path = handoverPath(pidFile, Deno.pid);
-    const statusAddress = () => this.status.address;
     const opened = await HandoverPoint.open(path, {
       facts: () => ({
         pid: Deno.pid,
         stopping: this.#stopping !== undefined,
         listeners: this.engine.boundAddresses().map((b) => ({
           protocol: b.protocol,
+          address: b.address,
           port: b.port,
         })),
-        statusPort: statusAddress() === null ? null : Number(statusAddress()!.split(":").pop()),
+        status: this.status.bound && { protocol: "tcp", ...this.status.bound },
       }),
       release: (pid) => this.#handOver(pid),
     }, this.log);
@@ -416,17 +444,56 @@ export class Daemon {
     if (!this.#stopping) this.stop(`takeover by process ${newPid}`);
     // The new instance writes them once answered: remove them now, never after.
     await this.#removeOwnFiles();
-    this.#filesGivenUp = true;
     // UDP ports are free now. Where TCP ports are shared, the new instance holds them
     // already: answer at once, each datagram sooner. Elsewhere it waits for them.
     if (!PORTS_SHARE) await released;
   }
 
-  /** Removes the pid and ready files where they still name this process. */
-  async #removeOwnFiles(): Promise<void> {
-    if (this.options.readyFile) await removeOwnFile(this.options.readyFile, readyFilePid);
-    if (this.options.pidFile) await removeOwnFile(this.options.pidFile, (text) => Number(text));
+  /**
+   * Removes the pid and ready files where they still name this process: once
+   * (whoever asks first, the hand-over or the end), so that no later read and
+   * delete can meet a new instance's files.
+   */
+  #removeOwnFiles(): Promise<void> {
+    this.#filesRemoved ??= (async () => {
+      this.#forgetCrashCleanup();
+      const { readyFile, pidFile } = this.options;
+      if (readyFile) await removeOwnFile(readyFile, readyFilePid);
+      if (pidFile) await removeOwnFile(pidFile, (text) => Number(text));
+    })();
+    return this.#filesRemoved;
   }
+
+  /**
+   * On an uncaught error the process ends without `#finish`: its pid and ready
+   * files must not outlive it (a pid file naming a gone process, and no socket
+   * beside it, would refuse the next `--takeover`).
+   */
+  #armCrashCleanup(): void {
+    addEventListener("error", this.#crashCleanup);
+    addEventListener("unhandledrejection", this.#crashCleanup);
+  }
+
+  #forgetCrashCleanup(): void {
+    removeEventListener("error", this.#crashCleanup);
+    removeEventListener("unhandledrejection", this.#crashCleanup);
+  }
+
+  readonly #crashCleanup = () => {
+    for (
+      const [path, pidOf] of [
+        [this.options.readyFile, readyFilePid],
+        [this.options.pidFile, (text: string) => Number(text)],
+      ] as const
+    ) {
+      if (!path || this.#filesRemoved) continue;
+      try {
+        if (pidOf(Deno.readTextFileSync(path).trim()) === Deno.pid) Deno.removeSync(path);
+      } catch {
+        // Gone already, or not ours to remove.
+      }
+    }
+  };
 
   /** The rules in force. */
   get config(): Config {
@@ -477,7 +544,11 @@ export class Daemon {
 
   /** Reloads the rule file (SIGHUP). One reload at a time, in the order asked. */
   reload(): Promise<void> {
-    this.#reloading = this.#reloading.then(() => this.#reloadOnce());
+    // Never rejected: a reload that fails is logged; the next one, the hand-over and the
+    // stop wait on this promise.
+    this.#reloading = this.#reloading.then(() => this.#reloadOnce()).catch((error) =>
+      this.log.error("reload: {error}", { error: (error as Error).message })
+    );
     return this.#reloading;
   }
 
@@ -631,7 +702,7 @@ export class Daemon {
     await this.#reloading;
     await this.#handover?.close();
     await this.status.close();
-    if (!this.#filesGivenUp) await this.#removeOwnFiles();
+    await this.#removeOwnFiles();
     const { text, fields } = totals(this.engine.stats);
     this.log.info("stopped: {summary}", { summary: text, ...fields });
     await closeLogging();

@@ -11,8 +11,9 @@
  * gives up the pid and ready files and answers; the new one binds the rest
  * and writes them. If the new one goes away before asking to release, the
  * running one carries on untouched. One takeover at a time: a second is
- * refused while one is under way. A stopping instance says so: there is
- * nothing to take over, and a new one starts as usual.
+ * refused while one is under way. A stopping (draining) instance can be
+ * taken over too: it lets go of what it still holds (UDP sockets kept for
+ * its flows, the status endpoint).
  *
  * No signal is sent: signalling another process would need Deno's
  * `--allow-run`, which would let portbounce start any program.
@@ -41,22 +42,39 @@ export const ANSWER_TIMEOUT_MS = 5_000;
  * How long a takeover may take between its request and the release (binding
  * many listeners and starting workers beside the running instance).
  */
-const TAKEOVER_PATIENCE_MS = 120_000;
+const TAKEOVER_PATIENCE_MS = 30_000;
+/** Connections answered at once; more wait in the kernel's queue. */
+const MAX_CONNECTIONS = 8;
 
 /** What a running instance tells whoever asks. */
 export interface InstanceFacts {
   readonly pid: number;
   /** Whether it is stopping: it accepts no more, and holds its ports not for long. */
   readonly stopping: boolean;
-  /** The ports of the relay listeners it holds. */
-  readonly listeners: readonly { readonly protocol: "tcp" | "udp"; readonly port: number }[];
-  /** The port of its status endpoint, or null. */
-  readonly statusPort: number | null;
+  /** The addresses of the relay listeners it holds, as bound. */
+  readonly listeners: readonly HeldAddress[];
+  /** Its status endpoint's address, or null. */
+  readonly status: HeldAddress | null;
 }
 
-/** Whether `running` holds a relay listener of `protocol` on `port`. */
-export function holds(running: InstanceFacts, protocol: "tcp" | "udp", port: number): boolean {
-  return running.listeners.some((l) => l.protocol === protocol && l.port === port);
+/** An address a running instance holds. */
+export interface HeldAddress {
+  readonly protocol: "tcp" | "udp";
+  readonly address: string;
+  readonly port: number;
+}
+
+const WILDCARDS = new Set(["0.0.0.0", "::", "*"]);
+
+/**
+ * Whether binding `wanted` would meet `held`: same protocol and port, and the
+ * same address or a wildcard on either side (the kernel refuses those to
+ * anyone but a sharer).
+ */
+export function overlaps(held: HeldAddress, wanted: HeldAddress): boolean {
+  return held.protocol === wanted.protocol && held.port === wanted.port &&
+    (held.address === wanted.address || WILDCARDS.has(held.address) ||
+      WILDCARDS.has(wanted.address));
 }
 
 type Request = { t: "who" } | { t: "takeover"; pid: number } | { t: "release" };
@@ -149,6 +167,12 @@ export class HandoverPoint {
   #busyWith: number | undefined;
   #closed = false;
   readonly #loop: Promise<void>;
+  /** Answers being given: closing waits for them (a "released" must reach the new instance). */
+  readonly #answering = new Set<Promise<void>>();
+  readonly #slotFreed: { wake: (() => void) | undefined } = { wake: undefined };
+  /** Connections open, and the one a release is being answered on (closing spares it). */
+  readonly #conns = new Set<Deno.Conn>();
+  #releasing: Deno.Conn | undefined;
 
   private constructor(
     readonly path: string,
@@ -156,7 +180,17 @@ export class HandoverPoint {
     readonly actions: HandoverActions,
     readonly log: Logger,
   ) {
-    this.#loop = serveLoop(() => listener.accept(), (conn) => void this.#answer(conn), {
+    this.#loop = serveLoop(() => listener.accept(), (conn) => {
+      const answer = this.#answer(conn).finally(() => {
+        this.#answering.delete(answer);
+        this.#slotFreed.wake?.();
+      });
+      this.#answering.add(answer);
+      // At most MAX_CONNECTIONS at once: accept again once one is done.
+      if (this.#answering.size >= MAX_CONNECTIONS) {
+        return new Promise<void>((resolve) => this.#slotFreed.wake = resolve);
+      }
+    }, {
       closed: () => this.#closed,
       failing: (error) =>
         log.warn("hand-over socket: accept failed: {error}", { error: String(error) }),
@@ -205,17 +239,24 @@ export class HandoverPoint {
     return new HandoverPoint(path, listener, actions, log);
   }
 
-  /** Stops listening; resolves once the socket (and its file) is gone. */
+  /**
+   * Stops listening; resolves once the socket (and its file) is gone and a
+   * hand-over under way has been answered. Other connections are dropped.
+   */
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
       closeQuietly(this.listener);
+      this.#slotFreed.wake?.();
+      for (const conn of this.#conns) if (conn !== this.#releasing) closeQuietly(conn);
     }
     await this.#loop;
+    await Promise.all([...this.#answering]);
   }
 
   async #answer(conn: Deno.Conn): Promise<void> {
     const reader = new LineReader(conn);
+    this.#conns.add(conn);
     try {
       const request = await reader.next<Request>(ANSWER_TIMEOUT_MS);
       if (request?.t === "who") {
@@ -231,8 +272,6 @@ export class HandoverPoint {
         return;
       }
       const facts = this.actions.facts();
-      // Stopping: nothing to take over; the asker starts as usual.
-      if (facts.stopping) return void await send(conn, { t: "instance", facts });
       const newPid = request.pid;
       this.#busyWith = newPid;
       this.log.info("takeover: process {pid} is starting beside this one", { pid: newPid });
@@ -250,9 +289,11 @@ export class HandoverPoint {
             : "it asked something else",
         );
       }
+      this.#releasing = conn;
       await this.actions.release(newPid);
       await send(conn, { t: "released" });
     } finally {
+      this.#conns.delete(conn);
       closeQuietly(conn);
     }
   }
@@ -390,10 +431,6 @@ export async function requestTakeover(pidFile: string): Promise<TakeoverContact>
     return refuse(
       `the pid file ${pidFile} names process ${pid}, but the portbounce answering at ${path} is process ${reply.facts.pid}`,
     );
-  }
-  if (reply.facts.stopping) {
-    closeQuietly(conn);
-    return { kind: "none", why: `process ${pid} is stopping: it lets go of its ports` };
   }
   return { kind: "found", takeover: new Takeover(reply.facts, conn, reader) };
 }

@@ -61,6 +61,9 @@ export function ruleTargets(listeners: readonly ListenerPlan[]): Map<string, str
   return found;
 }
 
+/** Where the status endpoint listens. */
+type StatusAddress = NonNullable<Config["server"]["status"]>;
+
 /** The status endpoint as configured by the rule file in force. */
 export class StatusService {
   #endpoint: StatusEndpoint | null = null;
@@ -152,7 +155,10 @@ export class StatusService {
       },
       statusJson: (query) => {
         const asked = Number(query.get("history") ?? 60);
-        const minutes = Number.isInteger(asked) && asked >= 0 ? asked : 60;
+        // Bounded by the history kept: one cached rendering per value at most.
+        const minutes = Number.isInteger(asked) && asked >= 0
+          ? Math.min(asked, this.engine.monitor.history.minutes - 1)
+          : 60;
         return cached(
           `/status.json?${minutes}`,
           () => JSON.stringify(report(minutes), null, 2) + "\n",
@@ -183,43 +189,82 @@ export class StatusService {
     const wanted = config.server.status;
     const key = wanted ? `${wanted.hostname} ${wanted.port}` : null;
     if (key === this.#address) return null;
-    await this.close();
-    if (!wanted) return null;
-    try {
-      this.#endpoint = serveStatus(wanted, {
-        answer: this.#answer,
-        allowedHosts: () => this.config.server.statusHosts,
-        failing: (error) =>
-          this.log.error("status endpoint: accept failed: {error}; backing off and retrying", {
-            error: describeIoError(error),
-          }),
-        recovered: (failures) =>
-          this.log.warn("status endpoint: accepting again after {failures} failures", {
-            failures,
-          }),
-      }, claim);
-      this.#address = key;
-      this.log.info(
-        "status endpoint on http://{address}/ (/status.json, /metrics, /sessions.json)",
-        {
-          address: this.#endpoint.address,
-        },
-      );
-      if (isWildcard(wanted.hostname)) {
-        this.log.warn(
-          "the status endpoint listens on every address: anyone who reaches it sees your clients; bind it to 127.0.0.1 or a management address",
-        );
-      }
+    if (!wanted) {
+      await this.close();
       return null;
-    } catch (error) {
-      return describeBindError(error, wanted.port);
     }
+    const previous = this.#endpoint ? { endpoint: this.#endpoint, ...this.#serving! } : null;
+    let endpoint: StatusEndpoint;
+    try {
+      // The new address first, so that a failure keeps the old one serving.
+      endpoint = this.#open(wanted, claim);
+    } catch (error) {
+      // Only the old endpoint's own port can be in its way (127.0.0.1:P becoming 0.0.0.0:P).
+      const inTheWay = previous !== null && previous.endpoint.bound.port === wanted.port;
+      if (!(error instanceof Deno.errors.AddrInUse) || !inTheWay) {
+        return describeBindError(error, wanted.port);
+      }
+      await this.close();
+      try {
+        endpoint = this.#open(wanted, claim);
+      } catch (again) {
+        try {
+          // Where it was (the port it got, if it asked for any).
+          const back = { ...previous.wanted, port: previous.endpoint.bound.port };
+          this.#take(this.#open(back, previous.claim), previous.wanted, previous.claim);
+        } catch {
+          // Gone meanwhile too: no endpoint until the next reload.
+        }
+        return describeBindError(again, wanted.port);
+      }
+    }
+    await previous?.endpoint.close();
+    this.#take(endpoint, wanted, claim);
+    this.log.info(
+      "status endpoint on http://{address}/ (/status.json, /metrics, /sessions.json)",
+      { address: endpoint.address },
+    );
+    if (isWildcard(wanted.hostname)) {
+      this.log.warn(
+        "the status endpoint listens on every address: anyone who reaches it sees your clients; bind it to 127.0.0.1 or a management address",
+      );
+    }
+    return null;
+  }
+
+  /** What the endpoint in use was opened with (to open it again). */
+  #serving: { wanted: StatusAddress; claim: PortClaim } | null = null;
+
+  #take(endpoint: StatusEndpoint, wanted: StatusAddress, claim: PortClaim): void {
+    this.#endpoint = endpoint;
+    this.#address = `${wanted.hostname} ${wanted.port}`;
+    this.#serving = { wanted, claim };
+  }
+
+  #open(wanted: StatusAddress, claim: PortClaim): StatusEndpoint {
+    return serveStatus(wanted, {
+      answer: this.#answer,
+      allowedHosts: () => this.config.server.statusHosts,
+      failing: (error) =>
+        this.log.error("status endpoint: accept failed: {error}; backing off and retrying", {
+          error: describeIoError(error),
+        }),
+      recovered: (failures) =>
+        this.log.warn("status endpoint: accepting again after {failures} failures", {
+          failures,
+        }),
+    }, claim);
   }
 
   /** Keeps the last reload's result to show; what was rendered before it is stale. */
   reloaded(result: ReloadReport): void {
     this.#lastReload = result;
     this.#cache.clear();
+  }
+
+  /** The address and port the endpoint is bound to, or null when it is off. */
+  get bound(): { readonly address: string; readonly port: number } | null {
+    return this.#endpoint?.bound ?? null;
   }
 
   /** `ip:port` the endpoint is bound to, or null when it is off. */
@@ -231,6 +276,7 @@ export class StatusService {
     const endpoint = this.#endpoint;
     this.#endpoint = null;
     this.#address = null;
+    this.#serving = null;
     await endpoint?.close();
   }
 }

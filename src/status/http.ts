@@ -42,6 +42,8 @@ const MAX_HEAD_BYTES = 8 * 1024;
 export interface StatusEndpoint {
   /** `ip:port` it is bound to. */
   readonly address: string;
+  /** The same, apart. */
+  readonly bound: { readonly address: string; readonly port: number };
   close(): Promise<void>;
 }
 
@@ -89,6 +91,7 @@ export function serveStatus(
   });
   return {
     address: formatAddress(bound.hostname, bound.port),
+    bound: { address: bound.hostname, port: bound.port },
     async close() {
       closed = true;
       try {

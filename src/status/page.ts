@@ -93,6 +93,8 @@ export interface PageWindow {
   readonly chosen: string;
   /** The choices this instance's history allows. */
   readonly choices: readonly string[];
+  /** Minutes the fitted window (since start) spans. */
+  readonly fitted: number;
 }
 
 const WINDOW_CHOICES: readonly [string, number][] = [["1h", 60], ["6h", 360], ["24h", 1440]];
@@ -112,9 +114,12 @@ export function chooseWindow(
   const offered = WINDOW_CHOICES.filter(([, minutes]) => minutes <= historyMinutes);
   const choices = offered.map(([name]) => name);
   const asked = offered.find(([name]) => name === choice);
-  if (asked) return { minutes: asked[1], chosen: asked[0], choices };
-  const sinceStart = Math.max(MIN_FITTED_MINUTES, Math.ceil(uptimeMs / 60_000));
-  return { minutes: Math.min(historyMinutes, sinceStart), chosen: "fitted", choices };
+  const fitted = Math.min(
+    historyMinutes,
+    Math.max(MIN_FITTED_MINUTES, Math.ceil(uptimeMs / 60_000)),
+  );
+  if (asked) return { minutes: asked[1], chosen: asked[0], choices, fitted };
+  return { minutes: fitted, chosen: "fitted", choices, fitted };
 }
 
 function windowLinks(window: PageWindow): string {
@@ -122,7 +127,7 @@ function windowLinks(window: PageWindow): string {
     choice === window.chosen ? `<b>${text}</b>` : `<a href="/?window=${choice}">${text}</a>`;
   return `<p class="window">Window: ${
     [
-      link("fitted", `since start (${historyText(window.minutes)})`),
+      link("fitted", `since start (${historyText(window.fitted)})`),
       ...window.choices.map((c) => link(c, c)),
     ].join(" &middot; ")
   }</p>`;
@@ -202,7 +207,12 @@ function alarmsList(report: StatusReport, now: number): string {
 /** Renders the page; `window` is the chart's (by default, the history the report carries). */
 export function renderStatusPage(
   report: StatusReport,
-  window: PageWindow = { minutes: report.history_minutes, chosen: "fitted", choices: [] },
+  window: PageWindow = {
+    minutes: report.history_minutes,
+    chosen: "fitted",
+    choices: [],
+    fitted: report.history_minutes,
+  },
 ): string {
   const now = Date.parse(report.now);
   const ruleRows = report.rules.map((rule) => {

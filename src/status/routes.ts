@@ -120,16 +120,16 @@ export class RenderCache {
   /** @param minTtlMs how long a rendering is reused at least */
   constructor(readonly minTtlMs = 250) {}
 
-  /**
-   * The rendering for `key`: a recent one, or a new one from `render`. A
-   * rendering that took long is reused longer (10 times its cost), which
-   * bounds the share of time rendering takes.
-   */
   /** Forgets every rendering (what they show has changed: a reload). */
   clear(): void {
     this.#entries.clear();
   }
 
+  /**
+   * The rendering for `key`: a recent one, or a new one from `render`. A
+   * rendering that took long is reused longer (10 times its cost), which
+   * bounds the share of time rendering takes.
+   */
   get(key: string, render: () => string, now: number): string {
     const cached = this.#entries.get(key);
     if (cached && now - cached.at < cached.ttl) return cached.body;

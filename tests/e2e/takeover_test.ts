@@ -192,17 +192,22 @@ Deno.test("without a pid file nothing can bind beside portbounce's listeners", a
   assertEquals((await bouncer.exited()).code, 0);
 });
 
-Deno.test("while an instance drains after SIGTERM, a new one starts, with or without --takeover", async () => {
+Deno.test("while an instance drains after SIGTERM a plain start runs beside it, and --takeover takes it over", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
   const port = freePort();
+  const statusPort = freePort();
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
-  const old = await startIn(dir, "a");
-  try {
-    // A session keeps it draining (drain_timeout 20s).
+  const holdSession = async () => {
     const session = await Deno.connect({ hostname: "127.0.0.1", port });
     await writeAll(session, new TextEncoder().encode("x"));
     await session.read(new Uint8Array(1));
+    return session;
+  };
+  const old = await startIn(dir, "a");
+  try {
+    // A session keeps it draining (drain_timeout 20s).
+    const session = await holdSession();
     old.signal("SIGTERM");
     await old.waitForLine(/stopping; sessions may drain/);
     await using plain = await startIn(dir, "b");
@@ -211,20 +216,97 @@ Deno.test("while an instance drains after SIGTERM, a new one starts, with or wit
       (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
       String(plain.process.pid),
     );
-    plain.signal("SIGTERM");
-    assertEquals((await plain.exited()).code, 0);
-    await using next = await startIn(dir, "c", ["--takeover"]);
-    await next.waitForLine(/no running instance to take over \(no pid file|is stopping/);
-    assert(await roundTrip(port));
     session.close();
     assertEquals((await old.exited()).code, 0);
     // The old instance left the new one's pid file alone.
     assertEquals(
       (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-      String(next.process.pid),
+      String(plain.process.pid),
     );
+    plain.signal("SIGTERM");
+    assertEquals((await plain.exited()).code, 0);
   } finally {
     await old[Symbol.asyncDispose]();
+  }
+  // A draining instance with a status endpoint: a takeover has it let go.
+  await Deno.writeTextFile(
+    `${dir}/rules.toml`,
+    rules(dir, port, target.port, `status = "127.0.0.1:${statusPort}"`),
+  );
+  await using draining = await startIn(dir, "c");
+  const session = await holdSession();
+  draining.signal("SIGTERM");
+  await draining.waitForLine(/stopping; sessions may drain/);
+  await using next = await startIn(dir, "d", ["--takeover"]);
+  await next.waitForLine(new RegExp(`took over from process ${draining.process.pid}`));
+  assertEquals(next.ready.status, `127.0.0.1:${statusPort}`);
+  assert(await roundTrip(port));
+  session.close();
+  assertEquals((await draining.exited()).code, 0);
+});
+
+Deno.test("SIGTERM to the new instance before it asks for the release: the running one carries on", async () => {
+  await using dir = await tempDir();
+  await using target = tcpServer(echo);
+  const port = freePort();
+  await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
+  await using running = await startIn(dir, "a");
+  // Workers make the window between "taking over" and the release a few hundred ms.
+  const child = (await portbounceCommand([
+    "run",
+    "-c",
+    `${dir}/rules.toml`,
+    "--takeover",
+    "--workers",
+    "4",
+  ])).spawn();
+  const lines: string[] = [];
+  for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+    lines.push(...chunk.split("\n"));
+    if (lines.some((l) => /taking over from process/.test(l))) {
+      child.kill("SIGTERM");
+      break;
+    }
+  }
+  const status = await child.status;
+  assertEquals(status.code, 0, lines.join("\n"));
+  await running.waitForLine(/takeover by process \d+ abandoned/);
+  assertEquals(running.lines().some((l) => /stopping/.test(l)), false);
+  assert(await roundTrip(port));
+  assertEquals(
+    (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
+    String(running.process.pid),
+  );
+});
+
+Deno.test("a start that fails after writing its pid file removes it; a reload that cannot write the ready file does not end the process", async () => {
+  await using dir = await tempDir();
+  await using target = tcpServer(echo);
+  const port = freePort();
+  await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
+  const result = await runCli([
+    "run",
+    "-c",
+    `${dir}/rules.toml`,
+    "--ready-file",
+    `${dir}/no/such/dir/ready.json`,
+  ]);
+  assertEquals(result.code, 1);
+  assertMatch(result.stderr, /cannot write the ready file/);
+  // No pid file left naming a gone process: a takeover then starts as usual.
+  assertEquals(await Deno.stat(`${dir}/portbounce.pid`).catch(() => null), null);
+  await Deno.mkdir(`${dir}/ready`);
+  const bouncer = await startPortbounce(["run", "-c", `${dir}/rules.toml`], `${dir}/ready`);
+  try {
+    await Deno.remove(`${dir}/ready`, { recursive: true });
+    bouncer.signal("SIGHUP");
+    await bouncer.waitForLine(/cannot write the ready file/);
+    await delay(200);
+    assert(await roundTrip(port), "still serving after the reload");
+    bouncer.signal("SIGTERM");
+    assertEquals((await bouncer.exited()).code, 0);
+  } finally {
+    await bouncer[Symbol.asyncDispose]();
   }
 });
 

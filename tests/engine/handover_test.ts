@@ -1,8 +1,9 @@
 /**
  * The hand-over socket in-process: one takeover at a time, an abandoned one
- * leaves the running instance as it was, a stopping instance has nothing to
- * take over, a dead one's socket is cleared, and a client that sends junk or
- * nothing holds nothing up.
+ * leaves the running instance as it was, a stopping instance can be taken
+ * over but does not count as running, a dead one's socket is cleared, a
+ * client that sends junk or nothing holds nothing up, and closing waits for a
+ * release being answered.
  */
 import { getLogger } from "@logtape/logtape";
 import { assert, assertEquals, assertMatch } from "../assert.ts";
@@ -11,6 +12,7 @@ import {
   type HandoverActions,
   handoverPath,
   HandoverPoint,
+  overlaps,
   requestTakeover,
   runningInstance,
   type TakeoverContact,
@@ -23,8 +25,11 @@ function actions(stopping = false, released: number[] = []): HandoverActions {
     facts: () => ({
       pid: Deno.pid,
       stopping,
-      listeners: [{ protocol: "tcp", port: 80 }, { protocol: "udp", port: 53 }],
-      statusPort: 9180,
+      listeners: [
+        { protocol: "tcp", address: "0.0.0.0", port: 80 },
+        { protocol: "udp", address: "127.0.0.1", port: 53 },
+      ],
+      status: { protocol: "tcp", address: "127.0.0.1", port: 9180 },
     }),
     release: (pid) => {
       released.push(pid);
@@ -59,11 +64,8 @@ Deno.test("one takeover at a time; an abandoned one leaves the instance to the n
   const { point, released } = await openPoint(pidFile);
   try {
     const first = found(await requestTakeover(pidFile));
-    assertEquals(first.running.listeners, [{ protocol: "tcp", port: 80 }, {
-      protocol: "udp",
-      port: 53,
-    }]);
-    assertEquals(first.running.statusPort, 9180);
+    assertEquals(first.running.listeners.map((l) => l.port), [80, 53]);
+    assertEquals(first.running.status?.port, 9180);
     const second = await requestTakeover(pidFile);
     assertEquals(second.kind, "refused");
     assertMatch(why(second), /a takeover by process \d+ is under way/);
@@ -88,16 +90,15 @@ Deno.test("one takeover at a time; an abandoned one leaves the instance to the n
   assertMatch(why(after), /does not answer at .*p\.pid\.\d+\.sock/);
 });
 
-Deno.test("a stopping instance has nothing to take over, and does not count as running", async () => {
+Deno.test("a stopping instance can be taken over, and does not count as running", async () => {
   await using dir = await tempDir();
   const pidFile = `${dir}/p.pid`;
   const { point, released } = await openPoint(pidFile, true);
   try {
-    const contact = await requestTakeover(pidFile);
-    assertEquals(contact.kind, "none");
-    assertMatch(why(contact), /process \d+ is stopping/);
     assertEquals(await runningInstance(pidFile), null);
-    assertEquals(released, []);
+    const takeover = found(await requestTakeover(pidFile));
+    assertEquals(await takeover.release(), true);
+    assertEquals(released, [Deno.pid]);
   } finally {
     await point.close();
   }
@@ -106,6 +107,66 @@ Deno.test("a stopping instance has nothing to take over, and does not count as r
     assertEquals((await runningInstance(pidFile))?.pid, Deno.pid);
   } finally {
     await live.close();
+  }
+});
+
+Deno.test("overlaps: same protocol and port, and the same address or a wildcard", () => {
+  const at = (address: string, port = 80, protocol: "tcp" | "udp" = "tcp") => ({
+    protocol,
+    address,
+    port,
+  });
+  assert(overlaps(at("10.0.0.1"), at("10.0.0.1")));
+  assert(overlaps(at("0.0.0.0"), at("10.0.0.1")));
+  assert(overlaps(at("10.0.0.1"), at("::")));
+  assert(!overlaps(at("10.0.0.1"), at("10.0.0.2")));
+  assert(!overlaps(at("10.0.0.1"), at("10.0.0.1", 81)));
+  assert(!overlaps(at("10.0.0.1"), at("10.0.0.1", 80, "udp")));
+});
+
+Deno.test("closing waits for a release being answered, and drops idle connections", async () => {
+  await using dir = await tempDir();
+  const pidFile = `${dir}/p.pid`;
+  await Deno.writeTextFile(pidFile, `${Deno.pid}\n`);
+  const releasing = Promise.withResolvers<void>();
+  const point = await HandoverPoint.open(handoverPath(pidFile, Deno.pid), {
+    ...actions(),
+    release: () => releasing.promise,
+  }, log);
+  assert(point instanceof HandoverPoint);
+  const idle = await Deno.connect({ transport: "unix", path: handoverPath(pidFile, Deno.pid) });
+  const takeover = found(await requestTakeover(pidFile));
+  const released = takeover.release();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  let closed = false;
+  const closing = point.close().then(() => closed = true);
+  // The idle connection is dropped at once; the close waits for the release's answer.
+  assertEquals(await idle.read(new Uint8Array(8)).catch(() => null), null);
+  assertEquals(closed, false);
+  releasing.resolve();
+  assertEquals(await released, true);
+  await closing;
+  idle.close();
+});
+
+Deno.test("at most 8 connections are answered at once; the next waits for a free one", async () => {
+  await using dir = await tempDir();
+  const pidFile = `${dir}/p.pid`;
+  const { point } = await openPoint(pidFile);
+  const path = handoverPath(pidFile, Deno.pid);
+  const silent = await Promise.all(
+    Array.from({ length: 8 }, () => Deno.connect({ transport: "unix", path })),
+  );
+  try {
+    // All 8 slots held by silence: a request waits, and is answered once one frees.
+    const asking = requestTakeover(pidFile);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    silent[0].close();
+    const takeover = found(await asking);
+    takeover.abandon();
+  } finally {
+    for (const conn of silent.slice(1)) conn.close();
+    await point.close();
   }
 });
 

@@ -299,4 +299,18 @@ Deno.test("the last reload's result reaches /status.json and /metrics: refused, 
   assertEquals(applied.result, "applied");
   assertMatch(applied.summary, /^listeners: /);
   assertEquals(await success(), "1");
+  // Moving the status endpoint to a port another program holds: the old one serves on and says so.
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await bouncer.reload(
+      good.replace('status = "127.0.0.1:0"', `status = "127.0.0.1:${taken.addr.port}"`),
+    );
+    assertEquals(bouncer.daemon.status.address, base.slice("http://".length));
+    const kept = await lastReload();
+    assertEquals(kept.result, "partly applied");
+    assertMatch(kept.problems[0], /^cannot bind the status endpoint: address already in use/);
+    assertEquals(await success(), "0");
+  } finally {
+    taken.close();
+  }
 });

@@ -94,6 +94,7 @@ Deno.test("the chart's window: fitted to the time since start, or a choice withi
     minutes: 21,
     chosen: "fitted",
     choices: ["1h", "6h", "24h"],
+    fitted: 21,
   });
   assertEquals(chooseWindow(null, 30_000, 1440).minutes, 10);
   assertEquals(chooseWindow("bogus", 3 * 1440 * MINUTE, 1440).minutes, 1440);
@@ -101,16 +102,34 @@ Deno.test("the chart's window: fitted to the time since start, or a choice withi
     minutes: 360,
     chosen: "6h",
     choices: ["1h", "6h", "24h"],
+    fitted: 10,
   });
   // Beyond the history kept: not offered, and asking for it gets the fitted window.
   assertEquals(chooseWindow("24h", 5 * MINUTE, 120), {
     minutes: 10,
     chosen: "fitted",
     choices: ["1h"],
+    fitted: 10,
   });
   const page = renderStatusPage(reportOf(RULES), chooseWindow("1h", MINUTE, 1440));
   // No chart without history, so no links either; with history they show.
   assert(!page.includes("?window="));
+  const minute = (i: number) => ({
+    minute: NOW - (60 - i) * MINUTE,
+    sessions: i % 3,
+    clients: 1,
+    bytes_up: 0,
+    bytes_down: 0,
+    errors: 0,
+    blocked: 0,
+  });
+  const withHistory = withRule(reportOf(RULES), "web", {
+    history: Array.from({ length: 60 }, (_, i) => minute(i)),
+  });
+  // A chosen window: the "since start" link still names the time since start.
+  const chosen = renderStatusPage(withHistory, chooseWindow("24h", 21 * MINUTE, 1440));
+  assertIncludes(chosen, '<a href="/?window=fitted">since start (21m)</a>');
+  assertIncludes(chosen, "<b>24h</b>");
 });
 
 Deno.test("the chart's range runs to the end of its last minute, with dates across midnight", () => {
@@ -217,6 +236,20 @@ listen = "127.0.0.1:81"
       key: "tcp 127.0.0.1:80",
       protocol: "tcp",
       bound: "127.0.0.1:80",
+      error: null,
+      rules: [long],
+      ...report.totals,
+    }, {
+      key: "tcp [2001:db8:4006:812::200e]:443",
+      protocol: "tcp",
+      bound: null,
+      error: "cannot assign requested address (not an address of this host: check the interface)",
+      rules: [long],
+      ...report.totals,
+    }, {
+      key: "udp [2001:db8:ffff:1234:5678:9abc:def0:1234]:53",
+      protocol: "udp",
+      bound: "[2001:db8:ffff:1234:5678:9abc:def0:1234]:53",
       error: null,
       rules: [long],
       ...report.totals,
