@@ -232,11 +232,6 @@ export class Engine implements SyncRelayHost {
     return { ok: true, engine };
   }
 
-  /** Listeners waiting for a running instance to let go of their ports. */
-  get waiting(): readonly string[] {
-    return this.#waiting.map((plan) => plan.key);
-  }
-
   /**
    * Binds the listeners that waited for a running instance to let go of their
    * ports (it has), trying for up to `patienceMs` while it finishes closing

@@ -37,7 +37,7 @@ export function handoverPath(pidFile: string, pid: number): string {
 const MAX_SOCKET_PATH_BYTES = 107;
 const MAX_MESSAGE_BYTES = 64 * 1024;
 /** How long either side waits for an answer it expects at once. */
-export const ANSWER_TIMEOUT_MS = 5_000;
+const ANSWER_TIMEOUT_MS = 5_000;
 /**
  * How long a takeover may take between its request and the release (binding
  * many listeners and starting workers beside the running instance).
@@ -155,7 +155,7 @@ function closeQuietly(closable: { close(): void }): void {
 }
 
 /** Why `path` cannot be a Unix socket, or null. */
-export function socketPathProblem(path: string): string | null {
+function socketPathProblem(path: string): string | null {
   const bytes = new TextEncoder().encode(path).length;
   return bytes > MAX_SOCKET_PATH_BYTES
     ? `the hand-over socket ${path} is ${bytes} bytes long; a Unix socket path holds at most ${MAX_SOCKET_PATH_BYTES}: use a shorter pid file path`
