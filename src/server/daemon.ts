@@ -26,7 +26,12 @@ import {
   type ReloadSummary,
 } from "./engine.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { removeReadyFile, writeAtomically, writeReadyFile } from "./ready_file.ts";
+import {
+  removeOwnPidFile,
+  removeOwnReadyFile,
+  writeAtomically,
+  writeReadyFile,
+} from "./ready_file.ts";
 import { type LoadedRules as LoadedRuleFile, loadRuleFile, type PlanInputs } from "./rule_file.ts";
 import type { BoundAddresses, WorkerRules } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
@@ -40,7 +45,7 @@ import {
   runningInstance,
   type Takeover,
 } from "./handover.ts";
-import { PORTS_SHARE } from "../relay/port_claim.ts";
+import { type PortClaim, PORTS_SHARE } from "../relay/port_claim.ts";
 import { sessionViews, StatusService } from "./status_service.ts";
 import type { ReloadReport } from "../status/report.ts";
 import { inForce, logStatus, totals } from "./summary.ts";
@@ -160,8 +165,8 @@ export class Daemon {
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
   #handover: HandoverPoint | undefined;
-  /** The removal of this instance's pid and ready files, once begun. */
-  #filesRemoved: Promise<void> | undefined;
+  /** Whether this instance's pid and ready files were removed (it happens once). */
+  #filesRemoved = false;
 
   private constructor(
     readonly engine: Engine,
@@ -232,7 +237,7 @@ export class Daemon {
       takeover?.abandon();
       if (daemon) {
         await daemon.#handover?.close();
-        await daemon.#removeOwnFiles();
+        daemon.#removeOwnFiles();
       }
       if (engine) {
         // Sessions accepted meanwhile end as on stop; none is reset.
@@ -256,7 +261,7 @@ export class Daemon {
       historyMs: config.server.historyMs,
       workers,
       // A later takeover binds beside what this instance binds (same user only).
-      shareable: options.pidFile !== undefined,
+      shareable: ownClaim(options) === "shareable",
       heldElsewhere: held &&
         ((plan) =>
           held.listeners.some((address) =>
@@ -298,7 +303,7 @@ export class Daemon {
     const statusWaits = statusHeld && !PORTS_SHARE;
     const statusError = statusWaits ? null : await status.apply(
       config,
-      statusHeld ? "beside" : options.pidFile !== undefined ? "shareable" : "exclusive",
+      statusHeld ? "beside" : ownClaim(options),
     );
     if (statusError !== null) {
       logStatusBindFailure(log, config, statusError);
@@ -384,7 +389,9 @@ export class Daemon {
       });
     }
     const failures = await engine.bindWaiting();
-    const statusError = statusWaits ? await this.status.apply(this.#current, "shareable") : null;
+    const statusError = statusWaits
+      ? await this.status.apply(this.#current, ownClaim(this.options))
+      : null;
     if (failures.length > 0 || statusError !== null) {
       // Too late to give the ports back: the running instance has let go of them.
       if (failures.length > 0) logBindFailures(log, failures, engine.listenerPlans().length);
@@ -443,7 +450,7 @@ export class Daemon {
     // Already stopping (SIGTERM came meanwhile): drain as that stop said, not at once.
     if (!this.#stopping) this.stop(`takeover by process ${newPid}`);
     // The new instance writes them once answered: remove them now, never after.
-    await this.#removeOwnFiles();
+    this.#removeOwnFiles();
     // UDP ports are free now. Where TCP ports are shared, the new instance holds them
     // already: answer at once, each datagram sooner. Elsewhere it waits for them.
     if (!PORTS_SHARE) await released;
@@ -454,14 +461,13 @@ export class Daemon {
    * (whoever asks first, the hand-over or the end), so that no later read and
    * delete can meet a new instance's files.
    */
-  #removeOwnFiles(): Promise<void> {
-    this.#filesRemoved ??= (async () => {
-      this.#forgetCrashCleanup();
-      const { readyFile, pidFile } = this.options;
-      if (readyFile) await removeOwnFile(readyFile, readyFilePid);
-      if (pidFile) await removeOwnFile(pidFile, (text) => Number(text));
-    })();
-    return this.#filesRemoved;
+  #removeOwnFiles(): void {
+    if (this.#filesRemoved) return;
+    this.#filesRemoved = true;
+    this.#forgetCrashCleanup();
+    const { readyFile, pidFile } = this.options;
+    if (readyFile) removeOwnReadyFile(readyFile);
+    if (pidFile) removeOwnPidFile(pidFile);
   }
 
   /**
@@ -479,21 +485,7 @@ export class Daemon {
     removeEventListener("unhandledrejection", this.#crashCleanup);
   }
 
-  readonly #crashCleanup = () => {
-    for (
-      const [path, pidOf] of [
-        [this.options.readyFile, readyFilePid],
-        [this.options.pidFile, (text: string) => Number(text)],
-      ] as const
-    ) {
-      if (!path || this.#filesRemoved) continue;
-      try {
-        if (pidOf(Deno.readTextFileSync(path).trim()) === Deno.pid) Deno.removeSync(path);
-      } catch {
-        // Gone already, or not ours to remove.
-      }
-    }
-  };
+  readonly #crashCleanup = () => this.#removeOwnFiles();
 
   /** The rules in force. */
   get config(): Config {
@@ -640,10 +632,7 @@ export class Daemon {
       server.historyMs,
     );
     this.#current = loaded.config;
-    const error = await this.status.apply(
-      loaded.config,
-      options.pidFile !== undefined ? "shareable" : "exclusive",
-    );
+    const error = await this.status.apply(loaded.config, ownClaim(options));
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });
     const failures = [
       ...summary.listeners.failed.map((f) => `cannot bind ${f.key}: ${f.error}`),
@@ -702,7 +691,7 @@ export class Daemon {
     await this.#reloading;
     await this.#handover?.close();
     await this.status.close();
-    await this.#removeOwnFiles();
+    this.#removeOwnFiles();
     const { text, fields } = totals(this.engine.stats);
     this.log.info("stopped: {summary}", { summary: text, ...fields });
     await closeLogging();
@@ -754,19 +743,9 @@ function logStatusBindFailure(log: Logger, config: Config, error: string): void 
   });
 }
 
-/** The process id a ready file names (NaN if none). */
-function readyFilePid(text: string): number {
-  try {
-    return Number((JSON.parse(text) as { pid?: unknown }).pid);
-  } catch {
-    return NaN;
-  }
-}
-
-/** Removes `path` if it names this process (`pidOf` reads the id from its text). */
-async function removeOwnFile(path: string, pidOf: (text: string) => number): Promise<void> {
-  const text = await Deno.readTextFile(path).catch(() => null);
-  if (text !== null && pidOf(text.trim()) === Deno.pid) await removeReadyFile(path);
+/** How this instance binds its own TCP ports: shareable where a takeover may come. */
+function ownClaim(options: DaemonOptions): PortClaim {
+  return options.pidFile !== undefined ? "shareable" : "exclusive";
 }
 
 /** Starts `loaded` and runs it until stopped; resolves to the exit code. */

@@ -169,7 +169,8 @@ export class HandoverPoint {
   readonly #loop: Promise<void>;
   /** Answers being given: closing waits for them (a "released" must reach the new instance). */
   readonly #answering = new Set<Promise<void>>();
-  readonly #slotFreed: { wake: (() => void) | undefined } = { wake: undefined };
+  /** Wakes the accept loop waiting for a free slot. */
+  #slotFreed: (() => void) | undefined;
   /** Connections open, and the one a release is being answered on (closing spares it). */
   readonly #conns = new Set<Deno.Conn>();
   #releasing: Deno.Conn | undefined;
@@ -183,12 +184,12 @@ export class HandoverPoint {
     this.#loop = serveLoop(() => listener.accept(), (conn) => {
       const answer = this.#answer(conn).finally(() => {
         this.#answering.delete(answer);
-        this.#slotFreed.wake?.();
+        this.#slotFreed?.();
       });
       this.#answering.add(answer);
       // At most MAX_CONNECTIONS at once: accept again once one is done.
       if (this.#answering.size >= MAX_CONNECTIONS) {
-        return new Promise<void>((resolve) => this.#slotFreed.wake = resolve);
+        return new Promise<void>((resolve) => this.#slotFreed = resolve);
       }
     }, {
       closed: () => this.#closed,
@@ -247,7 +248,7 @@ export class HandoverPoint {
     if (!this.#closed) {
       this.#closed = true;
       closeQuietly(this.listener);
-      this.#slotFreed.wake?.();
+      this.#slotFreed?.();
       for (const conn of this.#conns) if (conn !== this.#releasing) closeQuietly(conn);
     }
     await this.#loop;

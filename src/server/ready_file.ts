@@ -55,7 +55,30 @@ export async function writeAtomically(path: string, text: string): Promise<void>
   }
 }
 
-/** Removes the ready (or pid) file, so a stale one never announces a stopped bouncer. */
-export async function removeReadyFile(path: string): Promise<void> {
-  await Deno.remove(path).catch(() => {});
+/**
+ * Removes the ready file if it names this process, so a stale one never
+ * announces a stopped bouncer (and one a takeover's new instance wrote stays).
+ * Synchronous: it also runs as the process ends on an uncaught error.
+ */
+export function removeOwnReadyFile(path: string): void {
+  removeIfOwn(path, (text) => {
+    try {
+      return Number((JSON.parse(text) as { pid?: unknown }).pid);
+    } catch {
+      return NaN;
+    }
+  });
+}
+
+/** Removes the pid file if it names this process (see {@linkcode removeOwnReadyFile}). */
+export function removeOwnPidFile(path: string): void {
+  removeIfOwn(path, Number);
+}
+
+function removeIfOwn(path: string, pidOf: (text: string) => number): void {
+  try {
+    if (pidOf(Deno.readTextFileSync(path).trim()) === Deno.pid) Deno.removeSync(path);
+  } catch {
+    // Gone already, or not a file of ours.
+  }
 }

@@ -13,6 +13,7 @@ import {
   type Bouncer,
   delay,
   echo,
+  freePortRange,
   hashUntilEof,
   portbounceCommand,
   portIsFree,
@@ -41,12 +42,9 @@ bounce_to = "127.0.0.1:${target}"
 `;
 }
 
-/** A free TCP port on loopback. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
+/** The process id in DIR/portbounce.pid. */
+async function pidInFile(dir: string): Promise<number> {
+  return Number((await Deno.readTextFile(`${dir}/portbounce.pid`)).trim());
 }
 
 async function startIn(dir: string, name: string, args: string[] = []): Promise<Bouncer> {
@@ -71,22 +69,19 @@ async function roundTrip(port: number): Promise<boolean> {
 Deno.test("--takeover with no instance running starts as usual and says so", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   await using bouncer = await startIn(dir, "a", ["--takeover"]);
   await bouncer.waitForLine(
     /no running instance to take over \(no pid file at .*portbounce\.pid\); starting/,
   );
   assert(await roundTrip(port));
-  assertEquals(
-    (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-    String(bouncer.process.pid),
-  );
+  assertEquals(await pidInFile(dir), bouncer.process.pid);
 });
 
 Deno.test("--takeover without a pid file is a usage error", async () => {
   await using dir = await tempDir();
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(
     `${dir}/rules.toml`,
     `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:9"\n`,
@@ -100,7 +95,7 @@ Deno.test("--takeover without a pid file is a usage error", async () => {
 Deno.test("--takeover refuses a pid file naming a foreign process, binding nothing; a dead one's is no obstacle", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   // Foreign: a live process (this test) that has no hand-over socket.
   await Deno.writeTextFile(`${dir}/portbounce.pid`, `${Deno.pid}\n`);
@@ -133,22 +128,19 @@ Deno.test("--takeover refuses a pid file naming a foreign process, binding nothi
     new RegExp(`no running instance to take over \\(process ${deadPid} .* is not running`),
   );
   assert(await roundTrip(port));
-  assertEquals(
-    (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-    String(again.process.pid),
-  );
+  assertEquals(await pidInFile(dir), again.process.pid);
   assertEquals(await Deno.stat(`${dir}/portbounce.pid.${deadPid}.sock`).catch(() => null), null);
 });
 
 Deno.test("a takeover binds beside only the ports the running instance holds", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   await using running = await startIn(dir, "a");
   // Another instance (its own pid file) holds a second port, bound to be shared.
   await Deno.mkdir(`${dir}/other`);
-  const otherPort = freePort();
+  const otherPort = freePortRange(1);
   await Deno.writeTextFile(
     `${dir}/other/rules.toml`,
     rules(`${dir}/other`, otherPort, target.port),
@@ -174,7 +166,7 @@ Deno.test("a takeover binds beside only the ports the running instance holds", a
 
 Deno.test("without a pid file nothing can bind beside portbounce's listeners", async () => {
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await using bouncer = await startBouncer(
     `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`,
   );
@@ -195,8 +187,8 @@ Deno.test("without a pid file nothing can bind beside portbounce's listeners", a
 Deno.test("while an instance drains after SIGTERM a plain start runs beside it, and --takeover takes it over", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
-  const statusPort = freePort();
+  const port = freePortRange(1);
+  const statusPort = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   const holdSession = async () => {
     const session = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -212,17 +204,11 @@ Deno.test("while an instance drains after SIGTERM a plain start runs beside it, 
     await old.waitForLine(/stopping; sessions may drain/);
     await using plain = await startIn(dir, "b");
     assert(await roundTrip(port));
-    assertEquals(
-      (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-      String(plain.process.pid),
-    );
+    assertEquals(await pidInFile(dir), plain.process.pid);
     session.close();
     assertEquals((await old.exited()).code, 0);
     // The old instance left the new one's pid file alone.
-    assertEquals(
-      (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-      String(plain.process.pid),
-    );
+    assertEquals(await pidInFile(dir), plain.process.pid);
     plain.signal("SIGTERM");
     assertEquals((await plain.exited()).code, 0);
   } finally {
@@ -248,7 +234,7 @@ Deno.test("while an instance drains after SIGTERM a plain start runs beside it, 
 Deno.test("SIGTERM to the new instance before it asks for the release: the running one carries on", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   await using running = await startIn(dir, "a");
   // Workers make the window between "taking over" and the release a few hundred ms.
@@ -273,16 +259,13 @@ Deno.test("SIGTERM to the new instance before it asks for the release: the runni
   await running.waitForLine(/takeover by process \d+ abandoned/);
   assertEquals(running.lines().some((l) => /stopping/.test(l)), false);
   assert(await roundTrip(port));
-  assertEquals(
-    (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-    String(running.process.pid),
-  );
+  assertEquals(await pidInFile(dir), running.process.pid);
 });
 
 Deno.test("a start that fails after writing its pid file removes it; a reload that cannot write the ready file does not end the process", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   const result = await runCli([
     "run",
@@ -313,7 +296,7 @@ Deno.test("a start that fails after writing its pid file removes it; a reload th
 Deno.test("a second start beside a running instance is refused, with or without its pid file", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   await using running = await startIn(dir, "a");
   // Same pid file: told which process runs and how to replace it.
@@ -332,10 +315,12 @@ Deno.test("a second start beside a running instance is refused, with or without 
   assertEquals(result.code, 3);
   assertMatch(result.stderr, /cannot bind tcp 127\.0\.0\.1:\d+: address already in use/);
   // And the status endpoint alone is refused just the same.
-  const statusPort = freePort();
+  const statusPort = freePortRange(1);
   await Deno.writeTextFile(
     `${dir}/status.toml`,
-    `[server]\nstatus = "127.0.0.1:${statusPort}"\n[[rule]]\nname = "w"\nlisten = "127.0.0.1:${freePort()}"\nbounce_to = "127.0.0.1:9"\n`,
+    `[server]\nstatus = "127.0.0.1:${statusPort}"\n[[rule]]\nname = "w"\nlisten = "127.0.0.1:${
+      freePortRange(1)
+    }"\nbounce_to = "127.0.0.1:9"\n`,
   );
   const holder = Deno.listen({ hostname: "127.0.0.1", port: statusPort, reusePort: true });
   result = await runCli(["run", "-c", `${dir}/status.toml`]);
@@ -348,7 +333,7 @@ Deno.test("a second start beside a running instance is refused, with or without 
 Deno.test("a takeover with a bad rule file, or a listener it cannot bind, leaves the running instance untouched", async () => {
   await using dir = await tempDir();
   await using target = tcpServer(echo);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, target.port));
   await using running = await startIn(dir, "a");
   // A bad file: refused before anything is asked of the running instance.
@@ -369,10 +354,7 @@ Deno.test("a takeover with a bad rule file, or a listener it cannot bind, leaves
   await running.waitForLine(/takeover by process \d+ abandoned .*running on unchanged/);
   // Still serving, still the pid file's process, still reachable for a takeover.
   assert(await roundTrip(port));
-  assertEquals(
-    (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-    String(running.process.pid),
-  );
+  assertEquals(await pidInFile(dir), running.process.pid);
   await Deno.stat(`${dir}/portbounce.pid.${running.process.pid}.sock`);
   assertEquals(running.lines().some((l) => /stopping/.test(l)), false);
 });
@@ -385,8 +367,8 @@ Deno.test("a session that spans a takeover ends whole in the old instance (with 
     await writeAll(conn, new TextEncoder().encode(hash));
   });
   await using echoTarget = tcpServer(echo);
-  const port = freePort();
-  const echoPort = freePort();
+  const port = freePortRange(1);
+  const echoPort = freePortRange(1);
   await Deno.writeTextFile(
     `${dir}/rules.toml`,
     rules(dir, port, target.port) +
@@ -415,10 +397,7 @@ Deno.test("a session that spans a takeover ends whole in the old instance (with 
   assertEquals(code, 0);
   assertEquals(old.log.filter({ event: "disconnect", rule: "web" }).length, 1);
   // The files are the new instance's: the old one left them alone.
-  assertEquals(
-    (await Deno.readTextFile(`${dir}/portbounce.pid`)).trim(),
-    String(fresh.process.pid),
-  );
+  assertEquals(await pidInFile(dir), fresh.process.pid);
   await Deno.stat(`${dir}/portbounce.pid.${fresh.process.pid}.sock`);
   assertEquals(
     await Deno.stat(`${dir}/portbounce.pid.${old.process.pid}.sock`).catch(() => null),
@@ -439,14 +418,14 @@ Deno.test("a reload that changes workers says it takes a restart", async () => {
   // --workers on the command line wins over the file: nothing to say.
   const pinned = `${dir}/pinned`;
   await Deno.mkdir(pinned);
-  const pinnedPort = freePort();
+  const pinnedPort = freePortRange(1);
   await Deno.writeTextFile(`${pinned}/rules.toml`, rules(pinned, pinnedPort, 9));
   await using withFlag = await startIn(pinned, "a", ["--workers", "1"]);
   await Deno.writeTextFile(`${pinned}/rules.toml`, rules(pinned, pinnedPort, 9, "workers = 2"));
   withFlag.signal("SIGHUP");
   await withFlag.waitForLine(/reload: listeners/);
   assertEquals(withFlag.lines().some((l) => /takes a restart/.test(l)), false);
-  const port = freePort();
+  const port = freePortRange(1);
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, 9));
   await using bouncer = await startIn(dir, "b");
   await Deno.writeTextFile(`${dir}/rules.toml`, rules(dir, port, 9, "workers = 3"));

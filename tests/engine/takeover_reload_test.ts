@@ -6,16 +6,17 @@
  */
 import { assert, assertEquals } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
-import { delay, echo, portIsFree, startPortbounce, tcpServer, tempDir } from "../e2e/helpers.ts";
+import {
+  delay,
+  echo,
+  freePortRange,
+  portIsFree,
+  startPortbounce,
+  tcpServer,
+  tempDir,
+} from "../e2e/helpers.ts";
 
 const SLOW_RELOAD = new URL("../fixtures/workers/slow_reload.ts", import.meta.url);
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
 
 Deno.test({
   name:
@@ -24,8 +25,8 @@ Deno.test({
   async fn() {
     await using dir = await tempDir();
     await using target = tcpServer(echo);
-    const port = freePort();
-    const statusPort = freePort();
+    const port = freePortRange(1);
+    const statusPort = freePortRange(1);
     const rules = (status: number, extra = "") =>
       `[server]\nstatus = "127.0.0.1:${status}"\ndrain_timeout = "5s"\n` +
       `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n` +
@@ -40,8 +41,8 @@ Deno.test({
     const session = await Deno.connect({ hostname: "127.0.0.1", port });
     await session.write(new Uint8Array([1]));
     await session.read(new Uint8Array(1));
-    const movedStatus = freePort();
-    const addedPort = freePort();
+    const movedStatus = freePortRange(1);
+    const addedPort = freePortRange(1);
     // The reload moves the status endpoint and adds a listener; its workers answer late.
     const reloading = old.reload(
       rules(
