@@ -32,3 +32,8 @@ export function assertIncludes(text: string, part: string, message?: string): vo
 export function assertMatch(text: string, pattern: RegExp, message?: string): void {
   nodeAssert.match(text, pattern, message);
 }
+
+/** Asserts that `fn` throws an error whose message contains `part`. */
+export function assertThrows(fn: () => unknown, part: string): void {
+  nodeAssert.throws(fn, (error: unknown) => error instanceof Error && error.message.includes(part));
+}

@@ -7,11 +7,11 @@
  * @module
  */
 import { formatProblem } from "../config/load.ts";
-import { parseClientAddress } from "../config/network.ts";
-import { buildExport, type ExportNames } from "../export/model.ts";
+import { isInterfaceName, parseClientAddress, parseIp } from "../config/network.ts";
+import { buildExport, type ExportNames, exportProblems } from "../export/model.ts";
 import { renderNftables } from "../export/nftables.ts";
 import { pfModel, renderPf } from "../export/pf.ts";
-import { type ExportOptions, notDoneLines } from "../export/text.ts";
+import { type ExportOptions, leftOutLines, notDoneLines } from "../export/text.ts";
 import { hostFacts } from "../rules/resolve.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
@@ -37,10 +37,19 @@ Options:
                        address; for targets that do not route back through it)
       --table NAME     the nftables table (default portbounce)
       --interface IF   only packets arriving on IF
+      --skip-unsupported
+                       write what a router can do, and refuse in their place
+                       the rules it cannot (listed in the output and on stderr)
   -h, --help           this help
 
-Exit codes: 0 written, 2 bad rule file or usage, or a rule a router cannot do
-at all (its location is given; nothing is written).`;
+The router must forward packets (net.ipv4.ip_forward=1 and
+net.ipv6.conf.all.forwarding=1 on Linux; net.inet.ip.forwarding=1 on OpenBSD).
+An interface named as source is the router's own (not looked up here): export
+runs on any machine.
+
+Exit codes: 0 written, all of it; 2 bad rule file or usage, or a rule a router
+cannot do (its location is given; nothing is written); 4 written with
+--skip-unsupported, and rules were left out.`;
 
 const FORMATS = ["nftables", "pf"] as const;
 
@@ -52,6 +61,7 @@ export async function exportCommand(args: string[]): Promise<number> {
     masquerade: { type: "boolean" },
     table: { type: "string", default: "portbounce" },
     interface: { type: "string" },
+    "skip-unsupported": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -68,19 +78,24 @@ export async function exportCommand(args: string[]): Promise<number> {
     );
   }
   if (
-    values.interface !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$/.test(values.interface)
+    values.interface !== undefined && !isInterfaceName(values.interface)
   ) {
     throw new UsageError(`export: --interface: "${values.interface}" is not an interface name`);
   }
-  const loaded = await loadRuleFile(values.config!);
+  // The rules are for the router: an interface named as source is its own, not this host's.
+  const loaded = await loadRuleFile(values.config!, { sourceInterfaces: "elsewhere" });
   if (!loaded.ok) {
     for (const problem of loaded.problems) console.error(formatProblem(problem));
     return ExitCode.usage;
   }
   const model = buildExport(loaded.config, await exportNames(loaded.config));
-  if (!model.ok) {
-    for (const problem of model.problems) console.error(formatProblem(problem));
-    console.error(`${values.config}: cannot be exported as it is; nothing was written`);
+  const problems = exportProblems(model);
+  const skip = values["skip-unsupported"] ?? false;
+  if (problems.length > 0 && !skip) {
+    for (const problem of problems) console.error(formatProblem(problem));
+    console.error(
+      `${values.config}: cannot be exported as it is; nothing was written (--skip-unsupported writes the rest)`,
+    );
     return ExitCode.usage;
   }
   const options: ExportOptions = {
@@ -97,7 +112,13 @@ export async function exportCommand(args: string[]): Promise<number> {
       .trimEnd(),
   );
   for (const line of notDoneLines(exported)) console.error(`not done by the router: ${line}`);
-  return ExitCode.ok;
+  if (problems.length === 0) return ExitCode.ok;
+  for (const line of leftOutLines(exported)) console.error(`left out: ${line}`);
+  const count = model.rules.filter((r) => r.problems.length > 0).length;
+  console.error(
+    `${values.config}: ${count} of ${model.rules.length} rules left out and refused at the router; the rest was written`,
+  );
+  return ExitCode.partial;
 }
 
 /** Host names of the rules resolved now; this host's interfaces and addresses. */
@@ -120,7 +141,11 @@ async function exportNames(config: import("../config/types.ts").Config): Promise
   const hosts = new Map<string, string[]>();
   await Promise.all([...names].map(async (name) => {
     try {
-      hosts.set(name, [...new Set((await lookup(name, { all: true })).map((a) => a.address))]);
+      // Only addresses a rule can name (a scoped `fe80::1%eth0` from /etc/hosts is not one).
+      const found = (await lookup(name, { all: true })).map((a) => parseIp(a.address));
+      hosts.set(name, [
+        ...new Set(found.flatMap((ip) => "error" in ip ? [] : [ip.toString()])),
+      ]);
     } catch {
       hosts.set(name, []);
     }

@@ -20,7 +20,7 @@ import {
   type TargetEndpoint,
 } from "./endpoint.ts";
 import { locateKeys, type SectionLines } from "./locate.ts";
-import { ANY_NETWORKS, type Network, parseIp, parseNetwork } from "./network.ts";
+import { ANY_NETWORKS, isInterfaceName, type Network, parseIp, parseNetwork } from "./network.ts";
 import type { ServiceTable } from "./services.ts";
 import { didYouMean } from "./suggest.ts";
 import {
@@ -831,7 +831,7 @@ function readSource(value: unknown, scope: Scope): SourceAddress | undefined {
       text: value,
     };
   }
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$/.test(text)) {
+  if (!isInterfaceName(text)) {
     return scope.fail("source", `"${clip(value)}" is neither an IP address nor an interface name`);
   }
   return { kind: "interface", name: text, text: value };

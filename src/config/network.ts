@@ -28,6 +28,14 @@ function network(address: IpAddress, prefix: number): Network {
 }
 
 /**
+ * Whether `text` can be a network interface name (Linux allows 15 bytes;
+ * these characters are safe in nft and pf.conf as they are).
+ */
+export function isInterfaceName(text: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$/.test(text);
+}
+
+/**
  * Parses an IPv4 address in strict dotted-quad form (no leading zeros, no
  * octal or hex parts) or an IPv6 address (no zone id). IPv4-mapped IPv6
  * addresses become IPv4, as clients are matched and logged as IPv4.

@@ -51,6 +51,20 @@ export interface ExportRule {
   readonly targets: readonly ExportTarget[];
   /** What the router will not do of this rule, one line each. */
   readonly notDone: readonly string[];
+  /**
+   * Why a router cannot do this rule; empty when it can. A rule with problems
+   * is left out (`--skip-unsupported`): what is known of its matches is
+   * refused in its place, so no later rule takes its clients.
+   */
+  readonly problems: readonly ConfigProblem[];
+}
+
+/** A target address, protocol and ports that the router reaches only by a rule's translation. */
+export interface TargetGuard {
+  readonly family: 4 | 6;
+  readonly address: string;
+  readonly protocol: "tcp" | "udp";
+  readonly ports: PortRange;
 }
 
 /** Addresses found for names, for export (listen host names, target names, interfaces). */
@@ -63,16 +77,62 @@ export interface ExportNames {
   isLocal(address: IpAddress): boolean;
 }
 
-/** The whole export, or why it cannot be made faithfully. */
-export type ExportModel =
-  | { readonly ok: true; readonly rules: readonly ExportRule[] }
-  | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+/** The whole export: every rule in file order, each with what keeps a router from doing it. */
+export interface ExportModel {
+  readonly rules: readonly ExportRule[];
+}
+
+/** Every problem of the model, in file order; none: the router can do every rule. */
+export function exportProblems(model: ExportModel): ConfigProblem[] {
+  return model.rules.flatMap((r) => r.problems);
+}
+
+/** The rules a router can do. */
+export function exportedRules(model: ExportModel): ExportRule[] {
+  return model.rules.filter((r) => r.problems.length === 0);
+}
+
+/**
+ * Where the targets of the exported pass rules are reached (address,
+ * protocol, ports), once each: on the forward path, packets to these pass
+ * only as the result of a rule's translation. Loopback targets are not
+ * forwarded and are left out.
+ */
+export function targetGuards(model: ExportModel): TargetGuard[] {
+  const guards = new Map<string, TargetGuard>();
+  for (const exported of exportedRules(model)) {
+    if (exported.rule.action !== "pass") continue;
+    for (const match of exported.matches) {
+      if (isLoopback(match.destination)) continue;
+      for (const target of exported.targets) {
+        const ip = parseIp(target.address);
+        if ("error" in ip || ip.range() === "loopback") continue;
+        const ports = target.ports === null
+          ? match.ports
+          : target.ports.first === target.ports.last
+          ? target.ports
+          : {
+            first: target.ports.first,
+            last: target.ports.first + (match.ports.last - match.ports.first),
+          };
+        const guard = {
+          family: target.family,
+          address: target.address,
+          protocol: match.protocol,
+          ports,
+        };
+        guards.set(JSON.stringify(guard), guard);
+      }
+    }
+  }
+  return [...guards.values()];
+}
 
 /** Builds the export model of a valid rule set. */
 export function buildExport(config: Config, names: ExportNames): ExportModel {
-  const problems: ConfigProblem[] = [];
   const rules: ExportRule[] = [];
   for (const rule of config.rules) {
+    const problems: ConfigProblem[] = [];
     const where = (key: string) => ruleWhere(config.source, rule, key);
     const matches: ExportMatch[] = [];
     for (const endpoint of rule.listen) {
@@ -150,13 +210,21 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
         }
       }
     }
-    rules.push({ rule, matches, from: fromOf(rule), targets, notDone: notDone(rule) });
+    // One rule on TCP and UDP meets the same problem twice: say it once.
+    const unique = problems.filter((p, i) =>
+      problems.findIndex((q) => q.where === p.where && q.message === p.message) === i
+    );
+    rules.push({
+      rule,
+      // A port the router cannot know is no match of its.
+      matches: matches.filter((m) => m.ports.first !== 0),
+      from: fromOf(rule),
+      targets,
+      notDone: notDone(rule),
+      problems: unique,
+    });
   }
-  // One rule on TCP and UDP meets the same problem twice: say it once.
-  const unique = problems.filter((p, i) =>
-    problems.findIndex((q) => q.where === p.where && q.message === p.message) === i
-  );
-  return unique.length > 0 ? { ok: false, problems: unique } : { ok: true, rules };
+  return { rules };
 }
 
 /** Whether packets to a destination come from this host only (loopback addresses). */

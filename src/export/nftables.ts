@@ -10,7 +10,7 @@
  * @module
  */
 import type { Rule } from "../config/types.ts";
-import { type ExportOptions, header } from "./text.ts";
+import { comment, type ExportOptions, header, interfaceName } from "./text.ts";
 import {
   type Destination,
   type ExportMatch,
@@ -18,6 +18,7 @@ import {
   type ExportRule,
   type ExportTarget,
   isLoopback,
+  targetGuards,
 } from "./model.ts";
 
 /** `ct mark` of connections this table translated: 0x7062 ("pb") and the rule number. */
@@ -25,7 +26,7 @@ const MARK = 0x70620000;
 const mark = (rule: Rule) => `0x${(MARK + rule.index).toString(16)}`;
 
 /** Renders the model as `nft -f` input. */
-export function renderNftables(model: ExportModel & { ok: true }, options: ExportOptions): string {
+export function renderNftables(model: ExportModel, options: ExportOptions): string {
   const table = options.table;
   /** Sets by name, emitted only when a line uses them. */
   const sets = new Map<string, string[]>();
@@ -47,19 +48,23 @@ export function renderNftables(model: ExportModel & { ok: true }, options: Expor
     natOut: [] as string[],
   };
   const post: string[] = [];
+  /** One chain per rule with limits: every line of the rule jumps to it, so they count once. */
+  const limits: string[] = [];
   const denied = new Map<string, { text: string; loopback: boolean }>();
 
   for (const exported of model.rules) {
     const { rule } = exported;
-    const label = `${rule.name} (#${rule.index})`;
+    const leftOut = exported.problems.length > 0;
+    const label = `${rule.name} (#${rule.index})${leftOut ? ": LEFT OUT, refused here" : ""}`;
     const prefix = `set${rule.index}`;
+    const limitChain = !leftOut && rule.action === "pass" ? limitsOf(exported, prefix) : null;
     const labelled = new Set<string[]>();
     for (const match of exported.matches) {
       const loopback = isLoopback(match.destination);
       const filter = loopback ? chains.filterOut : chains.filter;
       const nat = loopback ? chains.natOut : chains.nat;
-      for (const lines of [filter, nat]) {
-        if (!labelled.has(lines)) lines.push(`\t\t# ${label}`);
+      for (const lines of leftOut ? [filter] : [filter, nat]) {
+        if (!labelled.has(lines)) lines.push(comment(label, "\t\t"));
         labelled.add(lines);
       }
       for (const family of familiesOf(match.destination, exported)) {
@@ -67,27 +72,23 @@ export function renderNftables(model: ExportModel & { ok: true }, options: Expor
         if (head === null) continue; // No client of this family may use the rule.
         const networks = exported.from?.[family === 4 ? "v4" : "v6"];
         if (networks) defineSet(`${prefix}_from${family}`, family, networks);
-        const comment = match.destinationName ? ` comment "${match.destinationName}"` : "";
-        if (rule.action === "block") {
-          const log = rule.log.has("block") ? ` log prefix "${logPrefix(rule.name)}"` : "";
-          filter.push(`\t\t${head}${log} drop${comment}`);
+        const note = match.destinationName ? ` comment ${nftString(match.destinationName)}` : "";
+        if (leftOut) {
+          filter.push(`\t\t${head} drop${note}`);
+        } else if (rule.action === "block") {
+          const log = rule.log.has("block") ? ` log prefix ${logPrefix(rule.name)}` : "";
+          filter.push(`\t\t${head}${log} drop${note}`);
         } else {
           const ip = family === 4 ? "ip" : "ip6";
-          if (rule.maxSessions > 0) {
-            filter.push(`\t\t${head} ct count over ${rule.maxSessions} drop`);
+          if (limitChain) {
+            for (const set of limitChain.sets) defineSet(set.name, set.family, null);
+            filter.push(`\t\t${head} jump ${limitChain.name}`);
           }
-          if (rule.maxSessionsPerClient > 0) {
-            defineSet(`${prefix}_clients${family}`, family, null);
-            filter.push(
-              `\t\t${head} add @${prefix}_clients${family} { ${ip} saddr ct count over ${rule.maxSessionsPerClient} } drop`,
-            );
-          }
-          if (rule.throttle) filter.push(`\t\t${head} limit rate over ${rate(rule.throttle)} drop`);
-          const log = rule.log.has("connect") ? ` log prefix "${logPrefix(rule.name)}"` : "";
-          filter.push(`\t\t${head}${log} accept${comment}`);
+          const log = rule.log.has("connect") ? ` log prefix ${logPrefix(rule.name)}` : "";
+          filter.push(`\t\t${head}${log} accept${note}`);
           const to = dnatTarget(exported, match, family);
-          nat.push(`\t\t${head} ct mark set ${mark(rule)} dnat ${ip} to ${to.text}${comment}`);
-          if (to.note) nat.push(`\t\t# ${to.note}`);
+          nat.push(`\t\t${head} ct mark set ${mark(rule)} dnat ${ip} to ${to.text}${note}`);
+          if (to.note) nat.push(comment(to.note, "\t\t"));
         }
         // Deny by default: once for each exported address and port.
         const key = `${match.protocol} ${family} ${
@@ -98,21 +99,21 @@ export function renderNftables(model: ExportModel & { ok: true }, options: Expor
         }
       }
     }
-    if (rule.action === "pass" && options.masquerade) {
-      const source = rule.source?.kind === "ip" ? rule.source : null;
-      post.push(
-        source
-          ? `\t\tct mark ${mark(rule)} snat ${
-            source.family === 4 ? "ip" : "ip6"
-          } to ${source.address} # ${label}: its source`
-          : `\t\tct mark ${mark(rule)} masquerade # ${label}`,
+    if (limitChain) {
+      limits.push(
+        "",
+        `\tchain ${limitChain.name} {`,
+        comment(label, "\t\t"),
+        ...limitChain.body,
+        "\t}",
       );
     }
+    if (!leftOut && rule.action === "pass") post.push(...sourceNat(exported, options.masquerade));
   }
 
   const deny = (loopback: boolean) =>
     [...denied.values()].filter((d) => d.loopback === loopback).flatMap(({ text }) => [
-      `\t\t${text} limit rate 10/minute burst 5 packets log prefix "${logPrefix("no rule")}"`,
+      `\t\t${text} limit rate 10/minute burst 5 packets log prefix ${logPrefix("no rule")}`,
       `\t\t${text} drop`,
     ]);
   const chain = (name: string, hook: string, type: string, priority: string, body: string[]) =>
@@ -134,7 +135,7 @@ export function renderNftables(model: ExportModel & { ok: true }, options: Expor
     ];
   };
   const lines = [
-    ...header("nftables", options, model),
+    ...header("nftables", options, model, routerLines(options)),
     `table inet ${table}`,
     `delete table inet ${table}`,
     "",
@@ -144,35 +145,139 @@ export function renderNftables(model: ExportModel & { ok: true }, options: Expor
     ...chain("nat", "prerouting", "nat", "dstnat", chains.nat),
     ...chain("filter_local", "output", "filter", "-110", filterBody(chains.filterOut, true)),
     ...chain("nat_local", "output", "nat", "-100", chains.natOut),
-    ...(options.masquerade ? chain("postrouting", "postrouting", "nat", "srcnat", post) : []),
+    ...chain("forward", "forward", "filter", "filter", forwardBody(model, options.interface)),
+    ...chain("postrouting", "postrouting", "nat", "srcnat", post),
+    ...limits,
     "}",
   ];
   return lines.join("\n") + "\n";
 }
 
+/** What the router's own configuration needs for this table to work. */
+function routerLines(options: ExportOptions): string[] {
+  return [
+    "The router must forward: sysctl -w net.ipv4.ip_forward=1 (and, for IPv6,",
+    "net.ipv6.conf.all.forwarding=1). With forwarding off this loads and every client times out.",
+    `Leave table inet ${options.table} to this file: a \`flush ruleset\` in the router's own file`,
+    "deletes it (load this file after it). Base chains of every table see each packet, so a",
+    "forward chain of the router's own with policy drop must accept what this table",
+    "translated (`ct status dnat accept`) and a prerouting or input chain of its own must not",
+    "drop the listen addresses and ports below.",
+    "On the forward path the rules' targets are reached only through a rule's translation",
+    "(chain forward): a client cannot reach them directly, as under portbounce.",
+  ];
+}
+
+/**
+ * The forward chain: what a rule translated (and its replies) passes; the
+ * targets' addresses and ports are dropped otherwise, so the router does not
+ * open the old addresses to clients the rules kept out.
+ */
+function forwardBody(model: ExportModel, iif: string | null): string[] {
+  const guards = targetGuards(model);
+  if (guards.length === 0) return [];
+  const on = iif ? `iifname "${interfaceName(iif)}" ` : "";
+  return [
+    "\t\tct status dnat accept",
+    "\t\t# The targets: only through a rule above, never directly.",
+    ...guards.flatMap((g) => {
+      const ports = g.ports.first === g.ports.last
+        ? `${g.ports.first}`
+        : `${g.ports.first}-${g.ports.last}`;
+      const text = `${on}${
+        g.family === 4 ? "ip" : "ip6"
+      } daddr ${g.address} ${g.protocol} dport ${ports}`;
+      return [
+        `\t\t${text} limit rate 10/minute burst 5 packets log prefix ${logPrefix("direct")}`,
+        `\t\t${text} drop`,
+      ];
+    }),
+  ];
+}
+
+/** Source NAT toward a pass rule's targets: its `source` (an address or an interface), or --masquerade. */
+function sourceNat(exported: ExportRule, masquerade: boolean): string[] {
+  const { rule } = exported;
+  if (rule.action !== "pass") return [];
+  const label = `${rule.name} (#${rule.index})`;
+  const source = rule.source;
+  if (source?.kind === "interface") {
+    return [
+      `\t\tct mark ${mark(rule)} oifname "${interfaceName(source.name)}" masquerade ${
+        comment(`${label}: its source, ${source.name}`)
+      }`,
+    ];
+  }
+  const lines: string[] = [];
+  if (source?.kind === "ip") {
+    lines.push(
+      `\t\tct mark ${mark(rule)} meta nfproto ipv${source.family} snat ${
+        source.family === 4 ? "ip" : "ip6"
+      } to ${source.address} ${comment(`${label}: its source`)}`,
+    );
+  }
+  if (masquerade) {
+    const other = source?.kind === "ip" ? ` meta nfproto ipv${source.family === 4 ? 6 : 4}` : "";
+    lines.push(`\t\tct mark ${mark(rule)}${other} masquerade ${comment(label)}`);
+  }
+  return lines;
+}
+
+/** A rule's limits as one chain its lines jump to, or null when it has none. */
+function limitsOf(
+  exported: ExportRule,
+  prefix: string,
+): { name: string; body: string[]; sets: { name: string; family: 4 | 6 }[] } | null {
+  const { rule } = exported;
+  if (rule.action !== "pass") return null;
+  const body: string[] = [];
+  const sets: { name: string; family: 4 | 6 }[] = [];
+  if (rule.maxSessions > 0) body.push(`\t\tct count over ${rule.maxSessions} drop`);
+  if (rule.maxSessionsPerClient > 0) {
+    for (const family of [4, 6] as const) {
+      const name = `${prefix}_clients${family}`;
+      sets.push({ name, family });
+      body.push(
+        `\t\tadd @${name} { ${
+          family === 4 ? "ip" : "ip6"
+        } saddr ct count over ${rule.maxSessionsPerClient} } drop`,
+      );
+    }
+  }
+  if (rule.throttle) body.push(`\t\tlimit rate over ${rate(rule.throttle)} drop`);
+  return body.length === 0 ? null : { name: `limits${rule.index}`, body, sets };
+}
+
+/** A string in double quotes that nft reads as one token: only safe characters are kept. */
+function nftString(text: string, max = 127): string {
+  return `"${text.replace(/[^A-Za-z0-9 _.,:/@+=()-]/g, "_").slice(0, max)}"`;
+}
+
 function logPrefix(name: string): string {
-  // nftables takes at most 127 characters; keep it short and quote-free.
-  return `portbounce ${name.replace(/"/g, "")}: `.slice(0, 60);
+  // nftables takes at most 127 characters; keep it short.
+  return nftString(`portbounce ${name}: `, 60);
 }
 
 /** The families a match applies to. */
 function familiesOf(destination: Destination, exported: ExportRule): (4 | 6)[] {
   if (destination.kind === "address") return [destination.family];
   if (destination.kind === "local" && destination.family !== null) return [destination.family];
-  // Any local address, or an interface: both, where the rule has clients and targets of the family.
+  // Any local address, or an interface: both, where the rule has clients and targets of the family
+  // (a rule left out is refused on both).
   return ([4, 6] as const).filter((family) =>
-    exported.rule.action !== "pass" || exported.targets.some((t) => t.family === family)
+    exported.rule.action !== "pass" || exported.problems.length > 0 ||
+    exported.targets.some((t) => t.family === family)
   );
 }
 
 function destinationText(match: ExportMatch, family: 4 | 6, iif: string | null): string {
   const d = match.destination;
-  const on = iif ? `iifname "${iif}" ` : "";
+  const on = iif ? `iifname "${interfaceName(iif)}" ` : "";
   const where = on +
     (d.kind === "address"
       ? `${family === 4 ? "ip" : "ip6"} daddr ${d.address}`
       : d.kind === "interface"
-      ? `iifname "${d.name}" meta nfproto ipv${family} fib daddr type local`
+      ? `iifname "${interfaceName(d.name)}" meta nfproto ipv${family} fib daddr type local`
       : `meta nfproto ipv${family} fib daddr type local`);
   const ports = match.ports.first === match.ports.last
     ? `${match.ports.first}`

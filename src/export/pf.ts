@@ -14,32 +14,51 @@ import {
   type ExportRule,
   type ExportTarget,
   isLoopback,
+  targetGuards,
 } from "./model.ts";
-import { type ExportOptions, header } from "./text.ts";
+import { comment, commentText, type ExportOptions, header, interfaceName } from "./text.ts";
 
 /**
  * The model with what pf cannot do beyond any router: an address pool shares
- * one port, so targets whose ports differ get no round-robin or source-hash.
+ * one port, so targets whose ports differ get no round-robin or source-hash;
+ * a state limit counts per pf rule, so a rule written as several pf rules
+ * (addresses, protocols, families) has its limits once on each; per-client
+ * rates count TCP only.
  */
-export function pfModel(model: ExportModel & { ok: true }): ExportModel & { ok: true } {
+export function pfModel(model: ExportModel): ExportModel {
   return {
     ...model,
     rules: model.rules.map((exported) => {
       const { rule } = exported;
-      if (rule.action !== "pass" || rule.balance === "failover") return exported;
-      const splitPool = ([4, 6] as const).some((family) => {
+      if (rule.action !== "pass" || exported.problems.length > 0) return exported;
+      const notDone = [...exported.notDone];
+      const splitPool = rule.balance !== "failover" && ([4, 6] as const).some((family) => {
         const targets = exported.targets.filter((t) => t.family === family);
         return targets.length > 1 && !samePorts(targets);
       });
-      return splitPool
-        ? {
-          ...exported,
-          notDone: [
-            ...exported.notDone,
-            `${rule.balance}: a pf address pool shares one port and these targets' ports differ, so every session goes to the first target`,
-          ],
-        }
-        : exported;
+      if (splitPool) {
+        notDone.push(
+          `${rule.balance}: a pf address pool shares one port and these targets' ports differ, so every session goes to the first target`,
+        );
+      }
+      const lines = pfLines(exported).length;
+      const limited = [
+        rule.maxSessions > 0 ? `max_sessions ${rule.maxSessions}` : null,
+        rule.maxSessionsPerClient > 0
+          ? `max_sessions_per_client ${rule.maxSessionsPerClient}`
+          : null,
+      ].filter((x): x is string => x !== null);
+      if (lines > 1 && limited.length > 0) {
+        notDone.push(
+          `${
+            limited.join(" and ")
+          } once for the whole rule: pf counts states per pf rule, and this rule is ${lines} of them, so the router admits up to ${lines} times as many`,
+        );
+      }
+      if (rule.throttle && rule.protocols.includes("udp")) {
+        notDone.push("throttle on UDP: pf limits the rate of TCP connections only");
+      }
+      return notDone.length === exported.notDone.length ? exported : { ...exported, notDone };
     }),
   };
 }
@@ -48,65 +67,81 @@ function samePorts(targets: readonly ExportTarget[]): boolean {
   return targets.every((t) => JSON.stringify(t.ports) === JSON.stringify(targets[0].ports));
 }
 
+/** The (match, family) pairs a rule becomes, one pf rule each. */
+function pfLines(exported: ExportRule): { match: ExportMatch; family: 4 | 6 }[] {
+  return exported.matches.flatMap((match) =>
+    familiesOf(match, exported)
+      .filter((family) =>
+        exported.from === null || exported.from[family === 4 ? "v4" : "v6"].length > 0
+      )
+      .map((family) => ({ match, family }))
+  );
+}
+
+/** The tag of sessions a rule translated, for the router's own `pass out quick tagged`. */
+export const PF_TAG = "portbounce";
+
 /** Renders the model as pf.conf lines. */
-export function renderPf(model: ExportModel & { ok: true }, options: ExportOptions): string {
+export function renderPf(model: ExportModel, options: ExportOptions): string {
   const tables: string[] = [];
   const rules: string[] = [];
   const nat: string[] = [];
   const denied = new Map<string, string>();
-  const on = options.interface ? ` on ${options.interface}` : "";
+  const on = options.interface ? ` on ${interfaceName(options.interface)}` : "";
 
   for (const exported of model.rules) {
     const { rule } = exported;
-    const table = `pb_${rule.name.replace(/[^A-Za-z0-9_]/g, "_")}_from`;
+    const leftOut = exported.problems.length > 0;
+    // pf table names have at most 31 characters; the rule number keeps them apart.
+    const table = `pb${rule.index}_${rule.name.replace(/[^A-Za-z0-9_]/g, "_")}`.slice(0, 31);
     if (exported.from !== null) {
       tables.push(
         `table <${table}> const { ${[...exported.from.v4, ...exported.from.v6].join(" ")} }`,
       );
     }
-    rules.push(`# ${rule.name} (#${rule.index})`);
-    for (const match of exported.matches) {
-      for (const family of familiesOf(match, exported)) {
-        const af = family === 4 ? "inet" : "inet6";
-        if (exported.from !== null && exported.from[family === 4 ? "v4" : "v6"].length === 0) {
-          continue;
-        }
-        const from = exported.from === null ? "any" : `<${table}>`;
-        const to = `${destination(match, options.interface)} port ${ports(match)}`;
-        // This host's own clients reach a loopback listener in on lo0.
-        const where = isLoopback(match.destination) ? " on lo0" : on;
-        const what = `${where} ${af} proto ${match.protocol} from ${from} to ${to}`;
-        if (rule.action === "block") {
-          rules.push(`block in${rule.log.has("block") ? " log" : ""} quick${what}`);
-        } else {
-          const targets = exported.targets.filter((t) => t.family === family);
-          const log = rule.log.has("connect") ? " log" : "";
-          rules.push(
-            `pass in${log} quick${what} ${rdr(exported, match, targets)}${state(exported)}`,
-          );
-          if (options.masquerade) {
-            for (const target of targets) {
-              const source = rule.source?.kind === "ip" && rule.source.family === family
-                ? rule.source.address
-                : "(egress:0)";
-              nat.push(
-                `match out on egress ${af} proto ${match.protocol} to ${target.address}${
-                  target.ports === null ? ` port ${ports(match)}` : ` port ${portsOf(target)}`
-                } nat-to ${source} # ${rule.name} (#${rule.index})`,
-              );
-            }
-          }
-        }
-        const key = `${af} ${match.protocol} ${to}`;
-        if (!denied.has(key)) {
-          denied.set(key, `block in log quick${where} ${af} proto ${match.protocol} to ${to}`);
-        }
+    rules.push(
+      comment(`${rule.name} (#${rule.index})${leftOut ? ": LEFT OUT, refused here" : ""}`),
+    );
+    for (const { match, family } of pfLines(exported)) {
+      const af = family === 4 ? "inet" : "inet6";
+      const from = exported.from === null ? "any" : `<${table}>`;
+      const to = `${destination(match, options.interface)} port ${ports(match)}`;
+      // This host's own clients reach a loopback listener in on lo0.
+      const where = isLoopback(match.destination) ? " on lo0" : on;
+      const what = `${where} ${af} proto ${match.protocol} from ${from} to ${to}`;
+      if (leftOut) {
+        rules.push(`block in quick${what}`);
+      } else if (rule.action === "block") {
+        rules.push(`block in${rule.log.has("block") ? " log" : ""} quick${what}`);
+      } else {
+        const targets = exported.targets.filter((t) => t.family === family);
+        const log = rule.log.has("connect") ? " log" : "";
+        const translation = rdr(exported, match, targets);
+        const limits = state(exported, match.protocol);
+        const notes = [translation.note, limits.note].filter((n) => n !== null);
+        rules.push(
+          `pass in${log} quick${what} ${translation.text} tag ${PF_TAG}${limits.text}${
+            notes.length > 0 ? ` # ${commentText(notes.join("; "))}` : ""
+          }`,
+        );
+        nat.push(...sourceNat(exported, match, family, targets, options.masquerade));
+      }
+      const key = `${af} ${match.protocol} ${to}`;
+      if (!denied.has(key)) {
+        denied.set(key, `block in log quick${where} ${af} proto ${match.protocol} to ${to}`);
       }
     }
   }
+  const guards = targetGuards(model).map((g) =>
+    `block in log quick${on} ${
+      g.family === 4 ? "inet" : "inet6"
+    } proto ${g.protocol} to ${g.address} port ${
+      g.ports.first === g.ports.last ? g.ports.first : `${g.ports.first}:${g.ports.last}`
+    }`
+  );
   const loopback = model.rules.some((r) => r.matches.some((m) => isLoopback(m.destination)));
   return [
-    ...header("pf", options, model),
+    ...header("pf", options, model, routerLines()),
     ...(loopback
       ? [
         "# Rules on lo0 take this host's own clients: pf must not skip lo0 (no `set skip on lo`).",
@@ -118,10 +153,56 @@ export function renderPf(model: ExportModel & { ok: true }, options: ExportOptio
     ...rules,
     "# Deny by default: what no rule above lets through.",
     ...denied.values(),
+    ...(guards.length > 0
+      ? ["# The targets: only through a rule above (rdr-to), never directly.", ...guards]
+      : []),
     ...(nat.length > 0
-      ? ["", "# --masquerade: toward the targets, this router's address.", ...mergeNat(nat)]
+      ? ["", "# Toward the targets, this router's address.", ...mergeNat(nat)]
       : []),
   ].filter((line): line is string => line !== null).join("\n") + "\n";
+}
+
+/** What the router's own pf.conf needs for these lines to work, and what pf cannot express. */
+function routerLines(): string[] {
+  return [
+    "The router must forward: sysctl net.inet.ip.forwarding=1 (and, for IPv6,",
+    "net.inet6.ip6.forwarding=1). With forwarding off this loads and every client times out.",
+    "Include these lines before the router's own filter rules: they use `quick`, so the",
+    "first that matches decides. A rule of the router's own that redirects to the same",
+    "targets before them, or a `set skip` on the interfaces, undoes them. Translated",
+    `sessions are tagged ${PF_TAG}: a ruleset that blocks outbound traffic needs`,
+    `\`pass out quick tagged ${PF_TAG}\`.`,
+    "Direct traffic to the rules' targets is blocked (block in ... to TARGET), as under",
+    "portbounce. pf cannot share one state limit between several pf rules, nor limit the",
+    "rate of UDP sessions (see Not done).",
+  ];
+}
+
+/** `match out ... nat-to` toward a match's targets: the rule's source, or --masquerade. */
+function sourceNat(
+  exported: ExportRule,
+  match: ExportMatch,
+  family: 4 | 6,
+  targets: readonly ExportTarget[],
+  masquerade: boolean,
+): string[] {
+  const { rule } = exported;
+  if (rule.action !== "pass") return [];
+  const source = rule.source;
+  const af = family === 4 ? "inet" : "inet6";
+  const translation = source?.kind === "interface"
+    ? { on: interfaceName(source.name), to: `(${interfaceName(source.name)})` }
+    : source?.kind === "ip" && source.family === family
+    ? { on: "egress", to: source.address }
+    : masquerade
+    ? { on: "egress", to: "(egress:0)" }
+    : null;
+  if (translation === null) return [];
+  return targets.map((target) =>
+    `match out on ${translation.on} ${af} proto ${match.protocol} to ${target.address}${
+      target.ports === null ? ` port ${ports(match)}` : ` port ${portsOf(target)}`
+    } nat-to ${translation.to} # ${commentText(`${rule.name} (#${rule.index})`)}`
+  );
 }
 
 /** One line per distinct translation, naming every rule it serves. */
@@ -139,15 +220,16 @@ function familiesOf(match: ExportMatch, exported: ExportRule): (4 | 6)[] {
   if (d.kind === "address") return [d.family];
   if (d.kind === "local" && d.family !== null) return [d.family];
   return ([4, 6] as const).filter((family) =>
-    exported.rule.action !== "pass" || exported.targets.some((t) => t.family === family)
+    exported.rule.action !== "pass" || exported.problems.length > 0 ||
+    exported.targets.some((t) => t.family === family)
   );
 }
 
 function destination(match: ExportMatch, iif: string | null): string {
   const d = match.destination;
   if (d.kind === "address") return d.address;
-  if (d.kind === "interface") return `(${d.name})`;
-  return iif ? `(${iif})` : "self";
+  if (d.kind === "interface") return `(${interfaceName(d.name)})`;
+  return iif ? `(${interfaceName(iif)})` : "self";
 }
 
 function ports(match: ExportMatch): string {
@@ -163,7 +245,11 @@ function portsOf(target: ExportTarget): string {
 }
 
 /** `rdr-to ...`: one target, or a pool by balance; ranges map 1:1 (`port 9000:*`). */
-function rdr(exported: ExportRule, match: ExportMatch, targets: readonly ExportTarget[]): string {
+function rdr(
+  exported: ExportRule,
+  match: ExportMatch,
+  targets: readonly ExportTarget[],
+): { text: string; note: string | null } {
   const rule = exported.rule;
   const balance = rule.action === "pass" ? rule.balance : "failover";
   const first = targets[0];
@@ -178,31 +264,47 @@ function rdr(exported: ExportRule, match: ExportMatch, targets: readonly ExportT
   const onePort = samePorts(targets);
   if (targets.length === 1 || balance === "failover" || !onePort) {
     const note = targets.length === 1
-      ? ""
+      ? null
       : balance === "failover"
-      ? ` # every session to ${first.address}: pf does not fail over`
-      : ` # every session to ${first.address}: a pool shares one port; these targets' ports differ`;
-    return `rdr-to ${first.address}${port}${note}`;
+      ? `every session to ${first.address}: pf does not fail over`
+      : `every session to ${first.address}: a pool shares one port; these targets' ports differ`;
+    return { text: `rdr-to ${first.address}${port}`, note };
   }
   const pool = balance === "source-hash" ? "source-hash" : "round-robin";
-  const note = balance === "least-sessions" ? " # least-sessions: taking turns instead" : "";
-  return `rdr-to { ${targets.map((t) => t.address).join(" ")} }${port} ${pool}${note}`;
+  return {
+    text: `rdr-to { ${targets.map((t) => t.address).join(" ")} }${port} ${pool}`,
+    note: balance === "least-sessions" ? "least-sessions: taking turns instead" : null,
+  };
 }
 
-/** `keep state (...)` for the rule's limits, where pf has them. */
-function state(exported: ExportRule): string {
+/**
+ * `keep state (...)` for the rule's limits, where pf has them: per client,
+ * established TCP connections (`max-src-conn`) or UDP states
+ * (`max-src-states`); the rate per client, for TCP only.
+ */
+function state(
+  exported: ExportRule,
+  protocol: "tcp" | "udp",
+): { text: string; note: string | null } {
   const rule = exported.rule;
-  if (rule.action !== "pass") return "";
+  if (rule.action !== "pass") return { text: "", note: null };
   const options: string[] = [];
+  const rated = rule.throttle !== null && protocol === "tcp";
   if (rule.maxSessions > 0) options.push(`max ${rule.maxSessions}`);
-  if (rule.maxSessionsPerClient > 0 || rule.throttle) options.push("source-track rule");
-  if (rule.maxSessionsPerClient > 0) options.push(`max-src-conn ${rule.maxSessionsPerClient}`);
-  if (rule.throttle) {
+  if (rule.maxSessionsPerClient > 0 || rated) options.push("source-track rule");
+  if (rule.maxSessionsPerClient > 0) {
+    options.push(
+      `${protocol === "tcp" ? "max-src-conn" : "max-src-states"} ${rule.maxSessionsPerClient}`,
+    );
+  }
+  if (rated && rule.throttle) {
     // pf limits the rate per client, not per rule: the nearest it has.
     const seconds = Math.max(1, Math.round(rule.throttle.intervalMs / 1000));
     options.push(`max-src-conn-rate ${rule.throttle.count}/${seconds}`);
   }
-  if (options.length === 0) return "";
-  const note = rule.throttle ? " # pf's rate is per client; portbounce's throttle is per rule" : "";
-  return ` keep state (${options.join(", ")})${note}`;
+  if (options.length === 0) return { text: "", note: null };
+  return {
+    text: ` keep state (${options.join(", ")})`,
+    note: rated ? "pf's rate is per client; portbounce's throttle is per rule" : null,
+  };
 }

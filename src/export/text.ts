@@ -5,7 +5,45 @@
  *
  * @module
  */
+import { isInterfaceName } from "../config/network.ts";
 import { describeDestination, type ExportModel, type ExportRule } from "./model.ts";
+
+/**
+ * Text made safe for a `#` comment of nft and pf.conf: control characters
+ * (a line break would end the comment and start a statement), line and
+ * paragraph separators and the backslash (a backslash before a line break
+ * continues the comment onto the next line in pf.conf) are written as
+ * `\xNN` or `\u{NNNN}`, so the comment stays one line and says what was there.
+ */
+export function commentText(text: string): string {
+  return text.replace(
+    // deno-lint-ignore no-control-regex -- control characters are what is escaped
+    /[\x00-\x1f\x7f-\x9f\u2028\u2029\\]/g,
+    (c) => {
+      const code = c.charCodeAt(0);
+      return code < 0x100
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u{${code.toString(16)}}`;
+    },
+  );
+}
+
+/**
+ * An interface name as nft and pf.conf are to read it. The CLI and the rule
+ * file accept only such names; anything else here is a bug, refused rather
+ * than written.
+ */
+export function interfaceName(name: string): string {
+  if (!isInterfaceName(name)) {
+    throw new Error(`export: "${commentText(name)}" is not an interface name`);
+  }
+  return name;
+}
+
+/** A comment line: `# ` and the text made safe. */
+export function comment(text: string, indent = ""): string {
+  return `${indent}# ${commentText(text)}`;
+}
 
 /** How the export was asked for. */
 export interface ExportOptions {
@@ -51,37 +89,54 @@ export function ruleSummary(exported: ExportRule): string {
   return `${rule.name} (#${rule.index}): ${listen} from ${from} -> ${to}`;
 }
 
-/** The comment block both formats start with. */
+/** The comment block both formats start with; `routerLines` says what the router itself needs. */
 export function header(
   format: string,
   options: ExportOptions,
-  model: ExportModel & { ok: true },
+  model: ExportModel,
+  routerLines: readonly string[],
 ): string[] {
   const lines = [
-    `# Generated from ${options.source} by portbounce ${options.version} (${format}).`,
-    `# Command: ${options.command}`,
-    "#",
+    `Generated from ${options.source} by portbounce ${options.version} (${format}).`,
+    `Command: ${options.command}`,
+    "",
     options.masquerade
-      ? "# --masquerade: targets see this router's address, so their replies come back through it."
-      : "# Targets see the real client address: they must route their replies back through this router.",
-    "# The router forwards packets and never connects to targets itself: connect, idle and stall",
-    "# timeouts, health checks and PROXY headers of the rule file do not apply here.",
-    options.interface ? `# Only packets arriving on ${options.interface}.` : null,
-    "#",
-    "# Rules, in file order (the first that matches a packet decides, as in portbounce):",
-    ...model.rules.map((r) => `#   ${ruleSummary(r)}`),
+      ? "--masquerade: targets see this router's address, so their replies come back through it."
+      : "Targets see the real client address: they must route their replies back through this router.",
+    "The router forwards packets and never connects to targets itself: connect, idle and stall",
+    "timeouts, health checks and PROXY headers of the rule file do not apply here.",
+    options.interface ? `Only packets arriving on ${options.interface}.` : null,
+    "",
+    ...routerLines,
+    "",
+    "Rules, in file order (the first that matches a packet decides, as in portbounce):",
+    ...model.rules.map((r) =>
+      `  ${ruleSummary(r)}${r.problems.length > 0 ? " [LEFT OUT: see below]" : ""}`
+    ),
   ].filter((line): line is string => line !== null);
-  const notDone = model.rules.flatMap((r) =>
-    r.notDone.map((what) => `#   ${r.rule.name} (#${r.rule.index}): ${what}`)
-  );
-  if (notDone.length > 0) lines.push("#", "# Not done by the router:", ...notDone);
-  lines.push("");
-  return lines;
+  const notDone = notDoneLines(model).map((line) => `  ${line}`);
+  if (notDone.length > 0) lines.push("", "Not done by the router:", ...notDone);
+  const leftOut = leftOutLines(model).map((line) => `  ${line}`);
+  if (leftOut.length > 0) {
+    lines.push(
+      "",
+      "LEFT OUT (--skip-unsupported): the router does not do these rules. What is known of",
+      "their listen addresses and clients is refused in their place, so no later rule takes",
+      "their clients:",
+      ...leftOut,
+    );
+  }
+  return [...lines.map((line) => line === "" ? "#" : comment(line)), ""];
 }
 
 /** What the router will not do, one line per rule and setting (printed on stderr too). */
-export function notDoneLines(model: ExportModel & { ok: true }): string[] {
-  return model.rules.flatMap((r) =>
+export function notDoneLines(model: ExportModel): string[] {
+  return model.rules.filter((r) => r.problems.length === 0).flatMap((r) =>
     r.notDone.map((what) => `${r.rule.name} (#${r.rule.index}): ${what}`)
   );
+}
+
+/** The rules left out and why, one line per problem (printed on stderr too). */
+export function leftOutLines(model: ExportModel): string[] {
+  return model.rules.flatMap((r) => r.problems.map((p) => `${p.where}: ${p.message}`));
 }

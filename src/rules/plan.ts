@@ -52,6 +52,15 @@ export interface HostFacts {
   readonly interfaces: ReadonlyMap<string, readonly string[]>;
 }
 
+/** How a plan is made. */
+export interface PlanOptions {
+  /**
+   * `elsewhere`: the rules are for another machine (`export`), so an interface
+   * named as `source` is not looked up here and sources are left out of the plan.
+   */
+  readonly sourceInterfaces?: "here" | "elsewhere";
+}
+
 const NO_FACTS: HostFacts = { localAddresses: new Set(), interfaces: new Map() };
 
 /** One socket to open. */
@@ -100,11 +109,14 @@ export function buildPlan(
   config: Config,
   resolved: ResolvedNames,
   host: HostFacts = NO_FACTS,
+  options: PlanOptions = {},
 ): { listeners: ListenerPlan[]; problems: ConfigProblem[] } {
   const listeners = new Map<string, ListenerPlan & { bindings: Binding[] }>();
   const problems: ConfigProblem[] = [];
   for (const rule of config.rules) {
-    const source = sourceOf(rule, host, config.source, problems);
+    const source = options.sourceInterfaces === "elsewhere"
+      ? null
+      : sourceOf(rule, host, config.source, problems);
     for (const endpoint of rule.listen) {
       const addresses = addressesOf(endpoint, resolved);
       if ("error" in addresses) {

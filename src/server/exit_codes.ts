@@ -8,4 +8,6 @@ export const ExitCode = {
   usage: 2,
   /** A listener could not be bound. */
   bind: 3,
+  /** `export --skip-unsupported` wrote the rules a router can do and left others out. */
+  partial: 4,
 } as const;

@@ -11,6 +11,7 @@ import {
   type HostFacts,
   type ListenerPlan,
   listenNames,
+  type PlanOptions,
   type ResolvedNames,
 } from "../rules/plan.ts";
 import { hostFacts, resolveNames } from "../rules/resolve.ts";
@@ -41,12 +42,12 @@ export type LoadedRules =
 export const MAX_RULE_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Loads `path`: read, parse, validate, resolve listen names, plan. */
-export async function loadRuleFile(path: string): Promise<LoadedRules> {
+export async function loadRuleFile(path: string, options?: PlanOptions): Promise<LoadedRules> {
   const read = await readRuleFile(path);
   if ("problem" in read) {
     return { ok: false, problems: [{ where: read.where ?? path, message: read.problem }] };
   }
-  return await loadRuleText(read.text, path);
+  return await loadRuleText(read.text, path, options);
 }
 
 /** Reads a rule file: a regular file, not too large, in UTF-8. */
@@ -123,12 +124,16 @@ export function firstInvalidUtf8(bytes: Uint8Array): { line: number; column: num
 }
 
 /** Loads rules given as text (`source` names them in messages): parse, validate, resolve, plan. */
-export async function loadRuleText(text: string, source: string): Promise<LoadedRules> {
+export async function loadRuleText(
+  text: string,
+  source: string,
+  options?: PlanOptions,
+): Promise<LoadedRules> {
   const parsed = parseConfig(text, source, loadServices());
   if (!parsed.ok) return parsed;
   const resolved = await resolveNames(listenNames(parsed.config));
   const facts = hostFacts();
-  const { listeners, problems } = buildPlan(parsed.config, resolved, facts);
+  const { listeners, problems } = buildPlan(parsed.config, resolved, facts, options);
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,

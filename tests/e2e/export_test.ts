@@ -7,28 +7,20 @@
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
 import { fileURLToPath } from "node:url";
 import { runCli, tempDir } from "./helpers.ts";
+import {
+  ask,
+  buildNetwork,
+  cmd,
+  inNs,
+  ip,
+  nft,
+  NS,
+  root,
+  socat,
+  tearDown,
+} from "../fixtures/export/router.ts";
 
 const GOLDEN = fileURLToPath(new URL("../fixtures/export/", import.meta.url));
-
-async function cmd(command: string, args: string[], stdin?: string) {
-  const child = new Deno.Command(command, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const out = await child.output();
-  return {
-    ok: out.success,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
 
 const RULES = `
 [[rule]]
@@ -132,134 +124,6 @@ throttle = "20/1s"
   }
 });
 
-const root = Deno.uid() === 0;
-const nft = (await cmd("nft", ["--version"]).catch(() => ({ ok: false }))).ok;
-const socat = (await cmd("socat", ["-V"]).catch(() => ({ ok: false }))).ok;
-
-const NS = { client: `pbx-c${Deno.pid}`, router: `pbx-r${Deno.pid}`, server: `pbx-s${Deno.pid}` };
-
-async function ip(args: string[]) {
-  const out = await cmd("ip", args);
-  if (!out.ok) throw new Error(`ip ${args.join(" ")}: ${out.stderr}`);
-}
-const inNs = (ns: string, command: string, args: string[], stdin?: string) =>
-  cmd("ip", ["netns", "exec", ns, command, ...args], stdin);
-
-async function buildNetwork(dir: string): Promise<Deno.ChildProcess[]> {
-  for (const ns of Object.values(NS)) await ip(["netns", "add", ns]);
-  const link = async (a: string, aIf: string, b: string, bIf: string) => {
-    await ip([
-      "link",
-      "add",
-      `${aIf}${Deno.pid}`,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `${bIf}${Deno.pid}`,
-    ]);
-    await ip(["link", "set", `${aIf}${Deno.pid}`, "netns", a, "name", aIf]);
-    await ip(["link", "set", `${bIf}${Deno.pid}`, "netns", b, "name", bIf]);
-  };
-  await link(NS.client, "c0", NS.router, "r0");
-  await link(NS.server, "s0", NS.router, "r1");
-  const addrs: [string, string, string][] = [
-    [NS.client, "c0", "198.51.100.2/24"],
-    [NS.client, "c0", "198.51.100.3/24"],
-    [NS.client, "c0", "2001:db8:c::2/64"],
-    [NS.router, "r0", "198.51.100.1/24"],
-    [NS.router, "r0", "2001:db8:c::1/64"],
-    [NS.router, "r1", "203.0.113.129/25"],
-    [NS.router, "r1", "2001:db8:5::1/64"],
-    [NS.router, "lo", "203.0.113.10/32"],
-    [NS.router, "lo", "203.0.113.11/32"],
-    [NS.router, "lo", "2001:db8:a::10/128"],
-    [NS.server, "s0", "203.0.113.200/25"],
-    [NS.server, "s0", "2001:db8:5::2/64"],
-  ];
-  for (const [ns, dev, address] of addrs) {
-    await ip([
-      "-n",
-      ns,
-      "addr",
-      "add",
-      address,
-      "dev",
-      dev,
-      ...(address.includes(":") ? ["nodad"] : []),
-    ]);
-  }
-  for (const ns of Object.values(NS)) {
-    for (
-      const dev of [
-        "lo",
-        ns === NS.router ? "r0" : ns === NS.client ? "c0" : "s0",
-        ...(ns === NS.router ? ["r1"] : []),
-      ]
-    ) {
-      await ip(["-n", ns, "link", "set", dev, "up"]);
-    }
-  }
-  await ip(["-n", NS.client, "route", "add", "default", "via", "198.51.100.1"]);
-  await ip(["-n", NS.client, "-6", "route", "add", "default", "via", "2001:db8:c::1"]);
-  await ip(["-n", NS.server, "route", "add", "default", "via", "203.0.113.129"]);
-  await ip(["-n", NS.server, "-6", "route", "add", "default", "via", "2001:db8:5::1"]);
-  await inNs(NS.router, "sysctl", [
-    "-qw",
-    "net.ipv4.ip_forward=1",
-    "net.ipv6.conf.all.forwarding=1",
-  ]);
-  // The old servers: each answers with the client address it saw, and notes it.
-  const log = `${dir}/seen.log`;
-  const serve = (listen: string, tag: string) =>
-    new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        NS.server,
-        "socat",
-        listen,
-        `SYSTEM:echo ${tag} \\$SOCAT_PEERADDR | tee -a ${log}`,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-  const children = [
-    serve("TCP4-LISTEN:8080,fork,reuseaddr", "web"),
-    serve("TCP6-LISTEN:8080,fork,reuseaddr,ipv6only=1", "web6"),
-    serve("UDP4-RECVFROM:5353,fork", "dns"),
-    ...[9000, 9001, 9002].map((port) => serve(`TCP4-LISTEN:${port},fork,reuseaddr`, String(port))),
-  ];
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  return children;
-}
-
-async function tearDown(children: Deno.ChildProcess[]) {
-  for (const child of children) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Gone.
-    }
-  }
-  await Promise.allSettled(children.map((c) => c.status));
-  for (const ns of Object.values(NS)) await ip(["netns", "del", ns]).catch(() => {});
-}
-
-/** A TCP (or UDP) exchange from the client namespace; resolves to what came back, or "". */
-async function ask(address: string, port: number, from: string, udp = false): Promise<string> {
-  const family = address.includes(":") ? "6" : "4";
-  const target = family === "6" ? `[${address}]` : address;
-  const out = await inNs(NS.client, "socat", [
-    "-T1",
-    "-",
-    `${udp ? "UDP" : "TCP"}${family}:${target}:${port},bind=${family === "6" ? `[${from}]` : from}${
-      udp ? "" : ",connect-timeout=1"
-    }`,
-  ], "q\n");
-  return out.stdout.trim();
-}
-
 Deno.test({
   name:
     "export --format nftables: loaded into a router namespace, it does what portbounce did (checked at the server)",
@@ -304,9 +168,18 @@ Deno.test({
         await ask("2001:db8:a::10", 80, "2001:db8:c::2"),
         "web6 [2001:0db8:000c:0000:0000:0000:0000:0002]",
       );
+      // Forwarding is on, yet a target is reached only through a rule, never directly: not by
+      // the client a rule blocks, nor by one a rule lets through (as under portbounce).
+      assertEquals(await ask("203.0.113.200", 8080, "198.51.100.3"), "");
+      assertEquals(await ask("203.0.113.200", 8080, "198.51.100.2"), "");
+      assertEquals(await ask("203.0.113.200", 9001, "198.51.100.3"), "");
+      assertEquals(await ask("203.0.113.200", 5353, "198.51.100.3", true), "");
+      assertEquals(await ask("2001:db8:5::2", 8080, "2001:db8:c::2"), "");
       // Checked at the server: .3 never got through.
       const seen = await Deno.readTextFile(`${dir}/seen.log`);
       assert(!seen.includes("198.51.100.3"), seen);
+      // A port of the server that no rule names is left as the router's own rules have it.
+      assertEquals(await ask("203.0.113.200", 9999, "198.51.100.3"), "other 198.51.100.3");
 
       // --masquerade: the server has no route back to the clients, and sees the router.
       const masq = await runCli([
@@ -407,3 +280,119 @@ Deno.test("export --format pf: a pool whose targets' ports differ is listed as n
   assertEquals(refused.code, 2);
   assertEquals(refused.stderr.split("no IPv6 target").length - 1, 1, refused.stderr);
 });
+
+/** Opens a TCP session from the client namespace and keeps it open; resolves to the first line. */
+function hold(address: string, port: number): { line: Promise<string>; close(): Promise<void> } {
+  const child = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      NS.client,
+      "socat",
+      "-T8",
+      "-",
+      `TCP4:${address}:${port},connect-timeout=2`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const line = (async () => {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    reader.releaseLock();
+    return text.trim();
+  })();
+  return {
+    line,
+    async close() {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone (a session the router refused ends by itself).
+      }
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+      await child.stdin.abort().catch(() => {});
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "export --format nftables: a source interface this host lacks is the router's; limits count once per rule",
+  ignore: !root || !nft || !socat,
+  async fn() {
+    // Barefoot's `external: r1`, as import-barefoot writes it; this host has no r1, the router has.
+    assert(!Deno.networkInterfaces().some((i) => i.name === "r1"));
+    await using dir = await tempDir();
+    await Deno.writeTextFile(
+      `${dir}/rules.toml`,
+      `[server]
+source = "r1"
+
+[[rule]]
+name = "web"
+listen = "203.0.113.10:80"
+bounce_to = "203.0.113.200:8080"
+
+[[rule]]
+name = "limited"
+listen = ["203.0.113.10:81", "203.0.113.11:81"]
+bounce_to = "203.0.113.200:8081"
+max_sessions = 2
+`,
+    );
+    const exported = await runCli(["export", "--format", "nftables", "-c", `${dir}/rules.toml`]);
+    assertEquals(exported.code, 0, exported.stderr);
+    assertEquals(exported.stderr, "");
+    assertIncludes(exported.stdout, `oifname "r1" masquerade`);
+    // pf says the same in its own terms, and that its limit counts on each pf rule.
+    const pf = await runCli(["export", "--format", "pf", "-c", `${dir}/rules.toml`]);
+    assertEquals(pf.code, 0, pf.stderr);
+    assertIncludes(pf.stdout, "nat-to (r1)");
+    assertIncludes(
+      pf.stderr,
+      "limited (#2): max_sessions 2 once for the whole rule: pf counts states per pf rule, and this rule is 2 of them",
+    );
+    await Deno.writeTextFile(`${dir}/router.nft`, exported.stdout);
+    const children = await buildNetwork(dir);
+    const held: ReturnType<typeof hold>[] = [];
+    try {
+      const loaded = await inNs(NS.router, "nft", ["-f", `${dir}/router.nft`]);
+      assert(loaded.ok, loaded.stderr);
+      // The server has no route back to the clients: it sees the router's address on r1.
+      await ip(["-n", NS.server, "route", "del", "default"]);
+      assertEquals(await ask("203.0.113.10", 80, "198.51.100.2"), "web 203.0.113.129");
+      // max_sessions = 2 over two listen addresses: two sessions in all, not two on each.
+      for (const address of ["203.0.113.10", "203.0.113.11", "203.0.113.11"]) {
+        held.push(hold(address, 81));
+        if (held.length < 3) assertEquals(await held.at(-1)!.line, "held 203.0.113.129");
+      }
+      assertEquals(await held[2].line, "");
+      // Once a session ends, the rule takes one again.
+      await held.shift()!.close();
+      await waitFor(async () => {
+        const next = hold("203.0.113.11", 81);
+        held.push(next);
+        return (await next.line) === "held 203.0.113.129";
+      });
+    } finally {
+      await Promise.all(held.map((h) => h.close()));
+      await tearDown(children);
+    }
+  },
+});
+
+/** Retries `attempt` until it says yes (at most 5 s). */
+async function waitFor(attempt: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await attempt())) {
+    if (Date.now() > deadline) throw new Error("gave up waiting");
+  }
+}
