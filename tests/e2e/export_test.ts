@@ -396,3 +396,83 @@ async function waitFor(attempt: () => Promise<boolean>): Promise<void> {
     if (Date.now() > deadline) throw new Error("gave up waiting");
   }
 }
+
+const PARTLY = `
+[[rule]]
+name = "six"
+listen = "[2001:db8:a::10]:80"
+bounce_to = "203.0.113.200:8080"
+
+[[rule]]
+name = "everyone"
+listen = "*:80"
+bounce_to = ["203.0.113.200:8080", "[2001:db8:5::2]:8080"]
+`;
+
+Deno.test("export --skip-unsupported: writes the rest, says what was left out, exits 4", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir}/rules.toml`, PARTLY);
+  for (const format of ["nftables", "pf"]) {
+    const whole = await runCli(["export", "--format", format, "-c", `${dir}/rules.toml`]);
+    assertEquals(whole.code, 2);
+    assertEquals(whole.stdout, "");
+    assertIncludes(whole.stderr, "nothing was written (--skip-unsupported writes the rest)");
+    const partial = await runCli([
+      "export",
+      "--format",
+      format,
+      "-c",
+      `${dir}/rules.toml`,
+      "--skip-unsupported",
+    ]);
+    assertEquals(partial.code, 4, partial.stderr);
+    const why =
+      `${dir}/rules.toml:5: rule "six" (rule #1): bounce_to has no IPv6 target for listen 2001:db8:a::10: a router cannot translate between families`;
+    assertIncludes(partial.stderr, `left out: ${why}`);
+    assertIncludes(
+      partial.stderr,
+      `${dir}/rules.toml: 1 of 2 rules left out and refused at the router; the rest was written`,
+    );
+    assertIncludes(
+      partial.stdout,
+      `#   six (#1): tcp 2001:db8:a::10:80 from any -> 203.0.113.200:8080 [LEFT OUT: see below]`,
+    );
+    assertIncludes(partial.stdout, `#   ${why}`);
+    assertIncludes(partial.stdout, "# six (#1): LEFT OUT, refused here");
+  }
+});
+
+Deno.test({
+  name:
+    "export --skip-unsupported: a rule left out is refused at the router, not taken by a later rule",
+  ignore: !root || !nft || !socat,
+  async fn() {
+    await using dir = await tempDir();
+    await Deno.writeTextFile(`${dir}/rules.toml`, PARTLY);
+    const exported = await runCli([
+      "export",
+      "--format",
+      "nftables",
+      "-c",
+      `${dir}/rules.toml`,
+      "--skip-unsupported",
+    ]);
+    assertEquals(exported.code, 4, exported.stderr);
+    await Deno.writeTextFile(`${dir}/router.nft`, exported.stdout);
+    const children = await buildNetwork(dir);
+    try {
+      const loaded = await inNs(NS.router, "nft", ["-f", `${dir}/router.nft`]);
+      assert(loaded.ok, loaded.stderr);
+      // IPv6 clients of "six" would be taken by "everyone" if it were simply dropped from the file.
+      assertEquals(await ask("2001:db8:a::10", 80, "2001:db8:c::2"), "");
+      // The rest is there: "everyone" on IPv4, and on an IPv6 address "six" does not name.
+      assertEquals(await ask("203.0.113.10", 80, "198.51.100.2"), "web 198.51.100.2");
+      assertEquals(
+        await ask("2001:db8:c::1", 80, "2001:db8:c::2"),
+        "web6 [2001:0db8:000c:0000:0000:0000:0000:0002]",
+      );
+    } finally {
+      await tearDown(children);
+    }
+  },
+});
