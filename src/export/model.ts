@@ -227,6 +227,21 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
   return { rules };
 }
 
+/**
+ * The address families a match is written for: its destination's, or for
+ * any local address and interfaces both, where the rule has a target of the
+ * family (a rule left out is refused on both).
+ */
+export function familiesOf(match: ExportMatch, exported: ExportRule): (4 | 6)[] {
+  const d = match.destination;
+  if (d.kind === "address") return [d.family];
+  if (d.kind === "local" && d.family !== null) return [d.family];
+  return ([4, 6] as const).filter((family) =>
+    exported.rule.action !== "pass" || exported.problems.length > 0 ||
+    exported.targets.some((t) => t.family === family)
+  );
+}
+
 /** Whether packets to a destination come from this host only (loopback addresses). */
 export function isLoopback(destination: Destination): boolean {
   if (destination.kind !== "address") return false;

@@ -12,11 +12,11 @@
 import type { Rule } from "../config/types.ts";
 import { comment, type ExportOptions, header, interfaceName } from "./text.ts";
 import {
-  type Destination,
   type ExportMatch,
   type ExportModel,
   type ExportRule,
   type ExportTarget,
+  familiesOf,
   isLoopback,
   targetGuards,
 } from "./model.ts";
@@ -67,7 +67,7 @@ export function renderNftables(model: ExportModel, options: ExportOptions): stri
         if (!labelled.has(lines)) lines.push(comment(label, "\t\t"));
         labelled.add(lines);
       }
-      for (const family of familiesOf(match.destination, exported)) {
+      for (const family of familiesOf(match, exported)) {
         const head = matchText(match, family, exported, prefix, options.interface);
         if (head === null) continue; // No client of this family may use the rule.
         const networks = exported.from?.[family === 4 ? "v4" : "v6"];
@@ -256,18 +256,6 @@ function nftString(text: string, max = 127): string {
 function logPrefix(name: string): string {
   // nftables takes at most 127 characters; keep it short.
   return nftString(`portbounce ${name}: `, 60);
-}
-
-/** The families a match applies to. */
-function familiesOf(destination: Destination, exported: ExportRule): (4 | 6)[] {
-  if (destination.kind === "address") return [destination.family];
-  if (destination.kind === "local" && destination.family !== null) return [destination.family];
-  // Any local address, or an interface: both, where the rule has clients and targets of the family
-  // (a rule left out is refused on both).
-  return ([4, 6] as const).filter((family) =>
-    exported.rule.action !== "pass" || exported.problems.length > 0 ||
-    exported.targets.some((t) => t.family === family)
-  );
 }
 
 function destinationText(match: ExportMatch, family: 4 | 6, iif: string | null): string {

@@ -13,6 +13,7 @@ import {
   type ExportModel,
   type ExportRule,
   type ExportTarget,
+  familiesOf,
   isLoopback,
   targetGuards,
 } from "./model.ts";
@@ -213,16 +214,6 @@ function mergeNat(lines: readonly string[]): string[] {
     byRule.set(rule, [...(byRule.get(rule) ?? []), comment]);
   }
   return [...byRule].map(([rule, names]) => `${rule} # ${names.join(", ")}`);
-}
-
-function familiesOf(match: ExportMatch, exported: ExportRule): (4 | 6)[] {
-  const d = match.destination;
-  if (d.kind === "address") return [d.family];
-  if (d.kind === "local" && d.family !== null) return [d.family];
-  return ([4, 6] as const).filter((family) =>
-    exported.rule.action !== "pass" || exported.problems.length > 0 ||
-    exported.targets.some((t) => t.family === family)
-  );
 }
 
 function destination(match: ExportMatch, iif: string | null): string {
