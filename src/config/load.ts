@@ -25,6 +25,7 @@ import type { ServiceTable } from "./services.ts";
 import { didYouMean } from "./suggest.ts";
 import {
   BALANCE_MODES,
+  CLIENT_NAMES,
   type Config,
   DEFAULT_SYSLOG_SOCKET,
   type HealthCheck,
@@ -33,6 +34,7 @@ import {
   LOG_LEVELS,
   type LogEvent,
   type LogOutput,
+  MAX_LEDGER_CLIENTS,
   MAX_WORKERS,
   PROXY_PROTOCOLS,
   type Rule,
@@ -84,6 +86,9 @@ export const SERVER_KEYS = [
   "source",
   "history",
   "workers",
+  "clients",
+  "client_names",
+  "state",
 ] as const;
 const SETTING_KEYS = [
   "action",
@@ -145,6 +150,9 @@ const BUILT_IN_SERVER: ServerSettings = {
   source: null,
   historyMs: 24 * 3_600_000,
   workers: 1,
+  clients: 10_000,
+  clientNames: "reverse-dns",
+  state: null,
 };
 
 type Table = Record<string, unknown>;
@@ -323,13 +331,23 @@ function readServer(
   const workers = value.workers === undefined
     ? BUILT_IN_SERVER.workers
     : readWorkerCount(value.workers, (message) => scope.fail("workers", message));
+  const clients = value.clients === undefined
+    ? BUILT_IN_SERVER.clients
+    : readLedgerSize(value.clients, scope);
+  const clientNames = value.client_names === undefined
+    ? BUILT_IN_SERVER.clientNames
+    : readChoice(value.client_names, CLIENT_NAMES, scope, "client_names");
+  const state = value.state === undefined
+    ? BUILT_IN_SERVER.state
+    : readPath(value.state, scope, "state", source);
   if (
     log === undefined || logFormat === undefined || logLevel === undefined ||
     status === undefined || statusHosts === undefined || drainTimeoutMs === undefined ||
     reloadDrainTimeoutMs === undefined ||
     reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
     syslogFacility === undefined || serverSource === undefined || historyMs === undefined ||
-    workers === undefined
+    workers === undefined || clients === undefined || clientNames === undefined ||
+    state === undefined
   ) return undefined;
   return {
     log,
@@ -346,6 +364,9 @@ function readServer(
     source: serverSource,
     historyMs,
     workers,
+    clients,
+    clientNames,
+    state,
   };
 }
 
@@ -962,6 +983,20 @@ function readCount(
   return scope.fail(
     key,
     `expected a whole number, 0 or more (0 = unlimited), got ${describe(value)}`,
+  );
+}
+
+/** `clients = 10000`: entries per rule in the client ledger. */
+function readLedgerSize(value: unknown, scope: Scope): number | undefined {
+  if (
+    typeof value === "number" && Number.isSafeInteger(value) && value >= 1 &&
+    value <= MAX_LEDGER_CLIENTS
+  ) {
+    return value;
+  }
+  return scope.fail(
+    "clients",
+    `expected a number of clients per rule from 1 to ${MAX_LEDGER_CLIENTS}, got ${describe(value)}`,
   );
 }
 

@@ -28,6 +28,12 @@ export type LogLevel = typeof LOG_LEVELS[number];
 
 /** Log line formats. */
 export const LOG_FORMATS = ["text", "json"] as const;
+/** `[server] client_names` choices. */
+export const CLIENT_NAMES = ["reverse-dns", "off"] as const;
+/** How clients are named in the ledger. */
+export type ClientNames = typeof CLIENT_NAMES[number];
+/** Most clients a rule's ledger may keep (`[server] clients`). */
+export const MAX_LEDGER_CLIENTS = 1_000_000;
 /** A log line format. */
 export type LogFormat = typeof LOG_FORMATS[number];
 
@@ -202,6 +208,12 @@ export interface ServerSettings {
   readonly historyMs: number;
   /** Isolates accepting TCP connections (`[server] workers`): a count, or "auto" for one per core. */
   readonly workers: WorkerCount;
+  /** Client addresses remembered per rule (the client ledger); the least recently seen go first. */
+  readonly clients: number;
+  /** How the ledger names clients: reverse DNS in the background, or not at all. */
+  readonly clientNames: ClientNames;
+  /** Where the ledger, history and first-traffic times are kept across restarts; null: memory only. */
+  readonly state: string | null;
 }
 
 /** A whole, valid rule file. */

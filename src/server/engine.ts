@@ -92,6 +92,8 @@ export interface EngineOptions {
   readonly tuning?: RelayTuning;
   /** How much per-minute history to keep (ms; `[server] history`). */
   readonly historyMs?: number;
+  /** Clients each rule's ledger keeps (`[server] clients`). */
+  readonly clients?: number;
   /** The wall clock for history and alarms (tests move it). */
   readonly clock?: () => number;
   /**
@@ -228,7 +230,12 @@ export class Engine implements SyncRelayHost {
       return { ok: false, failures };
     }
     engine.targets.apply(rules, plan);
-    engine.monitor.apply(rules, plan.map((p) => p.key), options.historyMs ?? 24 * 3_600_000);
+    engine.monitor.apply(
+      rules,
+      plan.map((p) => p.key),
+      options.historyMs ?? 24 * 3_600_000,
+      options.clients ?? engine.stats.clientCapacity,
+    );
     return { ok: true, engine };
   }
 
@@ -372,6 +379,13 @@ export class Engine implements SyncRelayHost {
     const rule = refusal.rule?.name ?? null;
     this.monitor.refused(rule, listenerKey);
     countBlock(this.stats.of(rule, listenerKey), refusal.reason, place.client);
+    if (rule !== null) {
+      this.stats.rules.get(rule)?.clients?.refused(
+        place.clientIp,
+        place.listen,
+        this.monitor.now(),
+      );
+    }
     if (refusal.rule !== null && !refusal.rule.log.has("block")) return;
     const key = `block ${place.protocol} ${rule} ${place.clientIp} ${refusal.reason}`;
     const what = `${place.protocol} blocks of ${place.clientIp} (rule ${

@@ -35,8 +35,13 @@ export class Monitor {
     this.history = new History(windowMs);
   }
 
-  /** The rules in force (and the history window) changed. */
-  apply(rules: readonly Rule[], listenerKeys: readonly string[], windowMs: number): void {
+  /** The rules in force (the history window, the clients each ledger keeps) changed. */
+  apply(
+    rules: readonly Rule[],
+    listenerKeys: readonly string[],
+    windowMs: number,
+    clientCapacity: number,
+  ): void {
     this.#rules = rules;
     if (this.history.minutes !== Math.max(2, Math.round(windowMs / 60_000) + 1)) {
       this.history = new History(windowMs);
@@ -46,7 +51,9 @@ export class Monitor {
       ...listenerKeys.map((k) => `listener:${k}`),
     ]);
     this.history.keep(keys);
-    this.alarms.keep(new Set(rules.map((r) => r.name)));
+    const names = new Set(rules.map((r) => r.name));
+    this.alarms.keep(names);
+    this.stats.applyClients(clientCapacity, names);
   }
 
   /** A session starts (before it is counted). */
@@ -84,7 +91,11 @@ export class Monitor {
     this.history.advance(now, (key) => this.#counters(key));
     const raised = this.alarms.evaluate(this.#rules, (rule) => {
       const c = this.stats.rules.get(rule);
-      return { lastSession: c?.lastSession ?? null, errors: c?.errors ?? 0 };
+      return {
+        firstSession: c?.firstSession ?? null,
+        lastSession: c?.lastSession ?? null,
+        errors: c?.errors ?? 0,
+      };
     }, now);
     for (const alarm of raised) this.#logAlarm(alarm);
     return raised;
@@ -103,8 +114,12 @@ export class Monitor {
     const fields = { alarm: alarm.kind, rule: alarm.rule, detail: alarm.detail };
     switch (alarm.kind) {
       case "first-traffic": {
-        const client = this.stats.rules.get(alarm.rule)?.lastClient ?? "?";
-        this.log.info("first traffic for rule {rule}: {client}", { ...fields, client });
+        const client = this.stats.rules.get(alarm.rule)?.firstClient ?? "?";
+        this.log.info("first traffic for rule {rule}: {client} at {first_session}", {
+          ...fields,
+          client,
+          first_session: new Date(alarm.at).toISOString(),
+        });
         break;
       }
       case "quiet": {

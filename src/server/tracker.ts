@@ -21,6 +21,7 @@ import type {
   SessionHandle,
   SessionSetup,
 } from "../relay/session.ts";
+import type { ClientEntry, ClientLedger } from "../status/ledger.ts";
 import { countBytes, countDrop, type Counters, countStart, type Stats } from "../status/stats.ts";
 
 /** One live session as the tracker keeps it. */
@@ -49,6 +50,9 @@ export class TrackedSession implements SessionHandle {
   readonly setup: SessionSetup;
   readonly rule: PassRule;
   readonly #admission: Admission;
+  /** The rule's ledger as the session started, and the client's entry (bytes go there too). */
+  readonly #ledger: ClientLedger | null;
+  readonly #client: ClientEntry | null;
 
   constructor(
     readonly tracker: SessionTracker,
@@ -58,6 +62,10 @@ export class TrackedSession implements SessionHandle {
     startedAt = tracker.clock(),
   ) {
     this.startedAt = startedAt;
+    this.#ledger = tracker.stats.rules.get(admitted.rule.name)?.clients ?? null;
+    this.#client =
+      this.#ledger?.started(admitted.setup.clientIp, admitted.setup.listen, startedAt) ??
+        null;
     this.setup = admitted.setup;
     this.target = admitted.setup.target;
     this.rule = admitted.rule;
@@ -73,7 +81,7 @@ export class TrackedSession implements SessionHandle {
       this.tracker.ownConnections.add(this.#connection);
     }
     const counters = this.tracker.stats.ofTarget(this.rule.name, target);
-    countStart([counters], this.setup.client, this.setup.clientIp, this.tracker.clock());
+    countStart([counters], this.setup.client, this.tracker.clock());
     this.counters.push(counters);
     this.tracker.targets?.joined(target);
     if (this.rule.log.has("connect")) this.#event({ event: "connect", local });
@@ -102,10 +110,12 @@ export class TrackedSession implements SessionHandle {
       this.bytesUp += bytes;
       if (udp) this.datagramsUp++;
       countBytes(this.counters, bytes, 0);
+      if (this.#client) this.#client.bytesUp += bytes;
     } else {
       this.bytesDown += bytes;
       if (udp) this.datagramsDown++;
       countBytes(this.counters, 0, bytes);
+      if (this.#client) this.#client.bytesDown += bytes;
     }
     if (this.rule.log.has("data")) this.#event({ event: "data", bytes, direction });
   }
@@ -142,6 +152,8 @@ export class TrackedSession implements SessionHandle {
     }
     this.#admission.release();
     for (const c of this.counters) c.active--;
+    // A reload that removed the rule gave it a new ledger: the old one hears the end, not that.
+    if (this.#client) this.#ledger?.ended(this.#client, this.tracker.clock());
     if (this.#connection !== null) this.tracker.ownConnections.delete(this.#connection);
     if (this.local !== null) this.tracker.targets?.left(this.target);
     this.tracker.forget(this);
@@ -190,7 +202,7 @@ export class SessionTracker {
     const { setup, rule } = admitted;
     const counters = this.stats.of(rule.name, setup.listenerKey);
     this.monitor?.sessionStarted(rule.name, setup.listenerKey, setup.clientIp);
-    countStart(counters, setup.client, setup.clientIp, startedAt);
+    countStart(counters, setup.client, startedAt);
     const tracked = new TrackedSession(this, admitted, session, counters, startedAt);
     this.#live.add(tracked);
     return tracked;

@@ -24,6 +24,8 @@ export interface AlarmEvent {
 
 /** A rule's state, as alarms read it. */
 export interface RuleActivity {
+  /** First session start (epoch ms), or null. */
+  readonly firstSession: number | null;
   /** Latest session start (epoch ms), or null. */
   readonly lastSession: number | null;
   /** Errors so far. */
@@ -55,8 +57,8 @@ export class Alarms {
     now: number,
   ): AlarmEvent[] {
     const raised: AlarmEvent[] = [];
-    const raise = (kind: AlarmKind, rule: string, detail: string) => {
-      const event = { kind, rule, at: now, detail };
+    const raise = (kind: AlarmKind, rule: string, detail: string, at = now) => {
+      const event = { kind, rule, at, detail };
       raised.push(event);
       this.#recent.push(event);
       if (this.#recent.length > KEEP) this.#recent.shift();
@@ -66,10 +68,11 @@ export class Alarms {
     for (const rule of rules) {
       if (rule.action !== "pass") continue;
       const watch = this.#watch(rule.name);
-      const { lastSession, errors } = activity(rule.name);
-      if (lastSession !== null && !watch.seenTraffic) {
+      const { firstSession, lastSession, errors } = activity(rule.name);
+      if (firstSession !== null && !watch.seenTraffic) {
         watch.seenTraffic = true;
-        raise("first-traffic", rule.name, "the first session since start");
+        // Raised at the next tick, about the session that was first: its time, not the tick's.
+        raise("first-traffic", rule.name, "the first session since start", firstSession);
       }
       const quietMs = rule.alarmQuietMs;
       if (quietMs !== null && lastSession !== null) {

@@ -280,7 +280,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
       "index" | "action" | "protocols" | "listen" | "target" | "state" | "quiet_after_s"
     >,
   ): RuleReport => {
-    const recent = counters?.recentClients;
+    const recent = counters?.clients;
     return {
       name,
       ...shape,

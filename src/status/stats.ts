@@ -5,7 +5,7 @@
  * @module
  */
 import type { BlockReason, DropReason } from "../relay/session.ts";
-import { RecentClients } from "./recent.ts";
+import { ClientLedger } from "./ledger.ts";
 
 /** Counters for one rule or one listener. */
 export interface Counters {
@@ -19,16 +19,18 @@ export interface Counters {
   bytesDown: number;
   /** Epoch ms of the first and latest session, or null before any. */
   firstSession: number | null;
+  /** The client (`ip:port`) of the first session. */
+  firstClient: string | null;
   lastSession: number | null;
   lastClient: string | null;
   /** The latest refused client (`ip:port`). */
   lastBlocked: string | null;
-  /** Distinct client addresses by time (rule counters only). */
-  recentClients: RecentClients | null;
+  /** Every client of the rule, with times and counts (rule counters only). */
+  clients: ClientLedger | null;
 }
 
 /** Counters at zero. */
-export function emptyCounters(trackClients = false): Counters {
+export function emptyCounters(clientCapacity: number | null = null): Counters {
   return {
     active: 0,
     total: 0,
@@ -38,10 +40,11 @@ export function emptyCounters(trackClients = false): Counters {
     bytesUp: 0,
     bytesDown: 0,
     firstSession: null,
+    firstClient: null,
     lastSession: null,
     lastClient: null,
     lastBlocked: null,
-    recentClients: trackClients ? new RecentClients() : null,
+    clients: clientCapacity === null ? null : new ClientLedger(clientCapacity),
   };
 }
 
@@ -60,9 +63,21 @@ export class Stats {
   /** Counters of one rule's sessions on one of its targets, by `rule\0target`. */
   readonly targets = new Map<string, Counters>();
 
+  /** @param clientCapacity clients each rule's ledger keeps (`[server] clients`) */
+  constructor(public clientCapacity = 10_000) {}
+
+  /** Changes what each rule's ledger keeps; forgets the clients of rules not in `keep`. */
+  applyClients(capacity: number, keep: ReadonlySet<string>): void {
+    this.clientCapacity = capacity;
+    for (const [rule, counters] of this.rules) {
+      if (!keep.has(rule)) counters.clients = new ClientLedger(capacity);
+      else counters.clients?.resize(capacity);
+    }
+  }
+
   /** The counters of `rule`'s sessions on `target`. Created on first use. */
   ofTarget(rule: string, target: string): Counters {
-    return this.#get(this.targets, `${rule}\u0000${target}`, false);
+    return this.#get(this.targets, `${rule}\u0000${target}`, null);
   }
 
   /**
@@ -73,14 +88,14 @@ export class Stats {
     const pairKey = `${rule ?? ""}\u0000${listener}`;
     let pair = this.pairs.get(pairKey);
     if (!pair) this.pairs.set(pairKey, pair = { rule, listener, counters: emptyCounters() });
-    const result = [this.#get(this.listeners, listener, false), pair.counters];
-    if (rule !== null) result.push(this.#get(this.rules, rule, true));
+    const result = [this.#get(this.listeners, listener, null), pair.counters];
+    if (rule !== null) result.push(this.#get(this.rules, rule, this.clientCapacity));
     return result;
   }
 
-  #get(map: Map<string, Counters>, key: string, trackClients: boolean): Counters {
+  #get(map: Map<string, Counters>, key: string, clientCapacity: number | null): Counters {
     let counters = map.get(key);
-    if (!counters) map.set(key, counters = emptyCounters(trackClients));
+    if (!counters) map.set(key, counters = emptyCounters(clientCapacity));
     return counters;
   }
 
@@ -88,8 +103,9 @@ export class Stats {
   totals(): Counters {
     const sum = emptyCounters();
     for (const c of this.listeners.values()) {
-      if (c.firstSession !== null) {
-        sum.firstSession = Math.min(sum.firstSession ?? Infinity, c.firstSession);
+      if (c.firstSession !== null && c.firstSession < (sum.firstSession ?? Infinity)) {
+        sum.firstSession = c.firstSession;
+        sum.firstClient = c.firstClient;
       }
       if (c.lastSession !== null && c.lastSession >= (sum.lastSession ?? -Infinity)) {
         sum.lastSession = c.lastSession;
@@ -111,19 +127,16 @@ export class Stats {
   }
 }
 
-/** Adds a session start to counters; `clientIp` feeds the distinct-client windows. */
-export function countStart(
-  counters: Counters[],
-  client: string,
-  clientIp: string,
-  now: number,
-): void {
+/** Adds a session start to counters (the client ledger is the tracker's). */
+export function countStart(counters: Counters[], client: string, now: number): void {
   for (const c of counters) {
-    c.recentClients?.seen(clientIp, now);
     c.active++;
     c.total++;
-    c.firstSession = Math.min(c.firstSession ?? now, now);
     // A worker's session may be reported after a later one of another isolate.
+    if (c.firstSession === null || now < c.firstSession) {
+      c.firstSession = now;
+      c.firstClient = client;
+    }
     if (c.lastSession === null || now >= c.lastSession) {
       c.lastSession = now;
       c.lastClient = client;

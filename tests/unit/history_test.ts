@@ -70,13 +70,17 @@ alarm_quiet = "15m"
 alarm_errors = "10/1m"
 `);
   const alarms = new Alarms();
+  let firstSession: number | null = null;
   let lastSession: number | null = null;
   let errors = 0;
-  const at = (t: number) =>
-    alarms.evaluate(config.rules, () => ({ lastSession, errors }), t).map((a) => a.kind);
+  const raised = (t: number) =>
+    alarms.evaluate(config.rules, () => ({ firstSession, lastSession, errors }), t);
+  const at = (t: number) => raised(t).map((a) => a.kind);
   assertEquals(at(T0), [], "nothing before traffic, and never quiet without traffic");
-  lastSession = T0 + 1_000;
-  assertEquals(at(T0 + 2_000), ["first-traffic"]);
+  firstSession = T0 + 1_000;
+  lastSession = T0 + 1_040;
+  // Raised at the tick, it says when the first session came, not when the tick came.
+  assertEquals(raised(T0 + 2_000).map((a) => [a.kind, a.at]), [["first-traffic", T0 + 1_000]]);
   assertEquals(at(T0 + 14 * MIN), []);
   assertEquals(at(T0 + 16 * MIN), ["quiet"]);
   assertEquals(at(T0 + 17 * MIN), [], "said once");
