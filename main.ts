@@ -20,6 +20,7 @@ Usage:
   portbounce import-barefoot FILE         translate a barefootd.conf into a rule file
   portbounce status [--url URL|-c FILE]   ask a running instance for its counters
   portbounce sessions [--url URL|-c FILE] list a running instance's live sessions
+  portbounce clients [RULE] [--since D]   who used each rule, first and last seen
   portbounce export --format nftables|pf [-c FILE] [--masquerade]
                                           the rules as router configuration
   portbounce version                      print the version
@@ -38,6 +39,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     (await import("./src/cli/import_barefoot.ts")).importBarefootCommand(args),
   status: async (args) => (await import("./src/cli/status.ts")).statusCommand(args),
   sessions: async (args) => (await import("./src/cli/sessions.ts")).sessionsCommand(args),
+  clients: async (args) => (await import("./src/cli/clients.ts")).clientsCommand(args),
   export: async (args) => (await import("./src/cli/export.ts")).exportCommand(args),
   version: (args) => {
     if (args.includes("-h") || args.includes("--help")) {

@@ -58,7 +58,11 @@ export async function fetchJson<T>(base: URL, path: string): Promise<T | { error
   const url = new URL(path, base);
   try {
     const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-    if (!response.ok) return { error: `no answer from ${url}: HTTP ${response.status}` };
+    if (!response.ok) {
+      // The endpoint says why in a line of text (a rule that does not exist): pass it on.
+      const why = (await response.text().catch(() => "")).trim().slice(0, 200);
+      return { error: `${url}: HTTP ${response.status}${why ? `: ${why}` : ""}` };
+    }
     return await response.json() as T;
   } catch (error) {
     return { error: `no answer from ${url}: ${(error as Error).message}` };

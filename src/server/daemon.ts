@@ -259,7 +259,7 @@ export class Daemon {
     relayBuffers.limitBytes = bufferShare(config.server.bufferMemory, workers);
     const bound = Engine.bind(config.rules, listeners, log, {
       historyMs: config.server.historyMs,
-      clients: config.server.clients,
+      clients: { capacity: config.server.clients, names: config.server.clientNames },
       workers,
       // A later takeover binds beside what this instance binds (same user only).
       shareable: ownClaim(options) === "shareable",
@@ -631,7 +631,7 @@ export class Daemon {
       loaded.config.rules,
       this.engine.listenerPlans().map((p) => p.key),
       server.historyMs,
-      server.clients,
+      { capacity: server.clients, names: server.clientNames },
     );
     this.#current = loaded.config;
     const error = await this.status.apply(loaded.config, ownClaim(options));

@@ -10,7 +10,7 @@ import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import { type IpAddress, parseClientAddress } from "../config/network.ts";
-import type { Rule } from "../config/types.ts";
+import type { ClientNames as ClientNamesMode, Rule } from "../config/types.ts";
 import { logSessionEvent } from "../log/events.ts";
 import { decide, type Decision, type Refusal } from "../relay/admission.ts";
 import { type Dialer, systemDialer } from "../relay/dial.ts";
@@ -37,6 +37,7 @@ import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
+import type { ReverseLookup } from "./client_names.ts";
 import { Monitor } from "./monitor.ts";
 import { TargetRegistry } from "./targets.ts";
 import { SessionTracker, type TrackedSession } from "./tracker.ts";
@@ -92,8 +93,10 @@ export interface EngineOptions {
   readonly tuning?: RelayTuning;
   /** How much per-minute history to keep (ms; `[server] history`). */
   readonly historyMs?: number;
-  /** Clients each rule's ledger keeps (`[server] clients`). */
-  readonly clients?: number;
+  /** Clients each rule's ledger keeps (`[server] clients`), and whether they are named. */
+  readonly clients?: { readonly capacity: number; readonly names: ClientNamesMode };
+  /** How client names are found (tests answer themselves). */
+  readonly reverseLookup?: ReverseLookup;
   /** The wall clock for history and alarms (tests move it). */
   readonly clock?: () => number;
   /**
@@ -181,6 +184,7 @@ export class Engine implements SyncRelayHost {
       this.gate,
       options.clock,
     );
+    if (options.reverseLookup) this.monitor.lookup = options.reverseLookup;
     this.sessions = new SessionTracker(
       log,
       this.stats,
@@ -234,7 +238,7 @@ export class Engine implements SyncRelayHost {
       rules,
       plan.map((p) => p.key),
       options.historyMs ?? 24 * 3_600_000,
-      options.clients ?? engine.stats.clientCapacity,
+      options.clients ?? { capacity: engine.stats.clientCapacity, names: "off" },
     );
     return { ok: true, engine };
   }
@@ -377,7 +381,7 @@ export class Engine implements SyncRelayHost {
 
   refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void {
     const rule = refusal.rule?.name ?? null;
-    this.monitor.refused(rule, listenerKey);
+    this.monitor.refused(rule, listenerKey, place.clientIp);
     countBlock(this.stats.of(rule, listenerKey), refusal.reason, place.client);
     if (rule !== null) {
       this.stats.rules.get(rule)?.clients?.refused(

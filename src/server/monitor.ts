@@ -6,11 +6,12 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { Rule } from "../config/types.ts";
+import type { ClientNames as ClientNamesMode, Rule } from "../config/types.ts";
 import { formatDuration } from "../config/duration.ts";
 import { type AlarmEvent, Alarms } from "../status/alarms.ts";
 import { History } from "../status/history.ts";
 import type { Stats } from "../status/stats.ts";
+import { ClientNames, reverseDns, type ReverseLookup } from "./client_names.ts";
 import type { EventGate } from "../log/rate_limit.ts";
 
 /** How often alarms are evaluated and minutes closed. */
@@ -40,7 +41,7 @@ export class Monitor {
     rules: readonly Rule[],
     listenerKeys: readonly string[],
     windowMs: number,
-    clientCapacity: number,
+    clients: { readonly capacity: number; readonly names: ClientNamesMode },
   ): void {
     this.#rules = rules;
     if (this.history.minutes !== Math.max(2, Math.round(windowMs / 60_000) + 1)) {
@@ -53,12 +54,26 @@ export class Monitor {
     this.history.keep(keys);
     const names = new Set(rules.map((r) => r.name));
     this.alarms.keep(names);
-    this.stats.applyClients(clientCapacity, names);
+    this.stats.applyClients(clients.capacity, names);
+    if (clients.names === "off") this.nameClients(null);
+    else if (this.names === null) this.nameClients(new ClientNames(this.lookup, { now: this.now }));
+  }
+
+  /** Reverse-DNS names of clients (`[server] client_names`), or null when off. */
+  names: ClientNames | null = null;
+  /** How names are found (tests give their own). */
+  lookup: ReverseLookup = reverseDns();
+
+  /** Names clients (or stops naming them). */
+  nameClients(names: ClientNames | null): void {
+    if (this.names !== names) this.names?.stop();
+    this.names = names;
   }
 
   /** A session starts (before it is counted). */
   sessionStarted(rule: string, listenerKey: string, clientIp: string): void {
     const now = this.now();
+    this.names?.want(clientIp);
     this.history.sessionStarted(`rule:${rule}`, clientIp, now, this.stats.rules.get(rule));
     this.history.sessionStarted(
       `listener:${listenerKey}`,
@@ -69,8 +84,9 @@ export class Monitor {
   }
 
   /** A client was refused (before it is counted). */
-  refused(rule: string | null, listenerKey: string): void {
+  refused(rule: string | null, listenerKey: string, clientIp: string): void {
     const now = this.now();
+    if (rule !== null) this.names?.want(clientIp);
     if (rule !== null) this.history.touched(`rule:${rule}`, now, this.stats.rules.get(rule));
     this.history.touched(`listener:${listenerKey}`, now, this.stats.listeners.get(listenerKey));
   }
@@ -83,6 +99,7 @@ export class Monitor {
 
   stop(): void {
     clearInterval(this.#timer);
+    this.names?.stop();
   }
 
   /** Closes minutes that ended and logs alarms raised; returns them. */

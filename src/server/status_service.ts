@@ -20,7 +20,8 @@ import {
   type SessionView,
   type StatusInput,
 } from "../status/report.ts";
-import { answer, isWildcard, RenderCache } from "../status/routes.ts";
+import { answer, BadQuery, isWildcard, RenderCache } from "../status/routes.ts";
+import { buildClientsReport, type ClientsQuery, parseClientsQuery } from "../status/clients.ts";
 import { VERSION } from "../version.ts";
 import type { Engine } from "./engine.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
@@ -136,6 +137,20 @@ export class StatusService {
     }) + "\n";
   }
 
+  /** `/clients.json`: each rule's clients, most recently seen first. */
+  clientsJson(query: ClientsQuery): string {
+    const monitor = this.engine.monitor;
+    const names = monitor.names;
+    const report = buildClientsReport(
+      this.engine.rules,
+      this.engine.stats,
+      (address) => names?.nameOf(address) ?? null,
+      query,
+      monitor.now(),
+    );
+    return JSON.stringify(report, null, 2) + "\n";
+  }
+
   #answer = (method: string, target: string) => {
     const now = performance.now();
     const cached = (key: string, render: () => string) => this.#cache.get(key, render, now);
@@ -171,6 +186,14 @@ export class StatusService {
           () =>
             renderMetrics(report(), this.engine.stats, this.engine.startedAt, inForce(this.engine)),
         ),
+      clientsJson: (params) => {
+        const query = parseClientsQuery(params, this.engine.rules);
+        if ("error" in query) throw new BadQuery(query.error);
+        return cached(
+          `/clients.json?${query.rule}&${query.withinMs}`,
+          () => this.clientsJson(query),
+        );
+      },
       sessionsJson: () =>
         cached(
           "/sessions.json",

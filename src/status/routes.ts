@@ -22,7 +22,12 @@ export interface StatusRenderers {
   metrics(): string;
   sessionsJson(): string;
   historyJson(): string;
+  /** Throws {@linkcode BadQuery} for a query it cannot answer. */
+  clientsJson(query: URLSearchParams): string;
 }
+
+/** A query a rendering cannot answer (a rule that does not exist, a bad duration): 400. */
+export class BadQuery extends Error {}
 
 const COMMON = { "cache-control": "no-store", "x-content-type-options": "nosniff" };
 const PATHS: Record<
@@ -33,6 +38,7 @@ const PATHS: Record<
   "/status.json": { type: "application/json", render: (r, q) => r.statusJson(q) },
   "/sessions.json": { type: "application/json", render: (r) => r.sessionsJson() },
   "/history.json": { type: "application/json", render: (r) => r.historyJson() },
+  "/clients.json": { type: "application/json", render: (r, q) => r.clientsJson(q) },
   "/metrics": { type: "text/plain; version=0.0.4; charset=utf-8", render: (r) => r.metrics() },
 };
 
@@ -67,11 +73,18 @@ export function answer(
       body: `not found: try ${Object.keys(PATHS).join(", ")}\n`,
     };
   }
-  return {
-    status: 200,
-    headers: { ...COMMON, "content-type": route.type },
-    body: route.render(renderers, url.searchParams),
-  };
+  let body: string;
+  try {
+    body = route.render(renderers, url.searchParams);
+  } catch (error) {
+    if (!(error instanceof BadQuery)) throw error;
+    return {
+      status: 400,
+      headers: { ...COMMON, "content-type": "text/plain" },
+      body: `bad request: ${error.message}\n`,
+    };
+  }
+  return { status: 200, headers: { ...COMMON, "content-type": route.type }, body };
 }
 
 /** Whether an address is one a web page from elsewhere should never reach: loopback or private. */
@@ -117,8 +130,11 @@ export function hostAllowed(
 export class RenderCache {
   readonly #entries = new Map<string, { body: string; at: number; ttl: number }>();
 
-  /** @param minTtlMs how long a rendering is reused at least */
-  constructor(readonly minTtlMs = 250) {}
+  /**
+   * @param minTtlMs how long a rendering is reused at least
+   * @param maxEntries renderings kept at most (queries vary: `?since=` takes any duration)
+   */
+  constructor(readonly minTtlMs = 250, readonly maxEntries = 64) {}
 
   /** Forgets every rendering (what they show has changed: a reload). */
   clear(): void {
@@ -136,7 +152,12 @@ export class RenderCache {
     const started = performance.now();
     const body = render();
     const cost = performance.now() - started;
+    this.#entries.delete(key);
     this.#entries.set(key, { body, at: now, ttl: Math.max(this.minTtlMs, 10 * cost) });
+    for (const oldest of this.#entries.keys()) {
+      if (this.#entries.size <= this.maxEntries) break;
+      this.#entries.delete(oldest);
+    }
     return body;
   }
 }

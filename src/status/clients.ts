@@ -1,0 +1,134 @@
+/**
+ * `/clients.json` and `portbounce clients`: each rule's clients from its
+ * ledger, most recently seen first, with their names as known now. Pure: the
+ * names and the clock are passed in.
+ *
+ * @module
+ */
+import { formatDuration, parseDuration } from "../config/duration.ts";
+import { didYouMean } from "../config/suggest.ts";
+import type { Rule } from "../config/types.ts";
+import type { Stats } from "./stats.ts";
+
+/** One client of one rule, as `/clients.json` gives it. */
+export interface ClientRow {
+  readonly address: string;
+  /** Reverse-DNS name, when known. */
+  readonly name: string | null;
+  /** The `ip:port` it last reached. */
+  readonly via: string;
+  readonly first_seen: string;
+  readonly last_seen: string;
+  readonly sessions: number;
+  readonly refused: number;
+  /** Sessions live now. */
+  readonly active: number;
+  readonly bytes_up: number;
+  readonly bytes_down: number;
+}
+
+/** One rule's clients. */
+export interface RuleClients {
+  readonly name: string;
+  readonly action: "pass" | "block";
+  readonly clients: readonly ClientRow[];
+  /** Clients forgotten to stay within `[server] clients`. */
+  readonly evicted: number;
+}
+
+/** The whole answer. */
+export interface ClientsReport {
+  /** What was asked: one rule or all; clients seen since (ISO), or null for all. */
+  readonly rule: string | null;
+  readonly since: string | null;
+  readonly rules: readonly RuleClients[];
+}
+
+/** What `/clients.json` was asked for. */
+export interface ClientsQuery {
+  readonly rule: string | null;
+  /** Only clients seen within this many ms (or live now); null: every client kept. */
+  readonly withinMs: number | null;
+}
+
+/** Reads `?rule=NAME&since=24h`; a rule that does not exist, or a bad duration, is an error. */
+export function parseClientsQuery(
+  params: URLSearchParams,
+  rules: readonly Rule[],
+): ClientsQuery | { error: string } {
+  const rule = params.get("rule");
+  if (rule !== null && !rules.some((r) => r.name === rule)) {
+    return {
+      error: `no rule named ${JSON.stringify(rule.slice(0, 80))}${
+        didYouMean(rule, rules.map((r) => r.name))
+      }`,
+    };
+  }
+  const since = params.get("since");
+  if (since === null || since === "") return { rule, withinMs: null };
+  const ms = parseDuration(/^\d+$/.test(since) ? Number(since) : since);
+  if (typeof ms !== "number") return { error: `since: ${ms.error}` };
+  return { rule, withinMs: ms };
+}
+
+/** Builds the report of `query` at `now`. */
+export function buildClientsReport(
+  rules: readonly Rule[],
+  stats: Stats,
+  nameOf: (address: string) => string | null,
+  query: ClientsQuery,
+  now: number,
+): ClientsReport {
+  const since = query.withinMs === null ? -Infinity : now - query.withinMs;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return {
+    rule: query.rule,
+    since: query.withinMs === null ? null : iso(since),
+    rules: rules.filter((r) => query.rule === null || r.name === query.rule).map((rule) => {
+      const ledger = stats.rules.get(rule.name)?.clients;
+      return {
+        name: rule.name,
+        action: rule.action,
+        evicted: ledger?.evicted ?? 0,
+        clients: (ledger?.list(since) ?? []).map((e) => ({
+          address: e.address,
+          name: nameOf(e.address),
+          via: e.via,
+          first_seen: iso(e.firstSeen),
+          last_seen: iso(e.lastSeen),
+          sessions: e.sessions,
+          refused: e.refused,
+          active: e.active,
+          bytes_up: e.bytesUp,
+          bytes_down: e.bytesDown,
+        })),
+      };
+    }),
+  };
+}
+
+/** `3 clients in the last 24h, last: printer-3.lab (198.51.100.7) 5m ago`, for a rule's row. */
+export function clientsSummary(
+  clients: readonly ClientRow[],
+  windowMs: number,
+  now: number,
+): string {
+  if (clients.length === 0) return `no client in the last ${formatDuration(windowMs)}`;
+  const last = clients[0];
+  const ago = Math.max(0, now - Date.parse(last.last_seen));
+  const who = last.name ? `${last.name} (${last.address})` : last.address;
+  const when = last.active > 0
+    ? "in session now"
+    : ago < 1_000
+    ? "just now"
+    : `${formatDuration(roundAgo(ago))} ago`;
+  return `${clients.length} client${clients.length === 1 ? "" : "s"} in the last ${
+    formatDuration(windowMs)
+  }, last: ${who} ${when}`;
+}
+
+/** Rounds an age for reading: seconds under a minute, minutes under an hour, then hours. */
+function roundAgo(ms: number): number {
+  const unit = ms < 60_000 ? 1_000 : ms < 3_600_000 ? 60_000 : 3_600_000;
+  return Math.round(ms / unit) * unit;
+}
