@@ -7,6 +7,7 @@
  * @module
  */
 import type { RelayTuning } from "../src/relay/host.ts";
+import type { ReverseLookup } from "../src/server/client_names.ts";
 import { DEFAULT_TUNING } from "../src/relay/host.ts";
 import type { Dialer } from "../src/relay/dial.ts";
 import { jsonFormatter } from "../src/log/events.ts";
@@ -40,6 +41,8 @@ export interface StartOptions {
   readonly workerModule?: string | URL;
   /** The pid file (and so the hand-over socket beside it, for takeovers). */
   readonly pidFile?: string;
+  /** How client names are found (the ledger's reverse DNS). */
+  readonly reverseLookup?: ReverseLookup;
 }
 
 /** The worker isolates' module, as the CLI's main module loads it. */
@@ -70,6 +73,7 @@ export async function startDaemon(
       tuning: { ...DEFAULT_TUNING, ...options.tuning },
       dialer: options.dialer,
       clock: options.clock,
+      reverseLookup: options.reverseLookup,
     },
     logTap: (record) => log.add(parseEntry(jsonFormatter(record)) as LogEntry),
   });

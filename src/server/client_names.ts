@@ -27,6 +27,8 @@ export interface ClientNamesOptions {
   readonly maxQueue?: number;
   /** The clock (epoch ms). */
   readonly now?: () => number;
+  /** Whether a timer takes the queue (tests call {@linkcode ClientNames.lookupNext} themselves). */
+  readonly timer?: boolean;
 }
 
 interface Known {
@@ -49,6 +51,7 @@ export class ClientNames {
   readonly #maxNames: number;
   readonly #maxQueue: number;
   readonly #now: () => number;
+  readonly #useTimer: boolean;
 
   constructor(readonly lookup: ReverseLookup = reverseDns(), options: ClientNamesOptions = {}) {
     this.#perSecond = options.perSecond ?? 20;
@@ -57,6 +60,7 @@ export class ClientNames {
     this.#maxNames = options.maxNames ?? 100_000;
     this.#maxQueue = options.maxQueue ?? 10_000;
     this.#now = options.now ?? Date.now;
+    this.#useTimer = options.timer ?? true;
   }
 
   /** The name of `address` as known now (null: none, or not found yet); asks for it if due. */
@@ -72,8 +76,8 @@ export class ClientNames {
     if (known !== undefined && this.#now() - known.at < this.#keepMs) return;
     if (this.#queue.size >= this.#maxQueue) return;
     this.#queue.add(address);
-    if (this.#timer === undefined) {
-      this.#timer = setInterval(() => this.#next(), 1_000 / this.#perSecond);
+    if (this.#useTimer && this.#timer === undefined) {
+      this.#timer = setInterval(() => this.lookupNext(), 1_000 / this.#perSecond);
       Deno.unrefTimer(this.#timer);
     }
   }
@@ -90,21 +94,28 @@ export class ClientNames {
     return this.#queue.size;
   }
 
-  /** Takes one address off the queue and looks it up (one timer tick). */
-  #next(): void {
+  /**
+   * One tick of the timer: takes one address off the queue and starts its
+   * lookup. Returns the lookup, or null when there was nothing to do.
+   */
+  lookupNext(): Promise<void> | null {
     const [address] = this.#queue;
     if (address === undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
-      return;
+      return null;
     }
     // Never more at once than a second's worth: a resolver that hangs does not pile them up.
-    if (this.#inFlight >= this.#perSecond) return;
+    if (this.#inFlight >= this.#perSecond) return null;
     this.#queue.delete(address);
     this.#inFlight++;
     this.lookups++;
     const signal = AbortSignal.timeout(this.#timeoutMs);
-    this.lookup(address, signal)
+    // A lookup that ignores its signal still ends at the timeout.
+    const timedOut = new Promise<never>((_, reject) =>
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true })
+    );
+    return Promise.race([this.lookup(address, signal), timedOut])
       .then((name) => this.#remember(address, name))
       .catch(() => {
         this.failures++;

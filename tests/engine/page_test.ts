@@ -46,7 +46,10 @@ Deno.test({
     const first = await bouncer.log.waitFor({ alarm: "first-traffic", rule: "www-new" });
     // A line with `event` and `client` fields would be rendered as a session event.
     assertEquals(first.event, undefined);
-    assertMatch(first.message!, /^first traffic for rule www-new: 127\.0\.0\.1:\d+$/);
+    assertMatch(
+      first.message!,
+      /^first traffic for rule www-new: 127\.0\.0\.1:\d+ at \d{4}-\d\d-\d\dT/,
+    );
 
     const status = bouncer.daemon.status.address!;
     const json = await fetch(`http://${status}/status.json?history=120`).then((r) => r.json());
