@@ -9,7 +9,7 @@
 import { formatProblem } from "../config/load.ts";
 import { isInterfaceName, parseClientAddress, parseIp } from "../config/network.ts";
 import { buildExport, type ExportNames, exportProblems } from "../export/model.ts";
-import { renderNftables } from "../export/nftables.ts";
+import { nftModel, renderNftables } from "../export/nftables.ts";
 import { pfModel, renderPf } from "../export/pf.ts";
 import { type ExportOptions, leftOutLines, notDoneLines } from "../export/text.ts";
 import { hostFacts } from "../rules/resolve.ts";
@@ -44,8 +44,8 @@ Options:
 
 The router must forward packets (net.ipv4.ip_forward=1 and
 net.ipv6.conf.all.forwarding=1 on Linux; net.inet.ip.forwarding=1 on OpenBSD).
-An interface named as source is the router's own (not looked up here): export
-runs on any machine.
+An interface named as source is the router's own (not looked up here); host
+names, and interfaces named in listen, are looked up where export runs.
 
 Exit codes: 0 written, all of it; 2 bad rule file or usage, or a rule a router
 cannot do (its location is given; nothing is written); 4 written with
@@ -88,7 +88,8 @@ export async function exportCommand(args: string[]): Promise<number> {
     for (const problem of loaded.problems) console.error(formatProblem(problem));
     return ExitCode.usage;
   }
-  const model = buildExport(loaded.config, await exportNames(loaded.config));
+  const built = buildExport(loaded.config, await exportNames(loaded.config));
+  const model = format === "pf" ? pfModel(built, values.masquerade ?? false) : nftModel(built);
   const problems = exportProblems(model);
   const skip = values["skip-unsupported"] ?? false;
   if (problems.length > 0 && !skip) {
@@ -106,14 +107,12 @@ export async function exportCommand(args: string[]): Promise<number> {
     masquerade: values.masquerade ?? false,
     interface: values.interface ?? null,
   };
-  const exported = format === "pf" ? pfModel(model) : model;
   console.log(
-    (format === "nftables" ? renderNftables(exported, options) : renderPf(exported, options))
-      .trimEnd(),
+    (format === "nftables" ? renderNftables(model, options) : renderPf(model, options)).trimEnd(),
   );
-  for (const line of notDoneLines(exported)) console.error(`not done by the router: ${line}`);
+  for (const line of notDoneLines(model)) console.error(`not done by the router: ${line}`);
   if (problems.length === 0) return ExitCode.ok;
-  for (const line of leftOutLines(exported)) console.error(`left out: ${line}`);
+  for (const line of leftOutLines(model)) console.error(`left out: ${line}`);
   const count = model.rules.filter((r) => r.problems.length > 0).length;
   console.error(
     `${values.config}: ${count} of ${model.rules.length} rules left out and refused at the router; the rest was written`,
@@ -152,7 +151,7 @@ async function exportNames(config: import("../config/types.ts").Config): Promise
   }));
   return {
     hosts,
-    interfaces: new Set(facts.interfaces.keys()),
+    interfaces: facts.interfaces,
     isLocal: (address) =>
       address.range() === "loopback" ||
       facts.localAddresses.has(parseClientAddress(address.toString())!.toString()),

@@ -19,8 +19,12 @@ export type Destination =
   | { readonly kind: "address"; readonly address: string; readonly family: 4 | 6 }
   /** Any address of the router (`*`, `0.0.0.0`, `[::]`), of one family or both. */
   | { readonly kind: "local"; readonly family: 4 | 6 | null }
-  /** Arriving on a network interface, at one of the router's addresses. */
-  | { readonly kind: "interface"; readonly name: string };
+  /**
+   * An address of a network interface of the router: pf names the interface
+   * (`(eth1)`, its addresses as they are then); nftables writes the addresses
+   * it has here, at export.
+   */
+  | { readonly kind: "interface"; readonly name: string; readonly addresses: readonly string[] };
 
 /** One target, resolved. */
 export interface ExportTarget {
@@ -71,14 +75,16 @@ export interface TargetGuard {
 export interface ExportNames {
   /** Host name -> its addresses. */
   readonly hosts: ReadonlyMap<string, readonly string[]>;
-  /** Interface names this router has. */
-  readonly interfaces: ReadonlySet<string>;
+  /** Interfaces this host has, with their addresses. */
+  readonly interfaces: ReadonlyMap<string, readonly string[]>;
   /** Whether an address is one of the router's own (loopback always is). */
   isLocal(address: IpAddress): boolean;
 }
 
 /** The whole export: every rule in file order, each with what keeps a router from doing it. */
 export interface ExportModel {
+  /** The rule file, for the location of problems. */
+  readonly source: string;
   readonly rules: readonly ExportRule[];
 }
 
@@ -100,7 +106,8 @@ export function exportedRules(model: ExportModel): ExportRule[] {
  */
 export function targetGuards(model: ExportModel): TargetGuard[] {
   const guards = new Map<string, TargetGuard>();
-  for (const exported of exportedRules(model)) {
+  // A rule left out keeps its targets guarded: they were unreachable under portbounce too.
+  for (const exported of model.rules) {
     if (exported.rule.action !== "pass") continue;
     for (const match of exported.matches) {
       if (isLoopback(match.destination)) continue;
@@ -166,8 +173,10 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
       }
     }
     const targets: ExportTarget[] = [];
-    // Loopback listeners take this host's own clients: their packets can be redirected locally.
-    const local = matches.length > 0 && matches.every((m) => isLoopback(m.destination));
+    // Loopback listeners take this host's own clients: their packets can be redirected locally,
+    // never elsewhere (a rule listening on loopback and on other addresses must keep both true).
+    const local = matches.some((m) => isLoopback(m.destination));
+    const remote = matches.some((m) => !isLoopback(m.destination));
     if (rule.action === "pass") {
       for (const endpoint of rule.bounceTo) {
         const resolved = targetsOf(endpoint, names);
@@ -187,7 +196,7 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
                 ruleLabel(rule)
               }: bounce_to: "${endpoint.text}" is elsewhere, but the rule listens on loopback: packets from 127.0.0.1 cannot leave the host, so a router cannot do this; listen on the router's own address instead`,
             });
-          } else if (!local && names.isLocal(ip)) {
+          } else if (remote && names.isLocal(ip)) {
             problems.push({
               where: where("bounce_to"),
               message: `${
@@ -200,7 +209,8 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
       }
       for (const match of matches) {
         const family = familyOf(match.destination);
-        if (family !== null && !targets.some((t) => t.family === family)) {
+        if (family === null) continue;
+        if (!targets.some((t) => t.family === family)) {
           problems.push({
             where: where("bounce_to"),
             message: `${ruleLabel(rule)}: bounce_to has no IPv${family} target for listen ${
@@ -214,39 +224,43 @@ export function buildExport(config: Config, names: ExportNames): ExportModel {
     const unique = problems.filter((p, i) =>
       problems.findIndex((q) => q.where === p.where && q.message === p.message) === i
     );
+    const known = matches.filter((m) => m.ports.first !== 0);
     rules.push({
       rule,
       // A port the router cannot know is no match of its.
-      matches: matches.filter((m) => m.ports.first !== 0),
+      matches: known,
       from: fromOf(rule),
       targets,
-      notDone: notDone(rule),
+      notDone: [...notDone(rule), ...refusedFamilies(rule, known, targets)],
       problems: unique,
     });
   }
-  return { rules };
+  return { source: config.source, rules };
 }
 
 /**
- * The address families a match is written for: its destination's, or for
- * any local address and interfaces both, where the rule has a target of the
- * family (a rule left out is refused on both).
+ * The address families a match is written for: its destination's, or both
+ * for any local address and an interface. A pass rule without a target of
+ * one of them refuses that family's clients (see `notDone`), so that no later
+ * rule takes them.
  */
-export function familiesOf(match: ExportMatch, exported: ExportRule): (4 | 6)[] {
+export function familiesOf(match: ExportMatch): (4 | 6)[] {
   const d = match.destination;
   if (d.kind === "address") return [d.family];
   if (d.kind === "local" && d.family !== null) return [d.family];
-  return ([4, 6] as const).filter((family) =>
-    exported.rule.action !== "pass" || exported.problems.length > 0 ||
-    exported.targets.some((t) => t.family === family)
-  );
+  return [4, 6];
 }
 
 /** Whether packets to a destination come from this host only (loopback addresses). */
 export function isLoopback(destination: Destination): boolean {
-  if (destination.kind !== "address") return false;
-  const ip = parseIp(destination.address);
-  return !("error" in ip) && ip.range() === "loopback";
+  const loopback = (address: string) => {
+    const ip = parseIp(address);
+    return !("error" in ip) && ip.range() === "loopback";
+  };
+  if (destination.kind === "address") return loopback(destination.address);
+  // The loopback interface: its addresses are all loopback.
+  return destination.kind === "interface" && destination.addresses.length > 0 &&
+    destination.addresses.every(loopback);
 }
 
 function familyOf(destination: Destination): 4 | 6 | null {
@@ -284,7 +298,8 @@ function destinationsOf(
       if (host.address === "::") return [{ kind: "local", family: null }];
       return [{ kind: "address", address: host.address, family: host.family }];
     case "name": {
-      if (names.interfaces.has(host.name)) return [{ kind: "interface", name: host.name }];
+      const addresses = names.interfaces.get(host.name);
+      if (addresses) return [{ kind: "interface", name: host.name, addresses }];
       const found = names.hosts.get(host.name);
       if (!found || found.length === 0) return { error: `"${host.name}" did not resolve` };
       return found.map((address) => ({
@@ -324,6 +339,26 @@ function fromOf(rule: Rule): ExportRule["from"] {
     v4: networks.filter((n) => !n.includes(":")),
     v6: networks.filter((n) => n.includes(":")),
   };
+}
+
+/** Clients of a family a wildcard or interface listener takes, but no target of the rule has. */
+function refusedFamilies(
+  rule: Rule,
+  matches: readonly ExportMatch[],
+  targets: readonly ExportTarget[],
+): string[] {
+  if (rule.action !== "pass") return [];
+  const lines: string[] = [];
+  for (const family of [4, 6] as const) {
+    if (targets.some((t) => t.family === family)) continue;
+    const wide = matches.filter((m) => familyOf(m.destination) === null);
+    for (const where of new Set(wide.map((m) => describeDestination(m.destination)))) {
+      lines.push(
+        `IPv${family} clients of ${where} are refused: the rule has no IPv${family} target, and a router cannot translate between families`,
+      );
+    }
+  }
+  return lines;
 }
 
 /** What portbounce does for a rule that a packet filter cannot. */

@@ -9,7 +9,8 @@
  *
  * @module
  */
-import type { Rule } from "../config/types.ts";
+import type { ConfigProblem } from "../config/load.ts";
+import { type Rule, ruleLabel, ruleWhere } from "../config/types.ts";
 import { comment, type ExportOptions, header, interfaceName } from "./text.ts";
 import {
   type ExportMatch,
@@ -25,6 +26,47 @@ import {
 const MARK = 0x70620000;
 const mark = (rule: Rule) => `0x${(MARK + rule.index).toString(16)}`;
 
+/**
+ * The model as nftables can do it: a listen address named by an interface
+ * becomes the addresses that interface has here (nftables has no match for
+ * "an address of this interface"; pf has), or a problem when it has none; a
+ * throttle that nft can only approximate is said.
+ */
+export function nftModel(model: ExportModel): ExportModel {
+  return {
+    ...model,
+    rules: model.rules.map((exported) => {
+      const { rule } = exported;
+      const problems: ConfigProblem[] = [...exported.problems];
+      const matches: ExportMatch[] = exported.matches.flatMap((match) => {
+        const d = match.destination;
+        if (d.kind !== "interface") return [match];
+        if (d.addresses.length === 0) {
+          problems.push({
+            where: ruleWhere(model.source, rule, "listen"),
+            message: `${
+              ruleLabel(rule)
+            }: listen: interface ${d.name} has no address here: nftables matches addresses, so export on the router (or name the address); pf names the interface`,
+          });
+          return [];
+        }
+        return d.addresses.map((address) => ({
+          ...match,
+          destination: { kind: "address", address, family: address.includes(":") ? 6 : 4 },
+          destinationName: `${d.name} at export`,
+        }));
+      });
+      const notDone = [...exported.notDone];
+      if (rule.action === "pass" && rule.throttle && !rate(rule.throttle).exact) {
+        notDone.push(
+          `throttle ${rule.throttle.text}: the router limits ${rate(rule.throttle).text}`,
+        );
+      }
+      return { ...exported, matches, problems, notDone };
+    }),
+  };
+}
+
 /** Renders the model as `nft -f` input. */
 export function renderNftables(model: ExportModel, options: ExportOptions): string {
   const table = options.table;
@@ -34,10 +76,13 @@ export function renderNftables(model: ExportModel, options: ExportOptions): stri
     sets.set(name, [
       `\tset ${name} {`,
       `\t\ttype ipv${family}_addr`,
-      ...(elements ? [`\t\tflags interval`, `\t\telements = { ${elements.join(", ")} }`] : [
-        `\t\tsize 65535`,
-        `\t\tflags dynamic`,
-      ]),
+      // auto-merge: networks that overlap (198.51.100.0/24 and 198.51.100.7) are one interval.
+      ...(elements
+        ? [`\t\tflags interval`, `\t\tauto-merge`, `\t\telements = { ${elements.join(", ")} }`]
+        : [
+          `\t\tsize 65535`,
+          `\t\tflags dynamic`,
+        ]),
       `\t}`,
     ]);
   // Packets from elsewhere arrive at prerouting; this host's own (to loopback) leave through output.
@@ -67,7 +112,14 @@ export function renderNftables(model: ExportModel, options: ExportOptions): stri
         if (!labelled.has(lines)) lines.push(comment(label, "\t\t"));
         labelled.add(lines);
       }
-      for (const family of familiesOf(match, exported)) {
+      for (const family of familiesOf(match)) {
+        // Deny by default: once for each exported address, port and family.
+        const key = `${match.protocol} ${family} ${
+          JSON.stringify(match.destination)
+        } ${match.ports.first}-${match.ports.last}`;
+        if (!denied.has(key)) {
+          denied.set(key, { text: destinationText(match, family, options.interface), loopback });
+        }
         const head = matchText(match, family, exported, prefix, options.interface);
         if (head === null) continue; // No client of this family may use the rule.
         const networks = exported.from?.[family === 4 ? "v4" : "v6"];
@@ -75,6 +127,9 @@ export function renderNftables(model: ExportModel, options: ExportOptions): stri
         const note = match.destinationName ? ` comment ${nftString(match.destinationName)}` : "";
         if (leftOut) {
           filter.push(`\t\t${head} drop${note}`);
+        } else if (rule.action === "pass" && !exported.targets.some((t) => t.family === family)) {
+          // Refused rather than left to a later rule: see "Not done".
+          filter.push(`\t\t${head} drop ${comment(`no IPv${family} target`)}`);
         } else if (rule.action === "block") {
           const log = rule.log.has("block") ? ` log prefix ${logPrefix(rule.name)}` : "";
           filter.push(`\t\t${head}${log} drop${note}`);
@@ -89,13 +144,6 @@ export function renderNftables(model: ExportModel, options: ExportOptions): stri
           const to = dnatTarget(exported, match, family);
           nat.push(`\t\t${head} ct mark set ${mark(rule)} dnat ${ip} to ${to.text}${note}`);
           if (to.note) nat.push(comment(to.note, "\t\t"));
-        }
-        // Deny by default: once for each exported address and port.
-        const key = `${match.protocol} ${family} ${
-          JSON.stringify(match.destination)
-        } ${match.ports.first}-${match.ports.last}`;
-        if (!denied.has(key)) {
-          denied.set(key, { text: destinationText(match, family, options.interface), loopback });
         }
       }
     }
@@ -165,6 +213,8 @@ function routerLines(options: ExportOptions): string[] {
     "drop the listen addresses and ports below.",
     "On the forward path the rules' targets are reached only through a rule's translation",
     "(chain forward): a client cannot reach them directly, as under portbounce.",
+    "Translated connections carry ct mark 0x7062NNNN (NNNN: the rule): a router that sets",
+    "connection marks of its own must leave these alone.",
   ];
 }
 
@@ -244,7 +294,11 @@ function limitsOf(
       );
     }
   }
-  if (rule.throttle) body.push(`\t\tlimit rate over ${rate(rule.throttle)} drop`);
+  if (rule.throttle) {
+    // As many at once as the throttle allows in its interval (nft's own burst is 5).
+    const { text } = rate(rule.throttle);
+    body.push(`\t\tlimit rate over ${text} burst ${rule.throttle.count} packets drop`);
+  }
   return body.length === 0 ? null : { name: `limits${rule.index}`, body, sets };
 }
 
@@ -260,12 +314,12 @@ function logPrefix(name: string): string {
 
 function destinationText(match: ExportMatch, family: 4 | 6, iif: string | null): string {
   const d = match.destination;
-  const on = iif ? `iifname "${interfaceName(iif)}" ` : "";
+  // This host's own packets to loopback arrive on no interface: --interface is not theirs.
+  const on = iif && !isLoopback(d) ? `iifname "${interfaceName(iif)}" ` : "";
+  if (d.kind === "interface") throw new Error("export: nftables writes an interface's addresses");
   const where = on +
     (d.kind === "address"
       ? `${family === 4 ? "ip" : "ip6"} daddr ${d.address}`
-      : d.kind === "interface"
-      ? `iifname "${interfaceName(d.name)}" meta nfproto ipv${family} fib daddr type local`
       : `meta nfproto ipv${family} fib daddr type local`);
   const ports = match.ports.first === match.ports.last
     ? `${match.ports.first}`
@@ -339,15 +393,23 @@ function dnatTarget(
   };
 }
 
-function rate(throttle: { count: number; intervalMs: number }): string {
-  const units: [string, number][] = [["second", 1_000], ["minute", 60_000], ["hour", 3_600_000], [
-    "day",
-    86_400_000,
-  ]];
+/**
+ * A throttle as nft writes a rate: `20/second`; another interval becomes
+ * the same average rate per minute (`exact` false: said in "Not done").
+ */
+export function rate(throttle: { count: number; intervalMs: number }): {
+  text: string;
+  exact: boolean;
+} {
+  const units: [string, number][] = [
+    ["second", 1_000],
+    ["minute", 60_000],
+    ["hour", 3_600_000],
+    ["day", 86_400_000],
+  ];
   for (const [unit, ms] of units) {
-    if (throttle.intervalMs === ms) return `${throttle.count}/${unit}`;
+    if (throttle.intervalMs === ms) return { text: `${throttle.count}/${unit}`, exact: true };
   }
-  // Another interval: the same average rate per minute (at least 1).
   const perMinute = Math.max(1, Math.round((throttle.count * 60_000) / throttle.intervalMs));
-  return `${perMinute}/minute`;
+  return { text: `${perMinute}/minute`, exact: false };
 }

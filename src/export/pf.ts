@@ -26,13 +26,26 @@ import { comment, commentText, type ExportOptions, header, interfaceName } from 
  * (addresses, protocols, families) has its limits once on each; per-client
  * rates count TCP only.
  */
-export function pfModel(model: ExportModel): ExportModel {
+export function pfModel(model: ExportModel, masquerade = false): ExportModel {
+  // pf applies the last `match out` that matches: rules sharing a target need the same source.
+  const natByTarget = new Map<string, string>();
   return {
     ...model,
     rules: model.rules.map((exported) => {
       const { rule } = exported;
       if (rule.action !== "pass" || exported.problems.length > 0) return exported;
       const notDone = [...exported.notDone];
+      for (const target of exported.targets) {
+        const nat = JSON.stringify(natOf(rule, target.family, masquerade));
+        const key = `${target.address} ${JSON.stringify(target.ports)}`;
+        const earlier = natByTarget.get(key);
+        if (earlier !== undefined && earlier !== nat) {
+          notDone.push(
+            `its own source toward ${target.address}: an earlier rule sends to the same target from another source, and pf translates by target, so the last line decides for both`,
+          );
+        }
+        natByTarget.set(key, nat);
+      }
       const splitPool = rule.balance !== "failover" && ([4, 6] as const).some((family) => {
         const targets = exported.targets.filter((t) => t.family === family);
         return targets.length > 1 && !samePorts(targets);
@@ -42,7 +55,9 @@ export function pfModel(model: ExportModel): ExportModel {
           `${rule.balance}: a pf address pool shares one port and these targets' ports differ, so every session goes to the first target`,
         );
       }
-      const lines = pfLines(exported).length;
+      const lines = pfLines(exported).filter(({ family }) =>
+        exported.targets.some((t) => t.family === family)
+      ).length;
       const limited = [
         rule.maxSessions > 0 ? `max_sessions ${rule.maxSessions}` : null,
         rule.maxSessionsPerClient > 0
@@ -56,8 +71,13 @@ export function pfModel(model: ExportModel): ExportModel {
           } once for the whole rule: pf counts states per pf rule, and this rule is ${lines} of them, so the router admits up to ${lines} times as many`,
         );
       }
-      if (rule.throttle && rule.protocols.includes("udp")) {
-        notDone.push("throttle on UDP: pf limits the rate of TCP connections only");
+      if (rule.throttle) {
+        const seconds = Math.max(1, Math.round(rule.throttle.intervalMs / 1000));
+        notDone.push(
+          `throttle ${rule.throttle.text}: pf limits the rate per client (max-src-conn-rate ${rule.throttle.count}/${seconds}), not for the rule as a whole${
+            seconds * 1000 !== rule.throttle.intervalMs ? `, in whole seconds` : ""
+          }${rule.protocols.includes("udp") ? ", and for TCP only" : ""}`,
+        );
       }
       return notDone.length === exported.notDone.length ? exported : { ...exported, notDone };
     }),
@@ -68,10 +88,10 @@ function samePorts(targets: readonly ExportTarget[]): boolean {
   return targets.every((t) => JSON.stringify(t.ports) === JSON.stringify(targets[0].ports));
 }
 
-/** The (match, family) pairs a rule becomes, one pf rule each. */
+/** The (match, family) pairs a rule becomes, one pf rule each (families its clients have). */
 function pfLines(exported: ExportRule): { match: ExportMatch; family: 4 | 6 }[] {
   return exported.matches.flatMap((match) =>
-    familiesOf(match, exported)
+    familiesOf(match)
       .filter((family) =>
         exported.from === null || exported.from[family === 4 ? "v4" : "v6"].length > 0
       )
@@ -103,6 +123,18 @@ export function renderPf(model: ExportModel, options: ExportOptions): string {
     rules.push(
       comment(`${rule.name} (#${rule.index})${leftOut ? ": LEFT OUT, refused here" : ""}`),
     );
+    // Deny by default on every family of every listen address, whoever the rule's clients are.
+    for (const match of exported.matches) {
+      for (const family of familiesOf(match)) {
+        const af = family === 4 ? "inet" : "inet6";
+        const to = `${destination(match, options.interface)} port ${ports(match)}`;
+        const where = isLoopback(match.destination) ? " on lo0" : on;
+        const key = `${af} ${match.protocol} ${to} ${where}`;
+        if (!denied.has(key)) {
+          denied.set(key, `block in log quick${where} ${af} proto ${match.protocol} to ${to}`);
+        }
+      }
+    }
     for (const { match, family } of pfLines(exported)) {
       const af = family === 4 ? "inet" : "inet6";
       const from = exported.from === null ? "any" : `<${table}>`;
@@ -110,12 +142,15 @@ export function renderPf(model: ExportModel, options: ExportOptions): string {
       // This host's own clients reach a loopback listener in on lo0.
       const where = isLoopback(match.destination) ? " on lo0" : on;
       const what = `${where} ${af} proto ${match.protocol} from ${from} to ${to}`;
+      const targets = exported.targets.filter((t) => t.family === family);
       if (leftOut) {
         rules.push(`block in quick${what}`);
+      } else if (rule.action === "pass" && targets.length === 0) {
+        // Refused rather than left to a later rule: see "Not done".
+        rules.push(`block in quick${what} # ${commentText(`no IPv${family} target`)}`);
       } else if (rule.action === "block") {
         rules.push(`block in${rule.log.has("block") ? " log" : ""} quick${what}`);
       } else {
-        const targets = exported.targets.filter((t) => t.family === family);
         const log = rule.log.has("connect") ? " log" : "";
         const translation = rdr(exported, match, targets);
         const limits = state(exported, match.protocol);
@@ -127,10 +162,6 @@ export function renderPf(model: ExportModel, options: ExportOptions): string {
         );
         nat.push(...sourceNat(exported, match, family, targets, options.masquerade));
       }
-      const key = `${af} ${match.protocol} ${to}`;
-      if (!denied.has(key)) {
-        denied.set(key, `block in log quick${where} ${af} proto ${match.protocol} to ${to}`);
-      }
     }
   }
   const guards = targetGuards(model).map((g) =>
@@ -141,8 +172,17 @@ export function renderPf(model: ExportModel, options: ExportOptions): string {
     }`
   );
   const loopback = model.rules.some((r) => r.matches.some((m) => isLoopback(m.destination)));
+  const macro = nat.some((line) => line.includes(OUT))
+    ? [
+      "# The interface toward the targets, for source NAT: egress is the group of the interface",
+      "# with the default route; name the one the old servers are behind if it is another.",
+      'pb_out = "egress"',
+      "",
+    ]
+    : [];
   return [
     ...header("pf", options, model, routerLines()),
+    ...macro,
     ...(loopback
       ? [
         "# Rules on lo0 take this host's own clients: pf must not skip lo0 (no `set skip on lo`).",
@@ -179,6 +219,28 @@ function routerLines(): string[] {
   ];
 }
 
+/** The macro naming the interface toward the targets, where the rule file does not say. */
+const OUT = "$pb_out";
+
+/**
+ * Where a pass rule's sessions leave from toward its targets: its `source`
+ * interface (out of it, with its address), its source address or, with
+ * --masquerade, the router's address, out of `$pb_out`; null: unchanged.
+ */
+function natOf(
+  rule: ExportRule["rule"],
+  family: 4 | 6,
+  masquerade: boolean,
+): { on: string; to: string } | null {
+  if (rule.action !== "pass") return null;
+  const source = rule.source;
+  if (source?.kind === "interface") {
+    return { on: interfaceName(source.name), to: `(${interfaceName(source.name)})` };
+  }
+  if (source?.kind === "ip" && source.family === family) return { on: OUT, to: source.address };
+  return masquerade ? { on: OUT, to: `(${OUT}:0)` } : null;
+}
+
 /** `match out ... nat-to` toward a match's targets: the rule's source, or --masquerade. */
 function sourceNat(
   exported: ExportRule,
@@ -189,15 +251,8 @@ function sourceNat(
 ): string[] {
   const { rule } = exported;
   if (rule.action !== "pass") return [];
-  const source = rule.source;
   const af = family === 4 ? "inet" : "inet6";
-  const translation = source?.kind === "interface"
-    ? { on: interfaceName(source.name), to: `(${interfaceName(source.name)})` }
-    : source?.kind === "ip" && source.family === family
-    ? { on: "egress", to: source.address }
-    : masquerade
-    ? { on: "egress", to: "(egress:0)" }
-    : null;
+  const translation = natOf(rule, family, masquerade);
   if (translation === null) return [];
   return targets.map((target) =>
     `match out on ${translation.on} ${af} proto ${match.protocol} to ${target.address}${

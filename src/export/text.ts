@@ -66,7 +66,7 @@ export function ruleSummary(exported: ExportRule): string {
   const listen = [
     ...new Set(
       exported.matches.map((m) =>
-        `${m.protocol} ${describeDestination(m.destination)}:${
+        `${m.protocol} ${bracketed(describeDestination(m.destination))}:${
           m.ports.first === m.ports.last ? m.ports.first : `${m.ports.first}-${m.ports.last}`
         }`
       ),
@@ -77,7 +77,7 @@ export function ruleSummary(exported: ExportRule): string {
     : [...exported.from.v4, ...exported.from.v6].join(", ");
   const to = rule.action === "pass"
     ? exported.targets.map((t) =>
-      `${t.address}${t.name ? ` (${t.name})` : ""}${
+      `${t.ports === null ? t.address : bracketed(t.address)}${t.name ? ` (${t.name})` : ""}${
         t.ports === null
           ? ""
           : `:${
@@ -87,6 +87,11 @@ export function ruleSummary(exported: ExportRule): string {
     ).join(", ")
     : "block";
   return `${rule.name} (#${rule.index}): ${listen} from ${from} -> ${to}`;
+}
+
+/** An IPv6 address in brackets, as before a port. */
+function bracketed(text: string): string {
+  return text.includes(":") ? `[${text}]` : text;
 }
 
 /** The comment block both formats start with; `routerLines` says what the router itself needs. */

@@ -12,7 +12,7 @@ import { assert, assertEquals, assertIncludes, assertThrows } from "../assert.ts
 import { runCli, tempDir } from "./helpers.ts";
 import { cmd, ip, nft, root } from "../fixtures/export/router.ts";
 import { buildExport, type ExportModel } from "../../src/export/model.ts";
-import { renderNftables } from "../../src/export/nftables.ts";
+import { nftModel, renderNftables } from "../../src/export/nftables.ts";
 import { pfModel, renderPf } from "../../src/export/pf.ts";
 import type { ExportOptions } from "../../src/export/text.ts";
 import { parseConfig } from "../../src/config/load.ts";
@@ -79,7 +79,7 @@ function baseModel(): ExportModel {
   assert(loaded.ok, JSON.stringify(!loaded.ok && loaded.problems));
   return buildExport(loaded.config, {
     hosts: new Map([["www.example", ["203.0.113.10"]], ["files.example", ["203.0.113.200"]]]),
-    interfaces: new Set(),
+    interfaces: new Map(),
     isLocal: () => false,
   });
 }
@@ -87,6 +87,7 @@ function baseModel(): ExportModel {
 /** The model with `text` in every place a name or a problem reaches the output. */
 function withText(model: ExportModel, text: string): ExportModel {
   return {
+    source: text,
     rules: model.rules.map((r) => ({
       ...r,
       rule: { ...r.rule, name: `${text}${r.rule.index}` },
@@ -213,6 +214,7 @@ Deno.test("export: an interface name that is not one is refused, not written", a
     assertThrows(() => renderNftables(model, opts), "is not an interface name");
     assertThrows(() => renderPf(model, opts), "is not an interface name");
     const sourced = {
+      ...model,
       rules: model.rules.map((r) =>
         r.rule.action === "pass"
           ? { ...r, rule: { ...r.rule, source: { kind: "interface" as const, name, text: name } } }
@@ -232,13 +234,15 @@ Deno.test({
     await using dir = await tempDir();
     await using router = await routerNamespace(`${dir}`);
     const model = baseModel();
-    const benign = await router.load(renderNftables(withText(model, "benign"), options("benign")));
+    const benign = await router.load(
+      renderNftables(nftModel(withText(model, "benign")), options("benign")),
+    );
     assert(benign.ok, benign.stderr);
     const expected = await router.ruleset();
     assertEquals(Object.keys(expected).sort(), ["portbounce", "router_own_firewall"]);
     await fc.assert(
       fc.asyncProperty(hostile, async (text) => {
-        const out = renderNftables(withText(model, text), options(text));
+        const out = renderNftables(nftModel(withText(model, text)), options(text));
         const loaded = await router.load(out);
         assert(loaded.ok, `${loaded.stderr}\n${out}`);
         assertEquals(await router.ruleset(), expected);

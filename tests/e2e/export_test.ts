@@ -216,6 +216,7 @@ Deno.test({
 [[rule]]
 name = "pool"
 listen = ["203.0.113.12:443", "*:8443"]
+from = ["198.51.100.0/24", "198.51.100.7", "2001:db8:c::/48"]
 bounce_to = ["203.0.113.201:443", "203.0.113.202:443"]
 balance = "source-hash"
 max_sessions = 100
@@ -224,7 +225,7 @@ throttle = "100/5m"
 
 [[rule]]
 name = "turns"
-listen = "lo:9443"
+listen = "203.0.113.13:9443"
 from = ["198.51.100.0/24", "2001:db8:c::/48"]
 bounce_to = ["[2001:db8:5::2]:443", "[2001:db8:5::3]:443", "203.0.113.201:443"]
 balance = "round-robin"
@@ -401,7 +402,7 @@ const PARTLY = `
 [[rule]]
 name = "six"
 listen = "[2001:db8:a::10]:80"
-bounce_to = "203.0.113.200:8080"
+bounce_to = "203.0.113.200:9000"
 
 [[rule]]
 name = "everyone"
@@ -435,7 +436,7 @@ Deno.test("export --skip-unsupported: writes the rest, says what was left out, e
     );
     assertIncludes(
       partial.stdout,
-      `#   six (#1): tcp 2001:db8:a::10:80 from any -> 203.0.113.200:8080 [LEFT OUT: see below]`,
+      `#   six (#1): tcp [2001:db8:a::10]:80 from any -> 203.0.113.200:9000 [LEFT OUT: see below]`,
     );
     assertIncludes(partial.stdout, `#   ${why}`);
     assertIncludes(partial.stdout, "# six (#1): LEFT OUT, refused here");
@@ -465,6 +466,8 @@ Deno.test({
       assert(loaded.ok, loaded.stderr);
       // IPv6 clients of "six" would be taken by "everyone" if it were simply dropped from the file.
       assertEquals(await ask("2001:db8:a::10", 80, "2001:db8:c::2"), "");
+      // Its target stays out of reach directly, as under portbounce.
+      assertEquals(await ask("203.0.113.200", 9000, "198.51.100.2"), "");
       // The rest is there: "everyone" on IPv4, and on an IPv6 address "six" does not name.
       assertEquals(await ask("203.0.113.10", 80, "198.51.100.2"), "web 198.51.100.2");
       assertEquals(
