@@ -23,6 +23,8 @@ export interface Bucket {
   readonly bytes_down: number;
   readonly errors: number;
   readonly blocked: number;
+  /** The minute under way: what it holds so far (the last bucket only). */
+  readonly partial?: true;
 }
 
 const MINUTE = 60_000;
@@ -82,19 +84,22 @@ class Ring {
     this.bytes.fill(0, slot * 2, slot * 2 + 2);
   }
 
-  /** Closed minutes, oldest first, at most `limit` (the minute under way is not in yet). */
+  /**
+   * Closed minutes, oldest first, at most `limit`, then the minute under way
+   * (`partial`): a newcomer sees traffic at once, not a minute later.
+   */
   buckets(limit: number, now: number, counters: Counters | undefined): Bucket[] {
     const current = minuteOf(now);
     const count = Math.min(limit, this.length - 1);
     const out: Bucket[] = [];
-    for (let i = count; i >= 1; i--) {
+    for (let i = count; i >= 0; i--) {
       const minute = current - i * MINUTE;
       if (minute > this.newest || minute <= this.newest - this.length * MINUTE) {
-        out.push(empty(minute));
+        out.push(i === 0 ? { ...empty(minute), partial: true } : empty(minute));
         continue;
       }
       if (minute === this.newest) {
-        // Not closed yet (no traffic since): what it holds so far.
+        // Not closed yet (no traffic since it ended, or the minute under way): what it holds so far.
         const grown = counters ? snapshot(counters) : this.base;
         out.push({
           minute,
@@ -104,6 +109,7 @@ class Ring {
           bytes_down: grown.down - this.base.down,
           errors: grown.errors - this.base.errors,
           blocked: grown.blocked - this.base.blocked,
+          ...(i === 0 ? { partial: true as const } : {}),
         });
         continue;
       }
@@ -171,13 +177,19 @@ export class History {
     for (const [key, ring] of this.#rings) ring.advance(now, counters(key));
   }
 
-  /** The last `limit` minutes of `key`, oldest first; empty minutes for a key without history. */
+  /**
+   * The last `limit` closed minutes of `key`, oldest first, and the minute
+   * under way (`partial`); empty minutes for a key without history.
+   */
   buckets(key: string, limit: number, now: number, counters: Counters | undefined): Bucket[] {
     const ring = this.#rings.get(key);
     const count = Math.max(0, Math.min(limit, this.minutes - 1));
     if (!ring) {
       const current = minuteOf(now);
-      return Array.from({ length: count }, (_, i) => empty(current - (count - i) * MINUTE));
+      return [
+        ...Array.from({ length: count }, (_, i) => empty(current - (count - i) * MINUTE)),
+        { ...empty(current), partial: true },
+      ];
     }
     return ring.buckets(count, now, counters);
   }

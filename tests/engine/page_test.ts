@@ -54,9 +54,11 @@ Deno.test({
     const status = bouncer.daemon.status.address!;
     const json = await fetch(`http://${status}/status.json?history=120`).then((r) => r.json());
     const history = json.rules.find((r: { name: string }) => r.name === "www-new").history;
-    assertEquals(history.length, 120);
+    // 120 closed minutes, then the minute under way.
+    assertEquals(history.length, 121);
+    assertEquals(history.at(-1).partial, true);
     assertEquals(history.slice(0, 60).every((b: { sessions: number }) => b.sessions === 0), true);
-    assert(history.slice(60).every((b: { sessions: number }) => b.sessions > 0));
+    assert(history.slice(60, 120).every((b: { sessions: number }) => b.sessions > 0));
     assertEquals(json.alarms.active, [{ rule: "www-old", kind: "quiet" }]);
     const all = await fetch(`http://${status}/history.json`).then((r) => r.json());
     assertEquals(all.minutes, 120);

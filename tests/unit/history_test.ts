@@ -28,8 +28,10 @@ Deno.test("history: sessions, distinct clients, bytes, errors and blocks per min
   rule.blocked.rule = 4;
   start("198.51.100.9", T0 + 3 * MIN + 1); // Minutes 1 and 2 pass without traffic.
   history.advance(T0 + 4 * MIN, () => rule);
-  const buckets = history.buckets("rule:web", 5, T0 + 4 * MIN, rule);
-  assertEquals(buckets.map((b) => b.minute), [0, 1, 2, 3, 4].map((i) => T0 - MIN + i * MIN));
+  // The minute under way shows what it has so far: a session 5 s into it.
+  start("198.51.100.9", T0 + 4 * MIN + 5_000);
+  const buckets = history.buckets("rule:web", 5, T0 + 4 * MIN + 6_000, rule);
+  assertEquals(buckets.map((b) => b.minute), [0, 1, 2, 3, 4, 5].map((i) => T0 - MIN + i * MIN));
   assertEquals(buckets[1], {
     minute: T0,
     sessions: 3,
@@ -41,6 +43,17 @@ Deno.test("history: sessions, distinct clients, bytes, errors and blocks per min
   });
   assertEquals([buckets[2].sessions, buckets[3].sessions, buckets[4].sessions], [0, 0, 1]);
   assertEquals(buckets[4].clients, 1);
+  assertEquals(buckets[4].partial, undefined);
+  assertEquals(buckets[5], {
+    minute: T0 + 4 * MIN,
+    sessions: 1,
+    clients: 1,
+    bytes_up: 0,
+    bytes_down: 0,
+    errors: 0,
+    blocked: 0,
+    partial: true,
+  });
 });
 
 Deno.test("history: the window wraps; a key without history reads as empty minutes; keep() forgets", () => {
@@ -53,9 +66,14 @@ Deno.test("history: the window wraps; a key without history reads as empty minut
   }
   history.advance(T0 + 10 * MIN, () => rule);
   const buckets = history.buckets("rule:web", 100, T0 + 10 * MIN, rule);
-  assertEquals(buckets.length, 3, "at most the window");
-  assertEquals(buckets.map((b) => b.sessions), [1, 1, 1]);
-  assertEquals(history.buckets("rule:none", 2, T0, undefined).map((b) => b.sessions), [0, 0]);
+  assertEquals(buckets.length, 4, "at most the window, and the minute under way");
+  assertEquals(buckets.map((b) => b.sessions), [1, 1, 1, 0]);
+  assertEquals(buckets.map((b) => b.partial), [undefined, undefined, undefined, true]);
+  const none = history.buckets("rule:none", 2, T0, undefined);
+  assertEquals(none.map((b) => [b.sessions, b.partial]), [[0, undefined], [0, undefined], [
+    0,
+    true,
+  ]]);
   history.keep(new Set());
   assertEquals(history.size, 0);
 });
