@@ -73,7 +73,8 @@ export async function startDaemon(
       tuning: { ...DEFAULT_TUNING, ...options.tuning },
       dialer: options.dialer,
       clock: options.clock,
-      reverseLookup: options.reverseLookup,
+      // No DNS from tests unless one asks: every client is nameless.
+      reverseLookup: options.reverseLookup ?? (() => Promise.resolve(null)),
     },
     logTap: (record) => log.add(parseEntry(jsonFormatter(record)) as LogEntry),
   });

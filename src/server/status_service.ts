@@ -21,7 +21,15 @@ import {
   type StatusInput,
 } from "../status/report.ts";
 import { answer, BadQuery, isWildcard, RenderCache } from "../status/routes.ts";
-import { buildClientsReport, type ClientsQuery, parseClientsQuery } from "../status/clients.ts";
+import {
+  buildClientsReport,
+  type ClientsQuery,
+  type ClientsReport,
+  parseClientsQuery,
+} from "../status/clients.ts";
+
+/** The page lists who used each rule within this long. */
+const PAGE_CLIENTS_WINDOW_MS = 24 * 3_600_000;
 import { VERSION } from "../version.ts";
 import type { Engine } from "./engine.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
@@ -137,18 +145,22 @@ export class StatusService {
     }) + "\n";
   }
 
-  /** `/clients.json`: each rule's clients, most recently seen first. */
-  clientsJson(query: ClientsQuery): string {
+  /** Each rule's clients, most recently seen first, with their names as known now. */
+  clientsReport(query: ClientsQuery): ClientsReport {
     const monitor = this.engine.monitor;
     const names = monitor.names;
-    const report = buildClientsReport(
+    return buildClientsReport(
       this.engine.rules,
       this.engine.stats,
       (address) => names?.nameOf(address) ?? null,
       query,
       monitor.now(),
     );
-    return JSON.stringify(report, null, 2) + "\n";
+  }
+
+  /** `/clients.json`. */
+  clientsJson(query: ClientsQuery): string {
+    return JSON.stringify(this.clientsReport(query), null, 2) + "\n";
   }
 
   #answer = (method: string, target: string) => {
@@ -165,7 +177,11 @@ export class StatusService {
         );
         return cached(
           `/?${window.chosen}`,
-          () => renderStatusPage(report(window.minutes), window),
+          () =>
+            renderStatusPage(report(window.minutes), window, {
+              report: this.clientsReport({ rule: null, withinMs: PAGE_CLIENTS_WINDOW_MS }),
+              windowMs: PAGE_CLIENTS_WINDOW_MS,
+            }),
         );
       },
       statusJson: (query) => {

@@ -10,6 +10,7 @@ import { total } from "./stats.ts";
 import { countOf } from "../config/describe.ts";
 import { formatSize } from "../config/size.ts";
 import { svgChart, svgSparkline } from "./sparkline.ts";
+import { type ClientsReport, clientsSummary } from "./clients.ts";
 
 const REFRESH_SECONDS = 5;
 
@@ -82,6 +83,9 @@ function sparkline(rule: RuleReport): string {
     values,
     `${rule.name}: new sessions per minute`,
     index === null || index < 0 ? null : index,
+    undefined,
+    undefined,
+    rule.history.at(-1)?.partial === true,
   );
 }
 
@@ -139,6 +143,9 @@ function chart(report: StatusReport, window: PageWindow): string {
   return windowLinks(window) + svgChart(
     pass.map((r) => ({ name: r.name, values: r.history.map((b) => b.sessions) })),
     pass[0].history.map((b) => b.minute),
+    undefined,
+    undefined,
+    pass[0].history.at(-1)?.partial === true,
   );
 }
 
@@ -204,6 +211,42 @@ function alarmsList(report: StatusReport, now: number): string {
   return `<h2>Alarms</h2><ul class="alarms" id="alarms">\n${items}\n</ul>`;
 }
 
+/** Clients listed per rule on the page at most; `/clients.json` has them all. */
+export const PAGE_CLIENTS = 50;
+
+/** Per rule, who used it within the report's window, with the list behind a summary line. */
+function clientsSection(clients: ClientsReport, windowMs: number, now: number): string {
+  const rules = clients.rules.map((rule) => {
+    const rows = rule.clients.slice(0, PAGE_CLIENTS).map((c) =>
+      `<tr><td>${escape(c.address)}</td><td>${escape(c.name ?? "")}</td><td>${
+        escape(c.via)
+      }</td><td>${ago(c.first_seen, now)}</td><td>${
+        c.active > 0 ? "now" : ago(c.last_seen, now)
+      }</td><td class="n">${c.sessions}${
+        c.refused > 0 ? ` (${c.refused} refused)` : ""
+      }</td><td class="n">${formatSize(c.bytes_up)} / ${formatSize(c.bytes_down)}</td></tr>`
+    ).join("\n");
+    const more = rule.clients.length > PAGE_CLIENTS
+      ? `<p class="more">${rule.clients.length - PAGE_CLIENTS} more: <a href="/clients.json?rule=${
+        encodeURIComponent(rule.name)
+      }">/clients.json?rule=${escape(rule.name)}</a></p>`
+      : "";
+    const list = rows === ""
+      ? ""
+      : `<table class="clients"><thead><tr><th>client</th><th>name</th>` +
+        `<th>via</th><th>first seen</th><th>last seen</th><th>sessions</th><th>bytes up / down</th>` +
+        `</tr></thead><tbody>\n${rows}\n</tbody></table>${more}`;
+    // A short list is shown at once; a long one behind its summary line.
+    const open = rule.clients.length > 0 && rule.clients.length <= 5 ? " open" : "";
+    return `<details data-rule="${escape(rule.name)}"${open}><summary><b>${
+      escape(rule.name)
+    }</b>: ${escape(clientsSummary(rule.clients, windowMs, now))}${
+      rule.evicted > 0 ? ` (${rule.evicted} forgotten: [server] clients)` : ""
+    }</summary>\n${list}</details>`;
+  }).join("\n");
+  return `<h2>Clients</h2><div class="wide" id="clients">\n${rules}\n</div>`;
+}
+
 /** Renders the page; `window` is the chart's (by default, the history the report carries). */
 export function renderStatusPage(
   report: StatusReport,
@@ -213,6 +256,8 @@ export function renderStatusPage(
     choices: [],
     fitted: report.history_minutes,
   },
+  /** Each rule's clients of the last `clients.windowMs`, or null to leave the section out. */
+  clients: { readonly report: ClientsReport; readonly windowMs: number } | null = null,
 ): string {
   const now = Date.parse(report.now);
   const ruleRows = report.rules.map((rule) => {
@@ -275,6 +320,7 @@ td.addr{overflow-wrap:anywhere;min-width:9em}.client{color:#555;font-size:12px;o
 td.name{overflow-wrap:anywhere;min-width:8em}td.last{min-width:9em}
 .alarms li.warning{color:#8a3b00}p.window{margin:0 0 .3em;font-size:12px;color:#555}
 p.reload{margin:0 0 1em}p.reload.failed{color:#b00020}p.reload .detail{color:#555;font-size:12px}
+#clients details{margin:.3em 0}#clients summary{cursor:pointer}table.clients{margin:.4em 0 .8em}
 </style></head><body>
 <h1>portbounce</h1>
 <p class="meta">${escape(report.source)} &middot; version ${escape(report.version)} &middot; up ${
@@ -293,6 +339,7 @@ ${chart(report, window)}
 <tbody>
 ${ruleRows}
 </tbody></table></div>
+${clients === null ? "" : clientsSection(clients.report, clients.windowMs, now)}
 ${alarmsList(report, now)}
 <div class="wide"><table id="listeners"><thead><tr><th>listener</th><th>socket</th><th>rules</th><th>active</th><th>sessions</th><th>blocked</th></tr></thead>
 <tbody>

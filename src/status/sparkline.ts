@@ -28,16 +28,48 @@ function escape(text: string): string {
  * bottom). A point between two of the same height draws nothing: left out, so
  * a day of quiet minutes is two points, not 1,440, and the page stays small.
  */
-function points(values: readonly number[], width: number, height: number, max: number): string {
-  const step = values.length > 1 ? width / (values.length - 1) : width;
+function points(
+  values: readonly number[],
+  width: number,
+  height: number,
+  max: number,
+  /** How many values the width holds (more than `values` when the last ones are drawn apart). */
+  slots = values.length,
+  /** The index of the first value, within those slots. */
+  first = 0,
+): string {
+  const step = slots > 1 ? width / (slots - 1) : width;
   const y = (v: number) => (height - (max > 0 ? (v / max) * (height - 2) : 0) - 1).toFixed(1);
   const kept: string[] = [];
   for (let i = 0; i < values.length; i++) {
     const inner = i > 0 && i < values.length - 1;
     if (inner && values[i - 1] === values[i] && values[i + 1] === values[i]) continue;
-    kept.push(`${(i * step).toFixed(1)},${y(values[i])}`);
+    kept.push(`${((first + i) * step).toFixed(1)},${y(values[i])}`);
   }
   return kept.join(" ");
+}
+
+/**
+ * The polylines of a series: closed minutes solid; the minute under way
+ * (`partial`: the last value), which holds only its first seconds, dashed,
+ * so that it does not read as a fall.
+ */
+function lines(
+  values: readonly number[],
+  partial: boolean,
+  width: number,
+  height: number,
+  max: number,
+  attributes: string,
+): string {
+  if (!partial || values.length < 2) {
+    return `<polyline ${attributes} points="${points(values, width, height, max)}"/>`;
+  }
+  const n = values.length;
+  const closed = points(values.slice(0, -1), width, height, max, n);
+  const under = points(values.slice(-2), width, height, max, n, n - 2);
+  return `<polyline ${attributes} points="${closed}"/>` +
+    `<polyline ${attributes} class="partial" stroke-dasharray="3 3" points="${under}"/>`;
 }
 
 /**
@@ -50,6 +82,8 @@ export function svgSparkline(
   firstTraffic: number | null,
   width = 240,
   height = 32,
+  /** Whether the last value is the minute under way. */
+  partial = false,
 ): string {
   const max = Math.max(0, ...values);
   const step = values.length > 1 ? width / (values.length - 1) : width;
@@ -62,9 +96,7 @@ export function svgSparkline(
     escape(label)
   }" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" preserveAspectRatio="none">` +
     `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${marker}` +
-    `<polyline fill="none" stroke="#4a4a4a" stroke-width="1.5" points="${
-      points(values, width, height, max)
-    }"/>` +
+    lines(values, partial, width, height, max, `fill="none" stroke="#4a4a4a" stroke-width="1.5"`) +
     `<title>${escape(label)}: at most ${max} new sessions a minute</title></svg>`;
 }
 
@@ -95,13 +127,22 @@ export function svgChart(
   minutes: readonly number[],
   width = 720,
   height = 160,
+  /** Whether the last minute is the one under way. */
+  partial = false,
 ): string {
   const peak = Math.max(0, ...series.flatMap((s) => s.values));
   const max = Math.max(1, peak);
-  const lines = series.map((s, i) =>
-    `<polyline class="series" data-rule="${escape(s.name)}" fill="none" stroke="${
-      COLOURS[i % COLOURS.length]
-    }" stroke-width="1.5" points="${points(s.values, width, height, max)}"/>`
+  const drawn = series.map((s, i) =>
+    lines(
+      s.values,
+      partial,
+      width,
+      height,
+      max,
+      `data-rule="${escape(s.name)}" fill="none" stroke="${
+        COLOURS[i % COLOURS.length]
+      }" stroke-width="1.5"`,
+    )
   ).join("");
   const legend = series.map((s, i) =>
     `<span class="key"><span style="background:${COLOURS[i % COLOURS.length]}"></span>${
@@ -117,6 +158,6 @@ export function svgChart(
     range = `${clock(from, days)} – ${clock(to, days)} UTC`;
   }
   return `<figure class="chart"><svg role="img" aria-label="new sessions per minute, every rule" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" width="100%" height="${height}">` +
-    `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${lines}</svg>` +
+    `<rect width="${width}" height="${height}" fill="#f4f6f8"/>${drawn}</svg>` +
     `<figcaption>${legend} <span class="axis">${range}; peak ${peak} new sessions/min</span></figcaption></figure>`;
 }

@@ -27,7 +27,11 @@ Deno.test({
       `[server]\nstatus = "127.0.0.1:0"\nhistory = "2h"\n` +
         `[[rule]]\nname = "www-new"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target.port}"\nalarm_quiet = "15m"\nlog = []\n` +
         `[[rule]]\nname = "www-old"\nlisten = "127.0.0.2:0"\nbounce_to = "127.0.0.1:${target.port}"\nalarm_quiet = "15m"\nlog = []\n`,
-      { clock: () => now },
+      {
+        clock: () => now,
+        reverseLookup: (address) =>
+          Promise.resolve(address === "127.0.0.1" ? "workstation-7.lab" : null),
+      },
     );
     const [fresh, old] = [bouncer.port(0), bouncer.port(1)];
     for (let m = 0; m < 120; m++) {
@@ -69,11 +73,18 @@ Deno.test({
         [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}),
       })
     );
+    // Client names come from a background lookup: wait for it before the screenshot.
+    for (let i = 0; i < 100; i++) {
+      const known = await fetch(`http://${status}/clients.json`).then((r) => r.json());
+      if (known.rules[0].clients[0]?.name === "workstation-7.lab") break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     const shot = `${dir}/page.png`;
     await chromiumRun([
       "--hide-scrollbars",
       `--screenshot=${shot}`,
-      "--window-size=1280,900",
+      // Tall enough for the clients of each rule below the tables (the screenshot in docs/).
+      "--window-size=1280,1300",
       `http://${status}/`,
     ]);
     const image = decodePng(await Deno.readFile(shot));
@@ -131,6 +142,12 @@ Deno.test({
     const page = await fetch(`http://${status}/`).then((r) => r.text());
     assertIncludes(page, '<line class="first"');
     assertIncludes(page, "Gone quiet: <b>www-old</b>");
+    // Who used each rule in the last 24 hours, the last one first, the list behind it.
+    assertMatch(
+      page,
+      /<details data-rule="www-old" open><summary><b>www-old<\/b>: 1 client in the last 24h, last: workstation-7\.lab \(127\.0\.0\.1\) 51m ago<\/summary>/,
+    );
+    assertIncludes(page, "<tr><td>127.0.0.1</td>");
     const screenshot = Deno.env.get("PORTBOUNCE_SCREENSHOT");
     if (screenshot) await Deno.copyFile(shot, screenshot);
   },
