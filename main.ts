@@ -21,6 +21,7 @@ Usage:
   portbounce status [--url URL|-c FILE]   ask a running instance for its counters
   portbounce sessions [--url URL|-c FILE] list a running instance's live sessions
   portbounce clients [RULE] [--since D]   who used each rule, first and last seen
+  portbounce retire RULE [-c FILE]        remove a rule nobody uses any more, and reload
   portbounce export --format nftables|pf [-c FILE] [--masquerade]
                                           the rules as router configuration
   portbounce version                      print the version
@@ -40,6 +41,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   status: async (args) => (await import("./src/cli/status.ts")).statusCommand(args),
   sessions: async (args) => (await import("./src/cli/sessions.ts")).sessionsCommand(args),
   clients: async (args) => (await import("./src/cli/clients.ts")).clientsCommand(args),
+  retire: async (args) => (await import("./src/cli/retire.ts")).retireCommand(args),
   export: async (args) => (await import("./src/cli/export.ts")).exportCommand(args),
   version: (args) => {
     if (args.includes("-h") || args.includes("--help")) {

@@ -425,6 +425,17 @@ export class Daemon {
         status: this.status.bound && { protocol: "tcp", ...this.status.bound },
       }),
       release: (pid) => this.#handOver(pid),
+      reload: async () => {
+        if (this.#stopping) {
+          return { result: "refused", summary: "stopping: no reload", problems: [] };
+        }
+        const before = this.status.lastReload;
+        await this.reload();
+        const after = this.status.lastReload;
+        return after !== null && after !== before
+          ? after
+          : { result: "refused", summary: "no reload was made (see the log)", problems: [] };
+      },
     }, this.log);
     if ("running" in opened) {
       this.log.warn(

@@ -77,11 +77,27 @@ export function overlaps(held: HeldAddress, wanted: HeldAddress): boolean {
       WILDCARDS.has(wanted.address));
 }
 
-type Request = { t: "who" } | { t: "takeover"; pid: number } | { t: "release" };
+type Request =
+  | { t: "who" }
+  | { t: "takeover"; pid: number }
+  | { t: "release" }
+  | { t: "reload" };
 type Reply =
   | { t: "instance"; facts: InstanceFacts }
   | { t: "refused"; why: string }
-  | { t: "released" };
+  | { t: "released" }
+  | { t: "reloaded"; report: ReloadOutcome };
+
+/** What came of a reload asked over the socket (`portbounce retire`). */
+export interface ReloadOutcome {
+  readonly result: "applied" | "partly applied" | "refused";
+  /** The reload line when applied (sessions draining); what was wrong otherwise. */
+  readonly summary: string;
+  readonly problems: readonly string[];
+}
+
+/** How long a reload asked over the socket may take (a large rule file, a reload before it). */
+const RELOAD_PATIENCE_MS = 60_000;
 
 /** What the running instance does for a takeover. */
 export interface HandoverActions {
@@ -91,6 +107,8 @@ export interface HandoverActions {
    * files; resolves once the new instance may bind and write them.
    */
   release(newPid: number): Promise<void>;
+  /** Reloads the rule file, as SIGHUP does; resolves to what came of it. */
+  reload(): Promise<ReloadOutcome>;
 }
 
 /** Reads one JSON line from `conn`; null at the end, on timeout or on a bad message. */
@@ -264,6 +282,11 @@ export class HandoverPoint {
         await send(conn, { t: "instance", facts: this.actions.facts() });
         return;
       }
+      if (request?.t === "reload") {
+        this.log.info("reload asked on {path}", { path: this.path });
+        await send(conn, { t: "reloaded", report: await this.actions.reload() });
+        return;
+      }
       if (request?.t !== "takeover" || !Number.isSafeInteger(request.pid)) return;
       if (this.#busyWith !== undefined) {
         await send(conn, {
@@ -353,6 +376,37 @@ export async function runningInstance(pidFile: string): Promise<InstanceFacts | 
   if (typeof pid !== "number") return null;
   const asked = await askWho(handoverPath(pidFile, pid));
   return "facts" in asked && !asked.facts.stopping ? asked.facts : null;
+}
+
+/**
+ * Asks the instance the pid file names to reload its rule file, as SIGHUP
+ * would (`portbounce retire`), and waits for what came of it. Null: no
+ * instance answers there.
+ */
+export async function requestReload(
+  pidFile: string,
+): Promise<{ pid: number; report: ReloadOutcome } | { error: string } | null> {
+  const pid = await readPidFile(pidFile);
+  if (pid === null) return null;
+  if (typeof pid !== "number") return { error: pid.problem };
+  const path = handoverPath(pidFile, pid);
+  const conn = await connect(path);
+  if ("error" in conn) {
+    const { error } = conn;
+    return error instanceof Deno.errors.ConnectionRefused ||
+        error instanceof Deno.errors.NotFound
+      ? null
+      : { error: `cannot reach process ${pid} at ${path}: ${(error as Error).message}` };
+  }
+  try {
+    if (!await send(conn, { t: "reload" })) return { error: `process ${pid} closed ${path}` };
+    const reply = await new LineReader(conn).next<Reply>(RELOAD_PATIENCE_MS);
+    return reply?.t === "reloaded"
+      ? { pid, report: reply.report }
+      : { error: `process ${pid} did not answer the reload at ${path}` };
+  } finally {
+    closeQuietly(conn);
+  }
 }
 
 /** A takeover under way: the running instance waits for `release`. */

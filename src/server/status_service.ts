@@ -82,6 +82,11 @@ export class StatusService {
 
   constructor(readonly engine: Engine, readonly log: Logger, private config: Config) {}
 
+  /** What came of the latest reload, or null before any. */
+  get lastReload(): ReloadReport | null {
+    return this.#lastReload;
+  }
+
   /** What the report is built from, now; `historyMinutes` of history per rule. */
   input(historyMinutes = 60): StatusInput {
     const health = loggingHealth();

@@ -35,6 +35,7 @@ function actions(stopping = false, released: number[] = []): HandoverActions {
       released.push(pid);
       return Promise.resolve();
     },
+    reload: () => Promise.resolve({ result: "applied", summary: "no change", problems: [] }),
   };
 }
 
