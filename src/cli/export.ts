@@ -12,6 +12,7 @@ import { buildExport, type ExportNames, exportProblems } from "../export/model.t
 import { nftModel, renderNftables } from "../export/nftables.ts";
 import { pfModel, renderPf } from "../export/pf.ts";
 import { type ExportOptions, leftOutLines, notDoneLines } from "../export/text.ts";
+import { hasExpired } from "../rules/expiry.ts";
 import { hostFacts } from "../rules/resolve.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
@@ -88,7 +89,11 @@ export async function exportCommand(args: string[]): Promise<number> {
     for (const problem of loaded.problems) console.error(formatProblem(problem));
     return ExitCode.usage;
   }
-  const built = buildExport(loaded.config, await exportNames(loaded.config));
+  // A rule whose `until` has passed passes nothing in portbounce: the router leaves it out too.
+  const now = Date.now();
+  const ended = loaded.config.rules.filter((rule) => hasExpired(rule, now));
+  const config = { ...loaded.config, rules: loaded.config.rules.filter((r) => !ended.includes(r)) };
+  const built = buildExport(config, await exportNames(config));
   const model = format === "pf" ? pfModel(built, values.masquerade ?? false) : nftModel(built);
   const problems = exportProblems(model);
   const skip = values["skip-unsupported"] ?? false;
@@ -106,6 +111,9 @@ export async function exportCommand(args: string[]): Promise<number> {
     table: values.table!,
     masquerade: values.masquerade ?? false,
     interface: values.interface ?? null,
+    ended: ended.map((rule) =>
+      `${rule.name} (#${rule.index}): until ${new Date(rule.until!).toISOString()}`
+    ),
   };
   console.log(
     (format === "nftables" ? renderNftables(model, options) : renderPf(model, options)).trimEnd(),

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parse, TomlError } from "smol-toml";
+import { parse, TomlDate, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join } from "node:path";
 import { clip, clipMiddle, describe } from "./describe.ts";
 import { parseDuration } from "./duration.ts";
@@ -111,7 +111,7 @@ const SETTING_KEYS = [
   "alarm_errors",
 ] as const;
 /** Keys of a `[[rule]]`. */
-export const RULE_KEYS = ["name", "listen", "bounce_to", ...SETTING_KEYS] as const;
+export const RULE_KEYS = ["name", "listen", "bounce_to", "until", ...SETTING_KEYS] as const;
 const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {
@@ -714,13 +714,56 @@ function readRule(
     }
   }
 
-  if (scope.problems.list.length > before || !listen) return undefined;
+  const until = table.until === undefined ? null : readUntil(table.until, scope);
+
+  if (scope.problems.list.length > before || !listen || until === undefined) return undefined;
   const found = scope.problems.lines.get(scope.section);
   const lines = { header: found?.header ?? null, keys: found?.keys ?? new Map() };
-  const base = { ...settings, index, name, listen, lines };
+  const base = { ...settings, index, name, listen, lines, until };
   return settings.action === "pass"
     ? { ...base, action: "pass", bounceTo: bounceTo! }
     : { ...base, action: "block" };
+}
+
+/**
+ * `until = 2026-12-31T18:00:00Z`: a TOML date-time with an offset, a local
+ * date-time (this host's time zone) or a local date (the start of that day,
+ * local time); the same written as a string is read alike.
+ */
+function readUntil(value: unknown, scope: Scope): number | undefined {
+  const expected =
+    "expected a date-time such as 2026-12-31T18:00:00Z, 2026-12-31T18:00:00 (local time) or 2026-12-31 (the start of that day)";
+  let date: TomlDate;
+  if (value instanceof TomlDate) date = value;
+  else if (typeof value === "string") date = new TomlDate(value.trim());
+  else return scope.fail("until", `${expected}, got ${describe(value)}`);
+  if (date.isValid() && date.isTime()) {
+    return scope.fail("until", `${expected}, got a time of day without a date`);
+  }
+  if (!date.isValid() || isNaN(date.getTime()) || !realDay(String(value))) {
+    return scope.fail("until", `${expected}, got ${describe(value)}`);
+  }
+  if (!date.isLocal()) return date.getTime();
+  // Local: what the parser read as UTC is this host's wall-clock time.
+  return new Date(
+    date.getUTCFullYear(),
+    date.getUTCMonth(),
+    date.getUTCDate(),
+    date.isDate() ? 0 : date.getUTCHours(),
+    date.isDate() ? 0 : date.getUTCMinutes(),
+    date.isDate() ? 0 : date.getUTCSeconds(),
+    date.isDate() ? 0 : date.getUTCMilliseconds(),
+  ).getTime();
+}
+
+/** Whether the date a text starts with exists (a string `2026-02-30` would roll over). */
+function realDay(text: string): boolean {
+  const day = /^\s*(\d{4})-(\d{2})-(\d{2})/.exec(text);
+  if (!day) return true; // A TOML date value: the parser checked it.
+  const [year, month, date] = [Number(day[1]), Number(day[2]), Number(day[3])];
+  const check = new Date(Date.UTC(year, month - 1, date));
+  return check.getUTCFullYear() === year && check.getUTCMonth() === month - 1 &&
+    check.getUTCDate() === date;
 }
 
 function readListen(

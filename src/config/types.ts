@@ -161,6 +161,8 @@ interface RuleBase extends RuleSettings {
   readonly lines: RuleLines;
   readonly name: string;
   readonly listen: readonly ListenEndpoint[];
+  /** When the rule ends (`until`, epoch ms): it then takes no new session; null: never. */
+  readonly until: number | null;
 }
 
 /** A rule that bounces matching clients to its targets. */

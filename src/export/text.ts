@@ -58,6 +58,8 @@ export interface ExportOptions {
   readonly masquerade: boolean;
   /** Only packets arriving on this interface. */
   readonly interface: string | null;
+  /** Rules left out because their `until` has passed, one line each. */
+  readonly ended?: readonly string[];
 }
 
 /** `web (#1): tcp 203.0.113.10:80 from any -> 192.0.2.10:80` */
@@ -86,7 +88,8 @@ export function ruleSummary(exported: ExportRule): string {
       }`
     ).join(", ")
     : "block";
-  return `${rule.name} (#${rule.index}): ${listen} from ${from} -> ${to}`;
+  const until = rule.until === null ? "" : ` until ${new Date(rule.until).toISOString()}`;
+  return `${rule.name} (#${rule.index}): ${listen} from ${from} -> ${to}${until}`;
 }
 
 /** An IPv6 address in brackets, as before a port. */
@@ -119,6 +122,10 @@ export function header(
       `  ${ruleSummary(r)}${r.problems.length > 0 ? " [LEFT OUT: see below]" : ""}`
     ),
   ].filter((line): line is string => line !== null);
+  if ((options.ended ?? []).length > 0) {
+    lines.push("", "Ended (until has passed), so left out as portbounce leaves them out:");
+    lines.push(...options.ended!.map((line) => `  ${line}`));
+  }
   const notDone = notDoneLines(model).map((line) => `  ${line}`);
   if (notDone.length > 0) lines.push("", "Not done by the router:", ...notDone);
   const leftOut = leftOutLines(model).map((line) => `  ${line}`);

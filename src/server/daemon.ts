@@ -12,7 +12,8 @@ import type { Logger, LogRecord } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
-import type { Config, LogFormat, LogLevel, LogOutput, WorkerCount } from "../config/types.ts";
+import type { Config, LogFormat, LogLevel, LogOutput, Rule, WorkerCount } from "../config/types.ts";
+import { nextExpiry } from "../rules/expiry.ts";
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
@@ -32,7 +33,12 @@ import {
   writeAtomically,
   writeReadyFile,
 } from "./ready_file.ts";
-import { type LoadedRules as LoadedRuleFile, loadRuleFile, type PlanInputs } from "./rule_file.ts";
+import {
+  type LoadedRules as LoadedRuleFile,
+  loadRuleFile,
+  type PlanInputs,
+  withoutExpired,
+} from "./rule_file.ts";
 import type { BoundAddresses, WorkerRules } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { installSignalHandlers } from "./signals.ts";
@@ -167,6 +173,11 @@ export class Daemon {
   #handover: HandoverPoint | undefined;
   /** Whether this instance's pid and ready files were removed (it happens once). */
   #filesRemoved = false;
+  /** The rule file as loaded, with the rules whose `until` has passed (left out of what runs). */
+  #file: LoadedRules | undefined;
+  /** Rules whose end was logged (once each). */
+  readonly #expiredLogged = new Set<string>();
+  #cancelExpiryTimer: (() => void) | undefined;
 
   private constructor(
     readonly engine: Engine,
@@ -184,7 +195,10 @@ export class Daemon {
    * Starts serving `loaded`. Resolves to the running daemon, or to the exit
    * code when it could not start (nothing is left bound then).
    */
-  static async start(loaded: LoadedRules, options: DaemonOptions = {}): Promise<Daemon | number> {
+  static async start(file: LoadedRules, options: DaemonOptions = {}): Promise<Daemon | number> {
+    // Rules whose `until` has passed take no session: as if they were not in the file.
+    const now = options.engine?.clock ?? Date.now;
+    const { loaded, expired } = withoutExpired(file, now());
     const { config, listeners } = loaded;
     try {
       await configureLogging(logSettingsOf(config, options.overrides), options.logTap);
@@ -311,6 +325,7 @@ export class Daemon {
       return await giveUp(ExitCode.bind);
     }
     daemon = new Daemon(engine, status, log, config, options, pool);
+    daemon.#file = file;
     pool?.serve();
     if (takeover && pending.stop) {
       // Stopped before asking the running instance to let go: it carries on.
@@ -339,6 +354,8 @@ export class Daemon {
         workers,
       });
     }
+    daemon.#logExpired(expired);
+    daemon.#scheduleExpiry();
     daemon.#signals = signals;
     daemon.#inspectorGuard = inspectorGuard;
     if (options.pidFile) {
@@ -525,6 +542,7 @@ export class Daemon {
     }
     if (!this.#stopping) {
       this.#stopping = { why, at: now };
+      this.#cancelExpiryTimer?.();
       const drain = formatDuration(this.#current.server.drainTimeoutMs);
       // Said once no listener accepts any more.
       engine.stopAccepting().then(() =>
@@ -601,6 +619,19 @@ export class Daemon {
     for (const warning of loaded.warnings) {
       log.warn("reload: {warning}", { warning: formatProblem(warning) });
     }
+    this.#file = loaded;
+    const active = withoutExpired(loaded, this.engine.monitor.now());
+    this.#logExpired(active.expired);
+    await this.#apply(active.loaded, "reload");
+  }
+
+  /**
+   * Puts `loaded` in force (a reload, or rules that ended): the engine, the
+   * workers, history and alarms, the status endpoint, the ready file; logs
+   * the reload line and keeps what came of it.
+   */
+  async #apply(loaded: LoadedRules, what: "reload" | "expired"): Promise<void> {
+    const { log, options } = this;
     const { server } = loaded.config;
     relayBuffers.limitBytes = bufferShare(server.bufferMemory, (this.workers?.size ?? 0) + 1);
     const drainMs = server.reloadDrainTimeoutMs;
@@ -610,7 +641,8 @@ export class Daemon {
     });
     if (this.workers) {
       // Every worker applies the new rules before the summary says they are in force.
-      const failed = await this.workers.reload(workerRules(this.engine, loaded.inputs));
+      // Workers run only rules loaded from text, which carry their inputs.
+      const failed = await this.workers.reload(workerRules(this.engine, loaded.inputs!));
       // Sessions the workers decided under the old rules and reported meanwhile.
       const late = this.engine.takeLate();
       summary = {
@@ -636,7 +668,7 @@ export class Daemon {
       });
     }
     const described = describeReload(summary, drainMs);
-    log.info("reload: {summary}", { summary: described });
+    log.info(`${what}: {summary}`, { summary: described });
 
     this.engine.monitor.apply(
       loaded.config.rules,
@@ -653,6 +685,48 @@ export class Daemon {
     ];
     this.#reloaded(failures.length > 0 ? "partly applied" : "applied", described, failures);
     await this.#writeReadyFile();
+    this.#scheduleExpiry();
+  }
+
+  /** Logs each rule that ended, once (`expired`); forgets those that no longer have. */
+  #logExpired(expired: readonly Rule[]): void {
+    const names = new Set(expired.map((r) => r.name));
+    for (const name of this.#expiredLogged) if (!names.has(name)) this.#expiredLogged.delete(name);
+    for (const rule of expired) {
+      if (this.#expiredLogged.has(rule.name)) continue;
+      this.#expiredLogged.add(rule.name);
+      this.log.warn("rule {rule} expired at {until}: it takes no new session", {
+        alarm: "expired",
+        rule: rule.name,
+        until: new Date(rule.until!).toISOString(),
+      });
+    }
+  }
+
+  /** Arms a timer for the next rule to end; it is then left out as a reload would. */
+  #scheduleExpiry(): void {
+    this.#cancelExpiryTimer?.();
+    this.#cancelExpiryTimer = undefined;
+    if (!this.#file || this.#stopping) return;
+    const now = this.engine.monitor.now();
+    const next = nextExpiry(this.#file.config.rules, now);
+    if (next === null) return;
+    this.#cancelExpiryTimer = setLongTimeout(() => {
+      this.#reloading = this.#reloading.then(() => this.#expire()).catch((error) =>
+        this.log.error("expiry: {error}", { error: (error as Error).message })
+      );
+    }, Math.max(0, next - now));
+  }
+
+  /** Leaves out the rules that ended since the rules were last put in force. */
+  async #expire(): Promise<void> {
+    if (this.#stopping || !this.#file) return;
+    const active = withoutExpired(this.#file, this.engine.monitor.now());
+    if (active.expired.every((r) => this.#expiredLogged.has(r.name))) {
+      return this.#scheduleExpiry(); // Woken early (a clock moved): wait on.
+    }
+    this.#logExpired(active.expired);
+    await this.#apply(active.loaded, "expired");
   }
 
   /** Keeps what came of a reload for the status endpoint (`systemctl reload` cannot tell). */

@@ -5,7 +5,8 @@
  */
 import { type ConfigProblem, parseConfig } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
-import type { Config } from "../config/types.ts";
+import type { Config, Rule } from "../config/types.ts";
+import { expiryWarnings, hasExpired } from "../rules/expiry.ts";
 import {
   buildPlan,
   type HostFacts,
@@ -25,6 +26,8 @@ export interface PlanInputs {
   readonly source: string;
   readonly resolved: ResolvedNames;
   readonly facts: HostFacts;
+  /** Rules left out because their `until` has passed (by name). */
+  readonly expired?: readonly string[];
 }
 
 /** A rule file ready to run, or everything wrong with it. */
@@ -139,8 +142,42 @@ export async function loadRuleText(
     ok: true,
     config: parsed.config,
     listeners,
-    warnings: parsed.warnings,
+    warnings: [...parsed.warnings, ...expiryWarnings(parsed.config, Date.now())],
     inputs: { text, source, resolved, facts },
+  };
+}
+
+/**
+ * The rules in force at `now`: those whose `until` has passed are left out
+ * (as if removed from the file), and named in `inputs.expired` so that a
+ * worker isolate leaves out the same. Returns the rules as they were when
+ * none has ended.
+ */
+export function withoutExpired<
+  T extends {
+    readonly config: Config;
+    readonly listeners: readonly ListenerPlan[];
+    readonly inputs?: PlanInputs;
+  },
+>(loaded: T, now: number): { loaded: T; expired: Rule[] } {
+  const { inputs } = loaded;
+  // Rules not loaded from text (no inputs to plan again from) have no `until`.
+  if (inputs === undefined) return { loaded, expired: [] };
+  const expired = loaded.config.rules.filter((rule) => hasExpired(rule, now));
+  if (expired.length === 0 && (inputs.expired ?? []).length === 0) return { loaded, expired };
+  const config = {
+    ...loaded.config,
+    rules: loaded.config.rules.filter((r) => !expired.includes(r)),
+  };
+  const { listeners } = buildPlan(config, inputs.resolved, inputs.facts);
+  return {
+    loaded: {
+      ...loaded,
+      config,
+      listeners,
+      inputs: { ...inputs, expired: expired.map((r) => r.name) },
+    },
+    expired,
   };
 }
 
@@ -150,9 +187,13 @@ export function rebuildPlan(inputs: PlanInputs): { config: Config; listeners: Li
   if (!parsed.ok) {
     throw new Error(parsed.problems.map((p) => `${p.where}: ${p.message}`).join("; "));
   }
-  const { listeners, problems } = buildPlan(parsed.config, inputs.resolved, inputs.facts);
+  const expired = new Set(inputs.expired ?? []);
+  const config = expired.size === 0
+    ? parsed.config
+    : { ...parsed.config, rules: parsed.config.rules.filter((r) => !expired.has(r.name)) };
+  const { listeners, problems } = buildPlan(config, inputs.resolved, inputs.facts);
   if (problems.length > 0) {
     throw new Error(problems.map((p) => `${p.where}: ${p.message}`).join("; "));
   }
-  return { config: parsed.config, listeners };
+  return { config, listeners };
 }

@@ -272,7 +272,9 @@ export function renderStatusPage(
       ? "block rule"
       : STATE_TEXT[state];
     return `<tr class="rule" data-rule="${escape(rule.name)}">
-<td class="name">${escape(rule.name)}</td><td class="state ${state}">${stateText}</td>
+<td class="name">${escape(rule.name)}${
+      rule.expires ? `<br><span class="client">until ${escape(rule.expires)}</span>` : ""
+    }</td><td class="state ${state}">${stateText}</td>
 <td class="spark">${sparkline(rule)}</td>
 <td class="addr">${escape(rule.protocols.join("+"))} ${rule.listen.map(escape).join("<br>")}</td>
 <td class="addr">${rule.target === null ? "&mdash;" : targetsCell(rule)}</td>

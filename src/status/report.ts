@@ -94,8 +94,10 @@ export interface RuleReport extends CountersReport {
   /** Listen addresses with numeric ports (`203.0.113.10:80`). */
   readonly listen: readonly string[];
   readonly target: string | null;
-  /** `in force`, or `removed` (no longer in the rule file; its sessions drain). */
+  /** `in force`, or `removed` (no longer in the rule file, or ended: its sessions drain). */
   readonly state: "in force" | "removed";
+  /** When the rule ends (`until`, ISO), or null. */
+  readonly expires: string | null;
   /** Live sessions that moved nothing for 10 seconds or more (quiet UDP flows among them). */
   readonly idle: number;
   /** Its targets (several with `bounce_to` a list), in order. */
@@ -277,7 +279,14 @@ export function buildStatusReport(input: StatusInput): StatusReport {
     counters: Counters | undefined,
     shape: Pick<
       RuleReport,
-      "index" | "action" | "protocols" | "listen" | "target" | "state" | "quiet_after_s"
+      | "index"
+      | "action"
+      | "protocols"
+      | "listen"
+      | "target"
+      | "state"
+      | "quiet_after_s"
+      | "expires"
     >,
   ): RuleReport => {
     const recent = counters?.clients;
@@ -312,6 +321,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
           listen: rule.listen.map(listenText),
           target: rule.action === "pass" ? targetsText(rule) : null,
           state: "in force",
+          expires: rule.until === null ? null : new Date(rule.until).toISOString(),
           quiet_after_s: rule.alarmQuietMs === null
             ? DEFAULT_QUIET_AFTER_S
             : Math.round(rule.alarmQuietMs / 1000),
@@ -326,6 +336,7 @@ export function buildStatusReport(input: StatusInput): StatusReport {
           listen: [...new Set(sessions.map((s) => s.listen))],
           target: sessions[0].target,
           state: "removed",
+          expires: null,
           quiet_after_s: DEFAULT_QUIET_AFTER_S,
         });
       }),

@@ -213,6 +213,8 @@ function busyReport(): StatusReport {
     listen: ["[2001:db8:4006:812::200e]:443", "203.0.113.10:443", "203.0.113.11:8443"],
     target: "198.51.100.20:443, 198.51.100.21:443",
     state: "in force",
+    // The widest a rule's name cell gets: with the end of a temporary rule under it.
+    expires: "2026-12-31T18:00:00.000Z",
     quiet_after_s: 300,
     idle: 3,
     targets: ["198.51.100.20:443", "198.51.100.21:443"].map((target, t) => ({
