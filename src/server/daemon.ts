@@ -14,6 +14,7 @@ import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
 import type { Config, LogFormat, LogLevel, LogOutput, Rule, WorkerCount } from "../config/types.ts";
 import { nextExpiry } from "../rules/expiry.ts";
+import { collectState, restoreState, STATE_FILE_NAME, StateStore } from "./state_store.ts";
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
@@ -154,6 +155,14 @@ export function logSettingsOf(config: Config, overrides: LogOverrides = {}): Log
   };
 }
 
+/** How often the state file is written (and on stop). */
+const STATE_INTERVAL_MS = 60_000;
+
+/** Whether `file` is the state file `configured` names (a directory holds it). */
+function samePath(file: string, configured: string): boolean {
+  return file === configured || file === `${configured.replace(/\/+$/, "")}/${STATE_FILE_NAME}`;
+}
+
 /** A second stop of the same kind within this window is the same request (see `stop`). */
 const REPEAT_WINDOW_MS = 500;
 /** How long a reload waits for the rule file to be read. */
@@ -178,6 +187,11 @@ export class Daemon {
   /** Rules whose end was logged (once each). */
   readonly #expiredLogged = new Set<string>();
   #cancelExpiryTimer: (() => void) | undefined;
+  /** Where the ledger and history are kept across restarts (`[server] state`), if anywhere. */
+  #state: StateStore | undefined;
+  #stateTimer: ReturnType<typeof setInterval> | undefined;
+  /** Failed writes of the state file in use, or null without one (for /metrics). */
+  readonly #stateWriteFailures = () => this.#state?.failures ?? null;
 
   private constructor(
     readonly engine: Engine,
@@ -265,6 +279,12 @@ export class Daemon {
       return code;
     };
 
+    // What the last run kept (the ledger, history): read before anything is bound.
+    const opened = config.server.state ? await StateStore.open(config.server.state, log) : null;
+    if (opened && "refused" in opened) {
+      log.error("{problem}", { problem: opened.refused });
+      return await giveUp(ExitCode.usage);
+    }
     const found = await findRunning(options, log);
     if (typeof found === "number") return await giveUp(found);
     takeover = found ?? undefined;
@@ -289,6 +309,19 @@ export class Daemon {
       return await giveUp(ExitCode.bind);
     }
     engine = bound.engine;
+    if (opened?.saved) {
+      restoreState(
+        opened.saved,
+        engine.stats,
+        engine.monitor,
+        config.rules,
+        listeners.map((l) => l.key),
+      );
+      log.info("state: kept from {written}: the clients and history of {rules}", {
+        written: new Date(opened.saved.written).toISOString(),
+        rules: countOf(Object.keys(opened.saved.rules).length, "rule"),
+      });
+    }
     // Accepting at once: a connection the kernel gives this instance beside the running
     // one is served, not kept waiting for the workers, nor reset if a later step fails.
     engine.serve();
@@ -326,6 +359,8 @@ export class Daemon {
     }
     daemon = new Daemon(engine, status, log, config, options, pool);
     daemon.#file = file;
+    daemon.#state = opened?.store;
+    status.stateWriteFailures = daemon.#stateWriteFailures;
     pool?.serve();
     if (takeover && pending.stop) {
       // Stopped before asking the running instance to let go: it carries on.
@@ -356,6 +391,7 @@ export class Daemon {
     }
     daemon.#logExpired(expired);
     daemon.#scheduleExpiry();
+    daemon.#keepState();
     daemon.#signals = signals;
     daemon.#inspectorGuard = inspectorGuard;
     if (options.pidFile) {
@@ -676,6 +712,8 @@ export class Daemon {
       server.historyMs,
       { capacity: server.clients, names: server.clientNames },
     );
+    const statePath = loaded.config.server.state;
+    if (statePath !== this.#current.server.state) await this.#moveState(statePath);
     this.#current = loaded.config;
     const error = await this.status.apply(loaded.config, ownClaim(options));
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });
@@ -686,6 +724,43 @@ export class Daemon {
     this.#reloaded(failures.length > 0 ? "partly applied" : "applied", described, failures);
     await this.#writeReadyFile();
     this.#scheduleExpiry();
+  }
+
+  /**
+   * Writes the state file now (a path that cannot be written is said at
+   * once, not a minute later), then every minute (and on stop, see `#finish`).
+   */
+  #keepState(): void {
+    clearInterval(this.#stateTimer);
+    if (!this.#state) return;
+    void this.#saveState();
+    this.#stateTimer = setInterval(() => void this.#saveState(), STATE_INTERVAL_MS);
+    Deno.unrefTimer(this.#stateTimer);
+  }
+
+  /** Writes what is kept across restarts, if a state file is configured. */
+  async #saveState(): Promise<void> {
+    await this.#state?.write(
+      collectState(this.engine.stats, this.engine.monitor, this.engine.rules),
+    );
+  }
+
+  /** A reload that names another state path: write there from now on. */
+  async #moveState(path: string | null): Promise<void> {
+    if (path === null) {
+      await this.#saveState();
+      this.#state = undefined;
+    } else if (this.#state === undefined || !samePath(this.#state.path, path)) {
+      const opened = await StateStore.open(path, this.log);
+      if ("refused" in opened) {
+        this.log.error("reload: {problem}; the state goes on being kept where it was", {
+          problem: opened.refused,
+        });
+        return;
+      }
+      this.#state = opened.store;
+    }
+    this.#keepState();
   }
 
   /** Logs each rule that ended, once (`expired`); forgets those that no longer have. */
@@ -771,6 +846,8 @@ export class Daemon {
   /** Waits for the stop, then cleans up and resolves `done`. */
   async #finish(): Promise<void> {
     await this.#stopped.promise;
+    clearInterval(this.#stateTimer);
+    await this.#saveState();
     this.workers?.terminate();
     this.#cancelExitTimer?.();
     this.#signals?.remove();

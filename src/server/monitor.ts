@@ -9,7 +9,7 @@ import type { Logger } from "@logtape/logtape";
 import type { ClientNames as ClientNamesMode, Rule } from "../config/types.ts";
 import { formatDuration } from "../config/duration.ts";
 import { type AlarmEvent, Alarms } from "../status/alarms.ts";
-import { History } from "../status/history.ts";
+import { type Bucket, History } from "../status/history.ts";
 import type { Stats } from "../status/stats.ts";
 import { ClientNames, reverseDns, type ReverseLookup } from "./client_names.ts";
 import type { EventGate } from "../log/rate_limit.ts";
@@ -89,6 +89,20 @@ export class Monitor {
     if (rule !== null) this.names?.want(clientIp);
     if (rule !== null) this.history.touched(`rule:${rule}`, now, this.stats.rules.get(rule));
     this.history.touched(`listener:${listenerKey}`, now, this.stats.listeners.get(listenerKey));
+  }
+
+  /** Closed minutes of every rule and listener, to keep across a restart. */
+  exportHistory(): Record<string, Bucket[]> {
+    return this.history.export(this.now(), (key) => this.#counters(key));
+  }
+
+  /** Puts back minutes kept across a restart, for the rules and listeners in `keys`. */
+  importHistory(
+    saved: Readonly<Record<string, readonly Bucket[]>>,
+    keys: ReadonlySet<string>,
+  ): void {
+    const wanted = Object.fromEntries(Object.entries(saved).filter(([key]) => keys.has(key)));
+    this.history.import(wanted, this.now());
   }
 
   /** Starts evaluating every second. */

@@ -82,6 +82,9 @@ export class StatusService {
 
   constructor(readonly engine: Engine, readonly log: Logger, private config: Config) {}
 
+  /** Failed writes of the state file, or null without one (the daemon tells). */
+  stateWriteFailures: () => number | null = () => null;
+
   /** What came of the latest reload, or null before any. */
   get lastReload(): ReloadReport | null {
     return this.#lastReload;
@@ -205,7 +208,17 @@ export class StatusService {
         cached(
           "/metrics",
           () =>
-            renderMetrics(report(), this.engine.stats, this.engine.startedAt, inForce(this.engine)),
+            renderMetrics(
+              report(),
+              this.engine.stats,
+              this.engine.startedAt,
+              inForce(this.engine),
+              {
+                nameLookups: this.engine.monitor.names?.lookups ?? 0,
+                nameFailures: this.engine.monitor.names?.failures ?? 0,
+                stateWriteFailures: this.stateWriteFailures(),
+              },
+            ),
         ),
       clientsJson: (params) => {
         const query = parseClientsQuery(params, this.engine.rules);

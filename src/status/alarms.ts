@@ -107,6 +107,11 @@ export class Alarms {
     return raised;
   }
 
+  /** The rule had its first traffic before a restart: that alarm is not raised again. */
+  seen(rule: string): void {
+    this.#watch(rule).seenTraffic = true;
+  }
+
   #watch(rule: string): Watch {
     let watch = this.#watches.get(rule);
     if (!watch) {

@@ -78,6 +78,20 @@ class Ring {
     this.#clear(current);
   }
 
+  /** Puts back a closed minute kept across a restart, if the ring still covers it. */
+  restore(bucket: Bucket): void {
+    const { minute } = bucket;
+    if (minute % MINUTE !== 0 || minute >= this.newest) return;
+    if (minute <= this.newest - this.length * MINUTE) return;
+    const slot = this.#slot(minute);
+    this.counts[slot * 4] = bucket.sessions;
+    this.counts[slot * 4 + 1] = bucket.clients;
+    this.counts[slot * 4 + 2] = bucket.errors;
+    this.counts[slot * 4 + 3] = bucket.blocked;
+    this.bytes[slot * 2] = bucket.bytes_up;
+    this.bytes[slot * 2 + 1] = bucket.bytes_down;
+  }
+
   #clear(minute: number): void {
     const slot = this.#slot(minute);
     this.counts.fill(0, slot * 4, slot * 4 + 4);
@@ -192,6 +206,32 @@ export class History {
       ];
     }
     return ring.buckets(count, now, counters);
+  }
+
+  /**
+   * The minutes of every key that had any, for keeping across a restart
+   * (`[server] state`): minutes with nothing are left out.
+   */
+  export(now: number, counters: (key: string) => Counters | undefined): Record<string, Bucket[]> {
+    const out: Record<string, Bucket[]> = {};
+    for (const [key, ring] of this.#rings) {
+      // The minute under way too, as far as it got: a restart in a later minute keeps it.
+      const kept = ring.buckets(this.minutes - 1, now, counters(key))
+        .filter((b) =>
+          b.sessions > 0 || b.blocked > 0 || b.errors > 0 || b.bytes_up > 0 || b.bytes_down > 0
+        )
+        .map(({ partial: _, ...bucket }) => bucket);
+      if (kept.length > 0) out[key] = kept;
+    }
+    return out;
+  }
+
+  /** Puts back minutes kept across a restart; those outside the window now are left out. */
+  import(saved: Readonly<Record<string, readonly Bucket[]>>, now: number): void {
+    for (const [key, buckets] of Object.entries(saved)) {
+      const ring = this.#ring(key, now, undefined);
+      for (const bucket of buckets) ring.restore(bucket);
+    }
   }
 
   /** Forgets keys no longer wanted (rules and listeners removed by a reload). */

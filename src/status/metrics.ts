@@ -46,12 +46,21 @@ export interface InForce {
   readonly listeners: ReadonlySet<string>;
 }
 
+/** How the client ledger is kept: names looked up, state file writes. */
+export interface KeepingCounts {
+  readonly nameLookups: number;
+  readonly nameFailures: number;
+  /** Failed writes of the state file; null without one. */
+  readonly stateWriteFailures: number | null;
+}
+
 /** Renders every counter as Prometheus text. */
 export function renderMetrics(
   report: StatusReport,
   stats: Stats,
   startedAt: number,
   inForce: InForce,
+  keeping: KeepingCounts = { nameLookups: 0, nameFailures: 0, stateWriteFailures: null },
 ): string {
   const out = new Exposition();
   out.add(
@@ -108,6 +117,46 @@ export function renderMetrics(
         value,
       );
     }
+  }
+  for (const rule of report.rules) {
+    const ledger = stats.rules.get(rule.name)?.clients;
+    out.add(
+      "portbounce_rule_ledger_clients",
+      "gauge",
+      "Client addresses the rule's ledger holds ([server] clients at most, and those in session).",
+      { rule: rule.name },
+      ledger?.size ?? 0,
+    );
+    out.add(
+      "portbounce_rule_ledger_evicted_total",
+      "counter",
+      "Clients the rule's ledger forgot to stay within [server] clients (the least recently seen).",
+      { rule: rule.name },
+      ledger?.evicted ?? 0,
+    );
+  }
+  out.add(
+    "portbounce_client_name_lookups_total",
+    "counter",
+    "Reverse-DNS lookups of client names ([server] client_names), and those that failed.",
+    { result: "ok" },
+    keeping.nameLookups - keeping.nameFailures,
+  );
+  out.add(
+    "portbounce_client_name_lookups_total",
+    "counter",
+    "Reverse-DNS lookups of client names ([server] client_names), and those that failed.",
+    { result: "failed" },
+    keeping.nameFailures,
+  );
+  if (keeping.stateWriteFailures !== null) {
+    out.add(
+      "portbounce_state_write_failures_total",
+      "counter",
+      "Writes of the state file ([server] state) that failed; relaying goes on regardless.",
+      {},
+      keeping.stateWriteFailures,
+    );
   }
   for (const rule of report.rules) {
     for (const t of rule.targets) {

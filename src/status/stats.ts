@@ -80,6 +80,11 @@ export class Stats {
     return this.#get(this.targets, `${rule}\u0000${target}`, null);
   }
 
+  /** The counters of `rule`, with its client ledger. Created on first use. */
+  ofRule(rule: string): Counters {
+    return this.#get(this.rules, rule, this.clientCapacity);
+  }
+
   /**
    * Every counter set an event on `listener` under `rule` adds to: the
    * listener's, the (rule, listener) pair's and the rule's. Created on first use.

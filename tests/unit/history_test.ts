@@ -131,3 +131,28 @@ Deno.test("svg sparkline: flat stretches are two points, every change keeps its 
     "240.0,1.0",
   ]);
 });
+
+Deno.test("history: kept across a restart, a later minute puts back what each minute had", () => {
+  const stats = new Stats();
+  const rule = stats.of("web", "l")[2];
+  const before = new History(60 * MIN);
+  for (const at of [T0 + 1_000, T0 + 2_000, T0 + 3_000, T0 + MIN + 5_000]) {
+    before.sessionStarted("rule:web", "198.51.100.7", at, rule);
+    rule.total++;
+  }
+  // Written 30 s into the second minute: the first closed, the second as far as it got.
+  const saved = before.export(T0 + MIN + 30_000, () => rule);
+  assertEquals(saved["rule:web"].map((b) => [b.minute - T0, b.sessions]), [[0, 3], [MIN, 1]]);
+  const after = new History(60 * MIN);
+  after.import(saved, T0 + 5 * MIN);
+  const buckets = after.buckets("rule:web", 5, T0 + 5 * MIN, undefined);
+  assertEquals(buckets.map((b) => b.sessions), [3, 1, 0, 0, 0, 0]);
+  // A minute the window no longer covers is not put back.
+  const late = new History(3 * MIN);
+  late.import(saved, T0 + 10 * MIN);
+  assertEquals(late.buckets("rule:web", 2, T0 + 10 * MIN, undefined).map((b) => b.sessions), [
+    0,
+    0,
+    0,
+  ]);
+});

@@ -1,0 +1,79 @@
+/**
+ * The state file's text: what is kept reads back the same, and every way a
+ * file can be damaged is named rather than half read.
+ */
+import { assert, assertEquals } from "../assert.ts";
+import {
+  decodeState,
+  encodeState,
+  looksLikeState,
+  type SavedState,
+} from "../../src/status/state.ts";
+
+const T0 = Date.UTC(2026, 11, 6, 9, 0);
+
+const STATE: SavedState = {
+  written: T0 + 61_000,
+  rules: {
+    web: {
+      firstSession: T0,
+      firstClient: "198.51.100.7:50690",
+      lastSession: T0 + 60_000,
+      lastClient: "198.51.100.8:40000",
+      evicted: 3,
+      clients: [{
+        address: "198.51.100.7",
+        via: "203.0.113.10:80",
+        firstSeen: T0,
+        lastSeen: T0 + 30_000,
+        sessions: 4,
+        refused: 1,
+        bytesUp: 100,
+        bytesDown: 5_000,
+        active: 0,
+      }],
+    },
+  },
+  history: {
+    "rule:web": [{
+      minute: T0,
+      sessions: 4,
+      clients: 1,
+      bytes_up: 100,
+      bytes_down: 5_000,
+      errors: 0,
+      blocked: 1,
+    }],
+  },
+};
+
+Deno.test("state: what is kept reads back the same, and is known for what it is", () => {
+  const text = encodeState(STATE);
+  assert(looksLikeState(text));
+  assertEquals(decodeState(text), STATE);
+  assertEquals(looksLikeState("root:x:0:0:root:/root:/bin/bash\n"), false);
+  assertEquals(looksLikeState('{"rules": {}}'), false);
+});
+
+Deno.test("state: a truncated, other-version or half-written file is named damaged, never half read", () => {
+  const text = encodeState(STATE);
+  const damaged = (t: string) => {
+    const decoded = decodeState(t);
+    return "damaged" in decoded ? decoded.damaged : "read";
+  };
+  assert(damaged(text.slice(0, text.length / 2)).startsWith("not whole JSON"));
+  assertEquals(
+    damaged(text.replace('"portbounce_state":1', '"portbounce_state":2')),
+    "version 2, this portbounce reads 1",
+  );
+  assertEquals(
+    damaged(text.replace('"198.51.100.7","203.0.113.10:80"', '"198.51.100.7"')),
+    'a client of rule "web" is not whole',
+  );
+  assertEquals(
+    damaged(text.replace('"sessions":4,"clients"', '"sessions":-4,"clients"')),
+    'the history of "rule:web" is not whole',
+  );
+  assertEquals(damaged('{"portbounce_state":1,"rules":{},"history":{}}'), "no time it was written");
+  assertEquals(damaged("[1, 2]"), "not a JSON object");
+});
