@@ -76,7 +76,7 @@ Deno.test("state: the ledger, history and first traffic survive a restart; rules
   }
   // The rule renamed: its clients are not the new rule's.
   await Deno.writeTextFile(file, rules(`${dir}/state`, listen, status, target.port, "www"));
-  await using third = await startPortbounce(["run", "-c", file]);
+  await using _third = await startPortbounce(["run", "-c", file]);
   assertEquals((await clients(status)).rules[0].clients, []);
 });
 
