@@ -36,6 +36,7 @@ Exit codes: 0 answered, 1 no answer (or no such rule), 2 usage.`;
 export function renderClients(report: ClientsReport, now: number): string {
   const rows = report.rules.flatMap((rule) => rule.clients.map((client) => ({ rule, client })))
     .sort((a, b) => Date.parse(b.client.last_seen) - Date.parse(a.client.last_seen));
+  if (report.ledger === "off") return "this instance keeps no clients ([server] clients = 0)";
   const evicted = report.rules.filter((r) => r.evicted > 0)
     .map((r) => `${r.name}: ${r.evicted} clients forgotten ([server] clients)`);
   if (rows.length === 0) {

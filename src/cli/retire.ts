@@ -197,6 +197,13 @@ async function recentUsers(
     console.log(`no instance answers at ${base.host}: editing the file only`);
     return { clients: [], status: "none" };
   }
+  if (answer.ledger === "off") {
+    return {
+      error:
+        `the running instance keeps no clients ([server] clients = 0): who uses rule ${name} is unknown (--force removes it anyway)`,
+      status: "unknown",
+    };
+  }
   return { clients: answer.rules.flatMap((r) => r.clients), status: "answered" };
 }
 

@@ -1029,17 +1029,19 @@ function readCount(
   );
 }
 
-/** `clients = 10000`: entries per rule in the client ledger. */
+/** `clients = 10000`: entries per rule in the client ledger; 0 keeps no client address. */
 function readLedgerSize(value: unknown, scope: Scope): number | undefined {
   if (
-    typeof value === "number" && Number.isSafeInteger(value) && value >= 1 &&
+    typeof value === "number" && Number.isSafeInteger(value) && value >= 0 &&
     value <= MAX_LEDGER_CLIENTS
   ) {
     return value;
   }
   return scope.fail(
     "clients",
-    `expected a number of clients per rule from 1 to ${MAX_LEDGER_CLIENTS}, got ${describe(value)}`,
+    `expected a number of clients per rule from 0 (keep none) to ${MAX_LEDGER_CLIENTS}, got ${
+      describe(value)
+    }`,
   );
 }
 

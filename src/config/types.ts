@@ -210,7 +210,10 @@ export interface ServerSettings {
   readonly historyMs: number;
   /** Isolates accepting TCP connections (`[server] workers`): a count, or "auto" for one per core. */
   readonly workers: WorkerCount;
-  /** Client addresses remembered per rule (the client ledger); the least recently seen go first. */
+  /**
+   * Client addresses remembered per rule (the client ledger); the least
+   * recently seen go first. 0: none are kept (no ledger).
+   */
   readonly clients: number;
   /** How the ledger names clients: reverse DNS in the background, or not at all. */
   readonly clientNames: ClientNames;

@@ -38,6 +38,8 @@ export interface RuleClients {
 
 /** The whole answer. */
 export interface ClientsReport {
+  /** Whether clients are kept at all (`[server] clients = 0` keeps none). */
+  readonly ledger: "on" | "off";
   /** What was asked: one rule or all; clients seen since (ISO), or null for all. */
   readonly rule: string | null;
   readonly since: string | null;
@@ -82,6 +84,7 @@ export function buildClientsReport(
   const since = query.withinMs === null ? -Infinity : now - query.withinMs;
   const iso = (ms: number) => new Date(ms).toISOString();
   return {
+    ledger: stats.clientCapacity === 0 ? "off" : "on",
     rule: query.rule,
     since: query.withinMs === null ? null : iso(since),
     rules: rules.filter((r) => query.rule === null || r.name === query.rule).map((rule) => {

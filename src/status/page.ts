@@ -216,6 +216,9 @@ export const PAGE_CLIENTS = 50;
 
 /** Per rule, who used it within the report's window, with the list behind a summary line. */
 function clientsSection(clients: ClientsReport, windowMs: number, now: number): string {
+  if (clients.ledger === "off") {
+    return `<h2>Clients</h2><p id="clients">This instance keeps no clients ([server] clients = 0).</p>`;
+  }
   const rules = clients.rules.map((rule) => {
     const rows = rule.clients.slice(0, PAGE_CLIENTS).map((c) =>
       `<tr><td>${escape(c.address)}</td><td>${escape(c.name ?? "")}</td><td>${

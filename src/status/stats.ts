@@ -44,7 +44,10 @@ export function emptyCounters(clientCapacity: number | null = null): Counters {
     lastSession: null,
     lastClient: null,
     lastBlocked: null,
-    clients: clientCapacity === null ? null : new ClientLedger(clientCapacity),
+    // No ledger for listeners and targets, nor when [server] clients = 0.
+    clients: clientCapacity === null || clientCapacity === 0
+      ? null
+      : new ClientLedger(clientCapacity),
   };
 }
 
@@ -70,8 +73,10 @@ export class Stats {
   applyClients(capacity: number, keep: ReadonlySet<string>): void {
     this.clientCapacity = capacity;
     for (const [rule, counters] of this.rules) {
-      if (!keep.has(rule)) counters.clients = new ClientLedger(capacity);
-      else counters.clients?.resize(capacity);
+      if (capacity === 0) counters.clients = null;
+      else if (!keep.has(rule) || counters.clients === null) {
+        counters.clients = new ClientLedger(capacity);
+      } else counters.clients.resize(capacity);
     }
   }
 
