@@ -28,6 +28,8 @@ Options:
       --takeover          replace the instance named by the pid file without
                           refusing a client: bind beside it, then have it stop
                           accepting and drain (starts as usual if none runs)
+      --state PATH        keep the client ledger and history in PATH (a file, or a
+                          directory) across restarts (overrides [server] state)
       --exit-after DUR    stop (as on SIGTERM) after DUR, e.g. "30s"
       --workers N         isolates accepting TCP connections: a number, or "auto"
                           for one per core (overrides [server] workers; Linux)
@@ -48,6 +50,7 @@ export async function runCommand(args: string[]): Promise<number> {
     "ready-file": { type: "string" },
     "exit-after": { type: "string" },
     "pid-file": { type: "string" },
+    state: { type: "string" },
     workers: { type: "string" },
     takeover: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -88,6 +91,7 @@ export async function runCommand(args: string[]): Promise<number> {
     readyFile: values["ready-file"],
     exitAfterMs: durationOption("--exit-after", values["exit-after"]),
     pidFile: pidFilePath,
+    statePath: values.state,
     takeover: values.takeover,
     ruleFile: values.config!,
     workers,

@@ -84,6 +84,8 @@ export interface DaemonOptions {
   readonly engine?: EngineOptions;
   /** Also give every log record to this (tests capture structured events). */
   readonly logTap?: (record: LogRecord) => void;
+  /** `--state`: where the ledger and history are kept; wins over `[server] state`. */
+  readonly statePath?: string;
   /** `--workers`: wins over `[server] workers`. */
   readonly workers?: WorkerCount;
   /** The module a worker isolate runs (default: the program's own main module). */
@@ -280,7 +282,8 @@ export class Daemon {
     };
 
     // What the last run kept (the ledger, history): read before anything is bound.
-    const opened = config.server.state ? await StateStore.open(config.server.state, log) : null;
+    const statePath = options.statePath ?? config.server.state;
+    const opened = statePath ? await StateStore.open(statePath, log) : null;
     if (opened && "refused" in opened) {
       log.error("{problem}", { problem: opened.refused });
       return await giveUp(ExitCode.usage);
@@ -712,8 +715,10 @@ export class Daemon {
       server.historyMs,
       { capacity: server.clients, names: server.clientNames },
     );
-    const statePath = loaded.config.server.state;
-    if (statePath !== this.#current.server.state) await this.#moveState(statePath);
+    const statePath = options.statePath ?? loaded.config.server.state;
+    if (statePath !== (options.statePath ?? this.#current.server.state)) {
+      await this.#moveState(statePath);
+    }
     this.#current = loaded.config;
     const error = await this.status.apply(loaded.config, ownClaim(options));
     if (error !== null) log.error("reload: cannot bind the status endpoint: {error}", { error });

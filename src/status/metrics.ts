@@ -112,7 +112,7 @@ export function renderMetrics(
       out.add(
         "portbounce_rule_clients",
         "gauge",
-        "Distinct client addresses that started sessions within the window.",
+        "Distinct client addresses seen within the window (sessions, or refusals by the rule).",
         { rule: rule.name, window },
         value,
       );
