@@ -142,6 +142,13 @@ async function retire(name: string, file: string, options: RetireOptions): Promi
     console.error(`retire: without rule ${name}, ${file} would have problems; nothing was written`);
     return ExitCode.usage;
   }
+  if (after.config.rules.length === 0) {
+    // A running instance refuses a file without rules (one caught while being written).
+    console.error(
+      `retire: ${name} is the last rule of ${file}; without it portbounce has nothing to do: stop it instead (nothing was written)`,
+    );
+    return ExitCode.usage;
+  }
   const others = config.rules.filter((r) => r !== rule).map((r) => r.name);
   if (JSON.stringify(after.config.rules.map((r) => r.name)) !== JSON.stringify(others)) {
     console.error(`retire: removing ${name} would change other rules of ${file}; edit it by hand`);

@@ -111,6 +111,11 @@ Deno.test("clients and retire: refused while in use, forced, dry run, reloaded, 
   const quiet = await runCli(["retire", "files-old", "-c", file]);
   assertEquals(quiet.code, 0, quiet.stderr);
   assertIncludes(quiet.stdout, "nobody used rule files-old within 1h: removed rule files-old");
+  // The last rule: a file without rules is no file to run; refused, nothing written.
+  const last = await runCli(["retire", "www-new", "-c", file, "--force"]);
+  assertEquals(last.code, 2, last.stdout);
+  assertIncludes(last.stderr, "www-new is the last rule of");
+  assertIncludes(await Deno.readTextFile(file), 'name = "www-new"');
   assertEquals(await exchange(ports[2], "still"), "still");
 });
 
