@@ -31,9 +31,23 @@ export interface ClientEntry {
   active: number;
 }
 
-/** The clients of one rule. */
+/** An entry in the order clients were last seen: a doubly linked list. */
+interface Slot {
+  readonly entry: ClientEntry;
+  prev: Slot | null;
+  next: Slot | null;
+}
+
+/**
+ * The clients of one rule. The order of last sighting is a linked list
+ * beside the Map: moving a client to the end and evicting from the front are
+ * O(1). (A Map alone keeps insertion order, but deleting from its front
+ * leaves holes that every later walk from the front steps over.)
+ */
 export class ClientLedger {
-  readonly #entries = new Map<string, ClientEntry>();
+  readonly #slots = new Map<string, Slot>();
+  #oldest: Slot | null = null;
+  #newest: Slot | null = null;
   /** Entries evicted to stay within `capacity`. */
   evicted = 0;
 
@@ -58,12 +72,16 @@ export class ClientLedger {
   ended(entry: ClientEntry, now: number): void {
     entry.active = Math.max(0, entry.active - 1);
     entry.lastSeen = Math.max(entry.lastSeen, now);
-    // Evicted during the session, and the client came back since: the newer entry says it.
-    const current = this.#entries.get(entry.address) ?? entry;
-    current.lastSeen = Math.max(current.lastSeen, now);
-    // Seen now: to the end of the order (back in, if it was evicted meanwhile).
-    this.#entries.delete(entry.address);
-    this.#entries.set(entry.address, current);
+    const slot = this.#slots.get(entry.address);
+    if (slot === undefined) {
+      // Not held (a ledger that was replaced, or resized down): it comes back, seen now.
+      this.#add({ entry, prev: null, next: null });
+    } else {
+      // Evicted and back with a newer entry meanwhile: the newer one says it.
+      slot.entry.lastSeen = Math.max(slot.entry.lastSeen, now);
+      this.#unlink(slot);
+      this.#append(slot);
+    }
     this.#evict();
   }
 
@@ -73,8 +91,8 @@ export class ClientLedger {
    */
   list(since = -Infinity): ClientEntry[] {
     const out: ClientEntry[] = [];
-    for (const entry of this.#entries.values()) {
-      if (entry.lastSeen >= since || entry.active > 0) out.push(entry);
+    for (let slot = this.#newest; slot !== null; slot = slot.prev) {
+      if (slot.entry.lastSeen >= since || slot.entry.active > 0) out.push(slot.entry);
     }
     return out.sort((a, b) => b.lastSeen - a.lastSeen);
   }
@@ -82,8 +100,8 @@ export class ClientLedger {
   /** Distinct clients seen within `windowMs` before `now` (or live now). */
   countWithin(windowMs: number, now: number): number {
     let count = 0;
-    for (const entry of this.#entries.values()) {
-      if (now - entry.lastSeen <= windowMs || entry.active > 0) count++;
+    for (let slot = this.#newest; slot !== null; slot = slot.prev) {
+      if (now - slot.entry.lastSeen <= windowMs || slot.entry.active > 0) count++;
     }
     return count;
   }
@@ -91,8 +109,8 @@ export class ClientLedger {
   /** Puts back entries kept across a restart (oldest first), within the capacity. */
   restore(entries: readonly ClientEntry[], evicted: number): void {
     for (const entry of [...entries].sort((a, b) => a.lastSeen - b.lastSeen)) {
-      if (this.#entries.has(entry.address)) continue;
-      this.#entries.set(entry.address, { ...entry, active: 0 });
+      if (this.#slots.has(entry.address)) continue;
+      this.#add({ entry: { ...entry, active: 0 }, prev: null, next: null });
     }
     this.evicted += evicted;
     this.#evict();
@@ -106,31 +124,55 @@ export class ClientLedger {
 
   /** Entries held. */
   get size(): number {
-    return this.#entries.size;
+    return this.#slots.size;
   }
 
   #touch(address: string, via: string, now: number): ClientEntry {
-    let entry = this.#entries.get(address);
-    if (entry) {
-      this.#entries.delete(address);
+    const slot = this.#slots.get(address);
+    if (slot) {
+      const { entry } = slot;
       entry.lastSeen = Math.max(entry.lastSeen, now);
       entry.firstSeen = Math.min(entry.firstSeen, now);
       entry.via = via;
-    } else {
-      entry = {
-        address,
-        via,
-        firstSeen: now,
-        lastSeen: now,
-        sessions: 0,
-        refused: 0,
-        bytesUp: 0,
-        bytesDown: 0,
-        active: 0,
-      };
+      this.#unlink(slot);
+      this.#append(slot);
+      return entry;
     }
-    this.#entries.set(address, entry);
+    const entry: ClientEntry = {
+      address,
+      via,
+      firstSeen: now,
+      lastSeen: now,
+      sessions: 0,
+      refused: 0,
+      bytesUp: 0,
+      bytesDown: 0,
+      active: 0,
+    };
+    this.#add({ entry, prev: null, next: null });
     return entry;
+  }
+
+  /** A new slot: in the Map, and at the end of the order. */
+  #add(slot: Slot): void {
+    this.#slots.set(slot.entry.address, slot);
+    this.#append(slot);
+  }
+
+  #append(slot: Slot): void {
+    slot.prev = this.#newest;
+    slot.next = null;
+    if (this.#newest) this.#newest.next = slot;
+    else this.#oldest = slot;
+    this.#newest = slot;
+  }
+
+  #unlink(slot: Slot): void {
+    if (slot.prev) slot.prev.next = slot.next;
+    else this.#oldest = slot.next;
+    if (slot.next) slot.next.prev = slot.prev;
+    else this.#newest = slot.prev;
+    slot.prev = slot.next = null;
   }
 
   /**
@@ -140,13 +182,14 @@ export class ClientLedger {
    */
   #evict(): void {
     let kept = 0;
-    while (this.#entries.size > this.capacity && kept < this.#entries.size) {
-      const [address, entry] = this.#entries.entries().next().value!;
-      this.#entries.delete(address);
-      if (entry.active > 0) {
-        this.#entries.set(address, entry);
+    while (this.#slots.size > this.capacity && kept < this.#slots.size && this.#oldest) {
+      const slot = this.#oldest;
+      this.#unlink(slot);
+      if (slot.entry.active > 0) {
+        this.#append(slot);
         kept++;
       } else {
+        this.#slots.delete(slot.entry.address);
         this.evicted++;
       }
     }
