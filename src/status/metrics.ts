@@ -135,20 +135,20 @@ export function renderMetrics(
       ledger?.evicted ?? 0,
     );
   }
-  out.add(
-    "portbounce_client_name_lookups_total",
-    "counter",
-    "Reverse-DNS lookups of client names ([server] client_names), and those that failed.",
-    { result: "ok" },
-    keeping.nameLookups - keeping.nameFailures,
-  );
-  out.add(
-    "portbounce_client_name_lookups_total",
-    "counter",
-    "Reverse-DNS lookups of client names ([server] client_names), and those that failed.",
-    { result: "failed" },
-    keeping.nameFailures,
-  );
+  for (
+    const [result, count] of [
+      ["ok", keeping.nameLookups - keeping.nameFailures],
+      ["failed", keeping.nameFailures],
+    ] as const
+  ) {
+    out.add(
+      "portbounce_client_name_lookups_total",
+      "counter",
+      "Reverse-DNS lookups of client names ([server] client_names), and those that failed.",
+      { result },
+      count,
+    );
+  }
   if (keeping.stateWriteFailures !== null) {
     out.add(
       "portbounce_state_write_failures_total",

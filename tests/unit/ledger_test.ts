@@ -14,11 +14,11 @@ Deno.test("ledger: first and last seen, sessions, refusals, bytes and the addres
   a.bytesUp += 100;
   a.bytesDown += 2_000;
   ledger.ended(a, T0 + 5 * MIN);
-  const b = ledger.started("198.51.100.7", "192.0.2.10:80", T0 + 60 * MIN);
-  ledger.refused("198.51.100.7", "192.0.2.10:80", T0 + 61 * MIN);
+  const b = ledger.started("198.51.100.7", "203.0.113.20:80", T0 + 60 * MIN);
+  ledger.refused("198.51.100.7", "203.0.113.20:80", T0 + 61 * MIN);
   assertEquals(ledger.list(), [{
     address: "198.51.100.7",
-    via: "192.0.2.10:80",
+    via: "203.0.113.20:80",
     firstSeen: T0,
     lastSeen: T0 + 61 * MIN,
     sessions: 2,
@@ -28,7 +28,7 @@ Deno.test("ledger: first and last seen, sessions, refusals, bytes and the addres
     active: 1,
   }]);
   // A session reported late (a worker's) does not move the times backwards.
-  ledger.started("198.51.100.7", "192.0.2.10:80", T0 + 30 * MIN);
+  ledger.started("198.51.100.7", "203.0.113.20:80", T0 + 30 * MIN);
   assertEquals(ledger.list()[0].lastSeen, T0 + 61 * MIN);
   ledger.ended(b, T0 + 90 * MIN);
   assertEquals(ledger.list()[0].lastSeen, T0 + 90 * MIN);
