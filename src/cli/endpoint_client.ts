@@ -41,7 +41,7 @@ export async function endpointUrl(
     if (!status) {
       throw new UsageError(`${command}: ${values.config} has no [server] status endpoint`);
     }
-    return new URL(`http://${formatAddress(status.hostname, status.port)}`);
+    return statusUrl(status);
   }
   const text = values.url ?? DEFAULT_STATUS_URL;
   try {
@@ -51,6 +51,20 @@ export async function endpointUrl(
       `${command}: --url must be an address such as 127.0.0.1:9180 or http://127.0.0.1:9180, got "${text}"`,
     );
   }
+}
+
+/**
+ * The URL of a `[server] status` address. A wildcard (`0.0.0.0`, `::`) is
+ * asked on loopback: the endpoint answers only Host names of the address a
+ * request reached.
+ */
+export function statusUrl(status: { hostname: string; port: number }): URL {
+  const host = status.hostname === "0.0.0.0"
+    ? "127.0.0.1"
+    : status.hostname === "::"
+    ? "::1"
+    : status.hostname;
+  return new URL(`http://${formatAddress(host, status.port)}`);
 }
 
 /** GETs `path` from the endpoint as JSON, or says why there was no answer. */

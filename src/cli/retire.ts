@@ -15,7 +15,6 @@
  */
 import { removeRule } from "../config/edit.ts";
 import { formatDuration, parseDuration } from "../config/duration.ts";
-import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
 import { formatSize } from "../config/size.ts";
 import { didYouMean } from "../config/suggest.ts";
@@ -25,11 +24,12 @@ import { loadRuleFile, loadRuleText } from "../server/rule_file.ts";
 import type { ClientRow, ClientsReport } from "../status/clients.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
 import { renderTable } from "./check.ts";
-import { fetchJson } from "./endpoint_client.ts";
+import { fetchJson, statusUrl } from "./endpoint_client.ts";
 
 /** Help for `portbounce retire`. */
 export const RETIRE_HELP =
   `Usage: portbounce retire RULE [-c FILE] [--quiet-for DURATION] [--force] [--dry-run]
+                         [--pid-file PATH] [--url URL]
 
 Removes RULE from FILE (default /etc/portbounce.toml) once nobody uses it, and
 has the running portbounce reload. It asks the running instance (through its
@@ -44,6 +44,11 @@ reload did. With no instance running it edits the file only, and says so.
 
 Options:
   -c, --config FILE        the rule file (default /etc/portbounce.toml)
+      --pid-file PATH      the running instance's pid file, when FILE's
+                           [server] pid_file does not name it (as the service
+                           files pass --pid-file to run)
+      --url URL            its status endpoint, when FILE's [server] status
+                           does not name it
       --quiet-for DURATION how long nobody may have used the rule (default 1h)
       --force              remove it even if someone used it
       --dry-run            print the change and the verdict; change nothing
@@ -58,6 +63,8 @@ export async function retireCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs("retire", args, {
     config: { type: "string", short: "c", default: "/etc/portbounce.toml" },
     "quiet-for": { type: "string", default: "1h" },
+    "pid-file": { type: "string" },
+    url: { type: "string" },
     force: { type: "boolean" },
     "dry-run": { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -73,12 +80,15 @@ export async function retireCommand(args: string[]): Promise<number> {
     /^\d+$/.test(values["quiet-for"]!) ? Number(values["quiet-for"]) : values["quiet-for"],
   );
   if (typeof quiet !== "number") throw new UsageError(`retire: --quiet-for: ${quiet.error}`);
-  const file = values.config!;
+  // The file itself, not a link to it: the link stays, the file it names is edited.
+  const file = await Deno.realPath(values.config!).catch(() => values.config!);
   await using _lock = await lockFile(file);
   return await retire(positionals[0], file, {
     quietMs: quiet,
     force: values.force ?? false,
     dryRun: values["dry-run"] ?? false,
+    pidFile: values["pid-file"],
+    url: values.url,
   });
 }
 
@@ -86,6 +96,10 @@ interface RetireOptions {
   readonly quietMs: number;
   readonly force: boolean;
   readonly dryRun: boolean;
+  /** `--pid-file`: the running instance's, when the rule file does not name it. */
+  readonly pidFile?: string;
+  /** `--url`: its status endpoint, when the rule file does not name it. */
+  readonly url?: string;
 }
 
 async function retire(name: string, file: string, options: RetireOptions): Promise<number> {
@@ -107,17 +121,21 @@ async function retire(name: string, file: string, options: RetireOptions): Promi
   }
 
   // Who used it lately: the running instance knows (its client ledger).
-  const users = await recentUsers(config, name, options.quietMs);
+  const instance = await findInstance(config, options);
+  const users = await recentUsers(instance, name, options.quietMs);
   if ("error" in users) {
     console.error(`retire: ${users.error}`);
     if (!options.force) return ExitCode.runtime;
   }
   const clients = "clients" in users ? users.clients : [];
-  const verdict = clients.length === 0
-    ? `nobody used rule ${name} within ${formatDuration(options.quietMs)}`
-    : `${clients.length} client${clients.length === 1 ? "" : "s"} used rule ${name} within ${
-      formatDuration(options.quietMs)
-    }`;
+  const within = options.quietMs >= Date.now()
+    ? "ever (as far as the ledger goes)"
+    : `within ${formatDuration(options.quietMs)}`;
+  const verdict = "error" in users
+    ? `who used rule ${name} is unknown`
+    : clients.length === 0
+    ? `nobody used rule ${name} ${within}`
+    : `${clients.length} client${clients.length === 1 ? "" : "s"} used rule ${name} ${within}`;
   if (clients.length > 0) {
     console.log(`${verdict}:`);
     console.log(renderUsers(clients));
@@ -149,69 +167,112 @@ async function retire(name: string, file: string, options: RetireOptions): Promi
     );
     return ExitCode.usage;
   }
-  const others = config.rules.filter((r) => r !== rule).map((r) => r.name);
-  if (JSON.stringify(after.config.rules.map((r) => r.name)) !== JSON.stringify(others)) {
+  // Every other rule exactly as it was (a sub-table left behind would move to another rule).
+  const others = config.rules.filter((r) => r !== rule).map(ruleValue);
+  if (JSON.stringify(after.config.rules.map(ruleValue)) !== JSON.stringify(others)) {
     console.error(`retire: removing ${name} would change other rules of ${file}; edit it by hand`);
     return ExitCode.usage;
   }
   if (options.dryRun) {
     console.log(diff(file, removal));
-    console.log(`${verdict}${clients.length > 0 ? " (--force)" : ""}: would remove rule ${name}`);
+    console.log(`${verdict}${forced(users, clients)}: would remove rule ${name}`);
     return ExitCode.ok;
   }
 
-  const backup = await backUp(file);
+  const backup = await backUp(file, text);
   await replaceAtomically(file, removal.text);
   console.log(
     `${verdict}${
-      clients.length > 0 ? " (--force)" : ""
+      forced(users, clients)
     }: removed rule ${name} (lines ${removal.firstLine}-${removal.lastLine}); backup ${backup}`,
   );
-  return await reloadInstance(config, file, "status" in users ? users.status : null);
+  return await reloadInstance(instance, file);
 }
 
-/** The clients of `name` within `quietMs`, from the running instance; or why it cannot say. */
-async function recentUsers(
+/** A rule's settings, comparable as JSON: without where it stands in the file. */
+function ruleValue(rule: import("../config/types.ts").Rule): string {
+  const { lines: _lines, index: _index, ...value } = rule;
+  return JSON.stringify(value, (_, v) => v instanceof Set ? [...v] : v);
+}
+
+function forced(users: object, clients: readonly unknown[]): string {
+  return "error" in users || clients.length > 0 ? " (--force)" : "";
+}
+
+/** Where the running instance may be found: its pid file, its status endpoint, whether it runs. */
+interface InstanceContact {
+  readonly pidFile: string | null;
+  readonly url: URL | null;
+  /** The instance answering at the pid file's socket, or null. */
+  readonly running: { readonly pid: number } | null;
+}
+
+async function findInstance(
   config: import("../config/types.ts").Config,
+  options: RetireOptions,
+): Promise<InstanceContact> {
+  const pidFile = options.pidFile ?? config.server.pidFile;
+  const running = pidFile ? await runningInstance(pidFile) : null;
+  let url: URL | null = null;
+  if (options.url !== undefined) {
+    try {
+      url = new URL(
+        /^[a-z][a-z0-9+.-]*:\/\//i.test(options.url) ? options.url : `http://${options.url}`,
+      );
+    } catch {
+      throw new UsageError(`retire: --url must be an address such as 127.0.0.1:9180`);
+    }
+  } else if (config.server.status) {
+    url = statusUrl(config.server.status);
+  }
+  return { pidFile, url, running };
+}
+
+/**
+ * The clients of `name` within `quietMs`, from the running instance; or why
+ * it cannot say. Whenever an instance runs, anything short of its answer is
+ * "unknown": retire must not take silence for nobody.
+ */
+async function recentUsers(
+  instance: InstanceContact,
   name: string,
   quietMs: number,
-): Promise<
-  | { clients: readonly ClientRow[]; status: "answered" | "none" }
-  | { error: string; status: "unknown" }
-> {
-  const status = config.server.status;
-  if (!status) {
-    // Nothing to ask: fine when nothing runs; an instance that runs cannot say who uses the rule.
-    const running = config.server.pidFile ? await runningInstance(config.server.pidFile) : null;
-    return running
-      ? {
-        error:
-          `process ${running.pid} runs these rules but has no status endpoint ([server] status): who uses rule ${name} is unknown (--force removes it anyway)`,
-        status: "unknown",
-      }
-      : { clients: [], status: "none" };
+): Promise<{ clients: readonly ClientRow[] } | { error: string }> {
+  const { url, running } = instance;
+  const unknown = (why: string) => ({
+    error: `${why}: who uses rule ${name} is unknown (--force removes it anyway)`,
+  });
+  if (url === null) {
+    if (running) {
+      return unknown(
+        `process ${running.pid} runs these rules but has no status endpoint ([server] status, or --url)`,
+      );
+    }
+    console.log(
+      instance.pidFile === null
+        ? "no status endpoint and no pid file: no running instance to ask; editing the file only"
+        : `no instance answers beside ${instance.pidFile}, and none has a status endpoint: editing the file only`,
+    );
+    return { clients: [] };
   }
-  const base = new URL(`http://${formatAddress(status.hostname, status.port)}`);
-  const query = new URLSearchParams({ rule: name, since: `${quietMs / 1_000}` });
-  const answer = await fetchJson<ClientsReport>(base, `/clients.json?${query}`);
+  const query = new URLSearchParams({ rule: name });
+  // Further back than the clock goes: every client the ledger holds.
+  if (quietMs < Date.now()) query.set("since", `${quietMs / 1_000}`);
+  const answer = await fetchJson<ClientsReport>(url, `/clients.json?${query}`);
   if ("error" in answer) {
     if (/HTTP 400: .*no rule named/.test(answer.error)) {
-      // The instance does not run this rule (not reloaded since it was added): nobody uses it.
-      console.log(`the running instance has no rule ${name} (not reloaded since it was added)`);
-      return { clients: [], status: "answered" };
+      return unknown(
+        `the running instance has no rule ${name} (the file changed since its last reload?): reload it first`,
+      );
     }
-    if (/HTTP \d+/.test(answer.error)) return { error: answer.error, status: "unknown" };
-    console.log(`no instance answers at ${base.host}: editing the file only`);
-    return { clients: [], status: "none" };
+    if (running || /HTTP \d+/.test(answer.error)) return unknown(answer.error);
+    console.log(`no instance answers at ${url.host}: editing the file only`);
+    return { clients: [] };
   }
   if (answer.ledger === "off") {
-    return {
-      error:
-        `the running instance keeps no clients ([server] clients = 0): who uses rule ${name} is unknown (--force removes it anyway)`,
-      status: "unknown",
-    };
+    return unknown("the running instance keeps no clients ([server] clients = 0)");
   }
-  return { clients: answer.rules.flatMap((r) => r.clients), status: "answered" };
+  return { clients: answer.rules.flatMap((r) => r.clients) };
 }
 
 function renderUsers(clients: readonly ClientRow[]): string {
@@ -239,19 +300,22 @@ function diff(file: string, removal: { firstLine: number; lastLine: number; remo
   ].join("\n");
 }
 
-/** Copies `file` to `FILE.20261206T094512Z.bak` (or `-2`, ... if taken); resolves to its path. */
-async function backUp(file: string): Promise<string> {
+/**
+ * Keeps `text` (the file as it was read and checked) as `FILE.20261206T094512Z.bak`
+ * (or `-2`, ... if taken), with the file's mode; resolves to its path.
+ */
+async function backUp(file: string, text: string): Promise<string> {
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  const { mode } = await Deno.stat(file);
+  const bytes = new TextEncoder().encode(text);
   for (let n = 1;; n++) {
     const path = `${file}.${stamp}${n === 1 ? "" : `-${n}`}.bak`;
     try {
       // createNew: never overwrite an earlier backup.
-      using target = await Deno.open(path, { write: true, createNew: true });
-      const source = await Deno.readFile(file);
-      await target.write(source).then(async (written) => {
-        for (let at = written; at < source.length;) at += await target.write(source.subarray(at));
-      });
+      using target = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+      for (let at = 0; at < bytes.length;) at += await target.write(bytes.subarray(at));
       await target.sync();
+      if (mode !== null) await Deno.chmod(path, mode & 0o7777);
       return path;
     } catch (error) {
       if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
@@ -261,7 +325,7 @@ async function backUp(file: string): Promise<string> {
 
 /** Writes `text` to a temporary file beside `file`, syncs it, and renames it over `file`. */
 async function replaceAtomically(file: string, text: string): Promise<void> {
-  const mode = (await Deno.stat(file)).mode;
+  const { mode, uid, gid } = await Deno.stat(file);
   const temporary = `${file}.retire-${Deno.pid}.tmp`;
   try {
     using handle = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
@@ -269,6 +333,8 @@ async function replaceAtomically(file: string, text: string): Promise<void> {
     for (let at = 0; at < bytes.length;) at += await handle.write(bytes.subarray(at));
     await handle.sync();
     if (mode !== null) await Deno.chmod(temporary, mode & 0o7777);
+    // Its owner too, where this user may give it (root may; others own what they edit).
+    if (uid !== null && gid !== null) await Deno.chown(temporary, uid, gid).catch(() => {});
     await Deno.rename(temporary, file);
   } catch (error) {
     await Deno.remove(temporary).catch(() => {});
@@ -277,18 +343,17 @@ async function replaceAtomically(file: string, text: string): Promise<void> {
 }
 
 /** Asks the running instance to reload and prints what came of it. */
-async function reloadInstance(
-  config: import("../config/types.ts").Config,
-  file: string,
-  asked: "answered" | "none" | "unknown" | null,
-): Promise<number> {
-  const pidFile = config.server.pidFile;
-  const reloaded = pidFile ? await requestReload(pidFile) : null;
+async function reloadInstance(instance: InstanceContact, file: string): Promise<number> {
+  const reloaded = instance.pidFile ? await requestReload(instance.pidFile) : null;
   if (reloaded === null) {
-    if (asked === "answered" || asked === "unknown") {
+    const answers = instance.url !== null &&
+      !("error" in await fetchJson<Record<string, unknown>>(instance.url, "/status.json"));
+    if (answers || instance.running) {
       console.error(
         `retire: the instance runs, but retire cannot ask it to reload ${
-          pidFile ? `(nothing answers beside ${pidFile})` : "(no [server] pid_file)"
+          instance.pidFile
+            ? `(nothing answers beside ${instance.pidFile})`
+            : "(no pid file: [server] pid_file, or --pid-file)"
         }: reload it yourself (systemctl reload portbounce, or SIGHUP); until then it keeps the rule`,
       );
       return ExitCode.runtime;

@@ -2,21 +2,21 @@
  * Edits of a rule file that keep it as its author wrote it: `portbounce
  * retire` removes one `[[rule]]` table by editing the text, never by a TOML
  * round-trip (which would drop comments and reorder keys). What goes: the
- * table's lines, the comment lines directly above its header (they describe
- * it) and the blank lines that separated it from the next table; every other
- * byte stays. The result is parsed again and must hold the same other rules.
- * Pure.
+ * table's lines (with its sub-tables, `[rule.health_check]`), the comment
+ * lines directly above its header (they describe it) and the blank lines
+ * that separated it from the next table; every other byte stays, line ends
+ * included (LF, CRLF or a mix). The caller parses the result again and
+ * checks that it holds the same other rules. Pure.
  *
  * @module
  */
 
-/** A table header line: `[server]`, `[[rule]]`, with spaces and a comment allowed. */
-const HEADER = /^\s*\[\[?\s*[A-Za-z0-9_"'.-]+\s*\]\]?\s*(#.*)?$/;
-const RULE_HEADER = /^\s*\[\[\s*(rule|"rule"|'rule')\s*\]\]\s*(#.*)?$/;
+/** A table header line: `[server]`, `[[rule]]`, `[rule.health_check]`, spaces and a comment allowed. */
+const HEADER = /^\s*(\[\[?)\s*([A-Za-z0-9_"'.\s-]+?)\s*\]\]?\s*(#.*)?$/;
 const COMMENT = /^\s*#/;
 const BLANK = /^\s*$/;
 
-/** Which lines `removeRule` takes out (0-based, end exclusive) and the text without them. */
+/** Which lines `removeRule` takes out and the text without them. */
 export interface RuleRemoval {
   readonly text: string;
   /** First and last line removed, 1-based, as an editor shows them. */
@@ -26,17 +26,36 @@ export interface RuleRemoval {
   readonly removed: string;
 }
 
+/** A header: its line, whether it opens a `[[rule]]`, whether it belongs to the rule before it. */
+interface Header {
+  readonly line: number;
+  readonly rule: boolean;
+  /** `[rule.x]` or `[[rule.x]]`: a sub-table of the latest `[[rule]]`. */
+  readonly subtable: boolean;
+}
+
+/** The key a header names, without quotes and spaces: `rule`, `rule.health_check`. */
+function keyOf(name: string): string {
+  return name.split(".").map((part) => part.trim().replace(/^["']|["']$/g, "")).join(".");
+}
+
 /**
- * Table headers of `text`, as line indexes, ignoring lines inside
- * multi-line strings (`"""` and `'\'\'`); comments and one-line strings are
- * read past, so a delimiter in them opens nothing.
+ * Table headers, as line indexes, ignoring lines inside multi-line strings
+ * (`"""` and `'''`); comments and one-line strings are read past, so a
+ * delimiter in them opens nothing.
  */
-function headers(lines: readonly string[]): { line: number; rule: boolean }[] {
-  const found: { line: number; rule: boolean }[] = [];
+function headers(lines: readonly string[]): Header[] {
+  const found: Header[] = [];
   let open: '"""' | "'''" | null = null;
   lines.forEach((line, index) => {
-    if (open === null && HEADER.test(line)) {
-      found.push({ line: index, rule: RULE_HEADER.test(line) });
+    const header = open === null ? HEADER.exec(line) : null;
+    if (header) {
+      const key = keyOf(header[2]);
+      found.push({
+        line: index,
+        rule: header[1] === "[[" && key === "rule",
+        subtable: key.startsWith("rule."),
+      });
       return;
     }
     open = stringStateAfter(line, open);
@@ -81,35 +100,42 @@ function stringStateAfter(line: string, open: '"""' | "'''" | null): '"""' | "''
  * `text`. Null when the file has no such table.
  */
 export function removeRule(text: string, index: number): RuleRemoval | null {
-  const eol = text.includes("\r\n") ? "\r\n" : "\n";
-  const lines = text.split(eol);
-  // A final line break leaves an empty last element: it is no line of the last table.
-  const count = lines.at(-1) === "" ? lines.length - 1 : lines.length;
+  // Each line with its own line end, so that what stays is byte for byte what was.
+  const raw = text.match(/[^\n]*\n|[^\n]+$/g) ?? [];
+  const lines = raw.map((line) => line.replace(/\r?\n$/, ""));
   const found = headers(lines);
   const header = found.filter((h) => h.rule)[index - 1];
   if (header === undefined) return null;
-  const next = found.find((h) => h.line > header.line)?.line ?? null;
+  // Its sub-tables (`[rule.health_check]`) are its own: the table ends at the next other header.
+  const next = found.find((h) => h.line > header.line && !h.subtable)?.line ?? null;
   // Its own comment block: the comment lines right above its header.
   let start = header.line;
   while (start > 0 && COMMENT.test(lines[start - 1]) && !isHeader(found, start - 1)) start--;
   let end: number;
   if (next === null) {
-    // The last table: to the end, and the blank lines before it, so the file ends as it did.
-    end = count;
-    while (start > 0 && BLANK.test(lines[start - 1])) start--;
+    // The last table: to its last line of content; comments after it (rules set aside by
+    // hand) stay, as do the blank lines before them.
+    end = lines.length;
+    while (end > header.line + 1 && (BLANK.test(lines[end - 1]) || COMMENT.test(lines[end - 1]))) {
+      end--;
+    }
+    if (end === lines.length) {
+      // Nothing after it: also the blank lines before it, so the file does not end in a gap.
+      while (start > 0 && BLANK.test(lines[start - 1])) start--;
+    }
   } else {
     // The next table's comment block stays with it; the blank lines before that block go.
     end = next;
     while (end > header.line + 1 && COMMENT.test(lines[end - 1])) end--;
   }
   return {
-    text: [...lines.slice(0, start), ...lines.slice(end)].join(eol),
+    text: [...raw.slice(0, start), ...raw.slice(end)].join(""),
     firstLine: start + 1,
     lastLine: end,
-    removed: lines.slice(start, end).join(eol),
+    removed: raw.slice(start, end).join("").replace(/\r?\n$/, ""),
   };
 }
 
-function isHeader(found: readonly { line: number }[], line: number): boolean {
+function isHeader(found: readonly Header[], line: number): boolean {
   return found.some((h) => h.line === line);
 }

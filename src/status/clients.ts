@@ -81,12 +81,13 @@ export function buildClientsReport(
   query: ClientsQuery,
   now: number,
 ): ClientsReport {
-  const since = query.withinMs === null ? -Infinity : now - query.withinMs;
+  // Further back than the clock goes is "every client kept" (and no date out of range).
+  const since = query.withinMs === null || query.withinMs >= now ? -Infinity : now - query.withinMs;
   const iso = (ms: number) => new Date(ms).toISOString();
   return {
     ledger: stats.clientCapacity === 0 ? "off" : "on",
     rule: query.rule,
-    since: query.withinMs === null ? null : iso(since),
+    since: since === -Infinity ? null : iso(since),
     rules: rules.filter((r) => query.rule === null || r.name === query.rule).map((rule) => {
       const ledger = stats.rules.get(rule.name)?.clients;
       return {

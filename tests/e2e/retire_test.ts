@@ -72,6 +72,23 @@ Deno.test("clients and retire: refused while in use, forced, dry run, reloaded, 
   assertIncludes(refused.stderr, "refused: rule www-old is still in use");
   assertEquals(sha256(await Deno.readFile(file)), sha256(new TextEncoder().encode(text)));
 
+  // The instance runs (its pid file answers) but its endpoint does not: unknown, not "nobody".
+  const silent = await runCli([
+    "retire",
+    "www-old",
+    "-c",
+    file,
+    "--url",
+    `127.0.0.1:${freePortRange(1)}`,
+  ]);
+  assertEquals(silent.code, 1, silent.stdout);
+  assertIncludes(silent.stderr, "who uses rule www-old is unknown (--force removes it anyway)");
+  assertEquals(await Deno.readTextFile(file), text);
+  // Asked for all of history (a duration past the clock): the ledger's every client.
+  const ever = await runCli(["retire", "www-old", "-c", file, "--quiet-for", "99999999999999999"]);
+  assertEquals(ever.code, 1, ever.stderr);
+  assertIncludes(ever.stdout, "1 client used rule www-old ever");
+
   // A dry run shows what would go, and changes nothing.
   const dry = await runCli(["retire", "www-old", "-c", file, "--force", "--dry-run"]);
   assertEquals(dry.code, 0, dry.stderr);

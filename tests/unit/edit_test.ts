@@ -19,6 +19,7 @@ function rulesOf(text: string) {
     action: r.action,
     listen: r.listen.map((l) => l.text),
     targets: r.action === "pass" ? r.bounceTo.map((t) => t.text) : [],
+    health: r.healthCheck?.intervalMs ?? null,
   }));
 }
 
@@ -39,8 +40,10 @@ const ruleBlock = (n: number) =>
       `note_only = """\n[[rule]]\nname = "not a rule"\n"""`,
     ], { minLength: 1, maxLength: 3 }),
     inside: fc.array(fc.oneof(comment, blank), { maxLength: 2 }),
+    // Its health check as a sub-table after its keys: it belongs to this rule, not the next.
+    subtable: fc.boolean(),
     after: fc.array(blank, { maxLength: 2 }),
-  }).map(({ above, header, keys, inside, after }) => {
+  }).map(({ above, header, keys, inside, subtable, after }) => {
     // One listen key, and the string of the decoy is not a key of a rule: keep it valid.
     const listen = keys.find((k) => k.startsWith("listen")) ?? `listen = "127.0.0.1:${8000 + n}"`;
     const others = keys.filter((k) => !k.startsWith("listen") && !k.startsWith("note_only"));
@@ -54,6 +57,7 @@ const ruleBlock = (n: number) =>
       `bounce_to = "127.0.0.9:${9000 + n}"`,
       ...others,
       ...(decoy ? [`# a multi-line string in a comment is no string: """`] : []),
+      ...(subtable ? ["[rule.health_check]", `interval = "${n}s"`] : []),
       ...after,
     ].join("\n");
   });
@@ -66,11 +70,15 @@ const file = fc.integer({ min: 1, max: 5 }).chain((count) =>
       '[server]\nstatus = "127.0.0.1:0"\n\n',
     ),
     rules: fc.tuple(...Array.from({ length: count }, (_, i) => ruleBlock(i + 1))),
-    end: fc.constantFrom("", "\n", "\n\n"),
-    crlf: fc.boolean(),
-  }).map(({ preamble, rules, end, crlf }) => {
+    end: fc.constantFrom("", "\n", "\n\n", "\n# [[rule]] set aside by hand\n"),
+    eol: fc.constantFrom("lf", "crlf", "mixed"),
+  }).map(({ preamble, rules, end, eol }) => {
     const text = preamble + rules.join("\n") + end;
-    return crlf ? text.replaceAll("\n", "\r\n") : text;
+    if (eol === "lf") return text;
+    if (eol === "crlf") return text.replaceAll("\n", "\r\n");
+    // Every other line with CRLF, as an editor on another system leaves a file.
+    let n = 0;
+    return text.replace(/\n/g, () => (n++ % 2 === 0 ? "\r\n" : "\n"));
   })
 );
 
@@ -81,21 +89,18 @@ Deno.test("edit: removing any rule leaves every other byte and the same other ru
       for (let i = 1; i <= before.length; i++) {
         const removal = removeRule(text, i);
         assert(removal !== null);
-        // The rest, byte for byte: the text is the original without lines first..last.
-        const eol = text.includes("\r\n") ? "\r\n" : "\n";
-        const lines = text.split(eol);
+        // The rest, byte for byte: the original without whole lines first..last (line ends kept).
+        const raw = text.match(/[^\n]*\n|[^\n]+$/g) ?? [];
         assertEquals(
           removal.text,
-          [...lines.slice(0, removal.firstLine - 1), ...lines.slice(removal.lastLine)].join(eol),
+          [...raw.slice(0, removal.firstLine - 1), ...raw.slice(removal.lastLine)].join(""),
         );
         // Only the rule's own lines, comments and blank lines went.
-        const removedRules = removal.removed.split(eol).filter((l) => /^\s*\[\[/.test(l));
+        const removedRules = removal.removed.split(/\r?\n/).filter((l) => /^\s*\[\[/.test(l));
         assertEquals(removedRules.length, 1, removal.removed);
         assertEquals(rulesOf(removal.text), before.filter((_, j) => j !== i - 1));
-        // A file that ended with a line break still does.
-        if (removal.text.trim() !== "") {
-          assertEquals(removal.text.endsWith(eol), text.endsWith(eol));
-        }
+        // Comments after the last table are no part of it.
+        if (text.includes("set aside by hand")) assert(removal.text.includes("set aside by hand"));
       }
       assertEquals(removeRule(text, before.length + 1), null);
     }),
