@@ -14,7 +14,13 @@ import { formatAddress } from "../config/endpoint.ts";
 import { formatProblem } from "../config/load.ts";
 import type { Config, LogFormat, LogLevel, LogOutput, Rule, WorkerCount } from "../config/types.ts";
 import { nextExpiry } from "../rules/expiry.ts";
-import { collectState, restoreState, STATE_FILE_NAME, StateStore } from "./state_store.ts";
+import {
+  collectState,
+  restoreState,
+  STATE_FILE_NAME,
+  StateStore,
+  STOP_WRITE_TIMEOUT_MS,
+} from "./state_store.ts";
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
@@ -745,8 +751,8 @@ export class Daemon {
 
   /** Writes what is kept across restarts, if a state file is configured. */
   async #saveState(): Promise<void> {
-    await this.#state?.write(
-      collectState(this.engine.stats, this.engine.monitor, this.engine.rules),
+    await this.#state?.write(() =>
+      collectState(this.engine.stats, this.engine.monitor, this.engine.rules)
     );
   }
 
@@ -852,7 +858,17 @@ export class Daemon {
   async #finish(): Promise<void> {
     await this.#stopped.promise;
     clearInterval(this.#stateTimer);
-    await this.#saveState();
+    // The last write, but not at any price: a hung disk must not keep the process from ending.
+    const timer = new AbortController();
+    const wrote = await Promise.race([
+      this.#saveState().then(() => true),
+      sleep(STOP_WRITE_TIMEOUT_MS, timer.signal).then(() => false),
+    ]).finally(() => timer.abort());
+    if (!wrote) {
+      this.log.warn("state: the write on stop did not finish within {timeout}; stopping anyway", {
+        timeout: formatDuration(STOP_WRITE_TIMEOUT_MS),
+      });
+    }
     this.workers?.terminate();
     this.#cancelExitTimer?.();
     this.#signals?.remove();

@@ -26,8 +26,13 @@ import type { Monitor } from "./monitor.ts";
 
 /** The file's name when `[server] state` names a directory. */
 export const STATE_FILE_NAME = "portbounce-state.json";
-/** State files larger than this are set aside unread. */
-export const MAX_STATE_BYTES = 128 * 1024 * 1024;
+/**
+ * State files larger than this are set aside unread (reading one costs
+ * several times its size in memory); what is written is kept below it.
+ */
+export const MAX_STATE_BYTES = 32 * 1024 * 1024;
+/** How long the write on stop may take (a hung mount must not hold the exit). */
+export const STOP_WRITE_TIMEOUT_MS = 5_000;
 
 /** What opening the state path found. */
 export type OpenedState =
@@ -86,17 +91,26 @@ export class StateStore {
     return { store, saved };
   }
 
-  /** Writes `state` atomically; a failure is logged (once until a write succeeds) and counted. */
-  write(state: SavedState): Promise<void> {
-    // One write at a time: the minute's and the stop's never interleave.
-    this.#writing = this.#writing.then(() => this.#write(state));
+  /**
+   * Writes `state` atomically; a failure is logged (once until a write
+   * succeeds) and counted. One write at a time: while one is under way (a
+   * slow disk, a hung mount), another is not queued behind it but skipped.
+   */
+  write(state: () => SavedState): Promise<void> {
+    if (this.#busy) return this.#writing;
+    this.#busy = true;
+    this.#writing = this.#write(state()).finally(() => this.#busy = false);
     return this.#writing;
   }
+
+  #busy = false;
+  /** Whether the ledgers were trimmed to fit (said once). */
+  #trimmed = false;
 
   async #write(state: SavedState): Promise<void> {
     const temporary = `${this.path}.${Deno.pid}.tmp`;
     try {
-      const bytes = new TextEncoder().encode(encodeState(state));
+      const bytes = this.#fitted(state);
       {
         using handle = await Deno.open(temporary, {
           write: true,
@@ -123,6 +137,33 @@ export class StateStore {
         );
       }
     }
+  }
+
+  /**
+   * The state as bytes within {@linkcode MAX_STATE_BYTES}: when the ledgers
+   * are larger, each keeps its most recently seen clients in proportion
+   * (said once), so the file stays one that the next start reads.
+   */
+  #fitted(state: SavedState): Uint8Array {
+    let bytes = new TextEncoder().encode(encodeState(state));
+    for (let share = 0.9 * MAX_STATE_BYTES / bytes.length; bytes.length > MAX_STATE_BYTES;) {
+      const rules = Object.fromEntries(
+        Object.entries(state.rules).map(([name, rule]) => [name, {
+          ...rule,
+          clients: rule.clients.slice(0, Math.floor(rule.clients.length * share)),
+        }]),
+      );
+      bytes = new TextEncoder().encode(encodeState({ ...state, rules }));
+      share *= 0.8;
+      if (!this.#trimmed) {
+        this.#trimmed = true;
+        this.log.warn(
+          "state: the ledgers hold more than a state file keeps ({max}): the least recently seen clients are not kept across restarts",
+          { max: formatSize(MAX_STATE_BYTES) },
+        );
+      }
+    }
+    return bytes;
   }
 
   /** Renames a state file that cannot be read out of the way, with one warning. */
@@ -188,8 +229,9 @@ export function restoreState(
   listenerKeys: readonly string[],
 ): void {
   for (const rule of rules) {
+    // Own keys only: a rule named "constructor" finds nothing of Object's.
+    if (!Object.hasOwn(saved.rules, rule.name)) continue;
     const state = saved.rules[rule.name];
-    if (!state) continue;
     const counters = stats.ofRule(rule.name);
     counters.clients?.restore(state.clients, state.evicted);
     if (state.firstSession !== null) {

@@ -108,7 +108,10 @@ export class ClientLedger {
 
   /** Puts back entries kept across a restart (oldest first), within the capacity. */
   restore(entries: readonly ClientEntry[], evicted: number): void {
-    for (const entry of [...entries].sort((a, b) => a.lastSeen - b.lastSeen)) {
+    // The newest that fit, oldest first: never more held at once than the capacity.
+    const newest = [...entries].sort((a, b) => b.lastSeen - a.lastSeen).slice(0, this.capacity);
+    this.evicted += entries.length - newest.length;
+    for (const entry of newest.reverse()) {
       if (this.#slots.has(entry.address)) continue;
       this.#add({ entry: { ...entry, active: 0 }, prev: null, next: null });
     }

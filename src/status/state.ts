@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { parseIp } from "../config/network.ts";
 import type { Bucket } from "./history.ts";
 import type { ClientEntry } from "./ledger.ts";
 
@@ -93,6 +94,7 @@ export function decodeState(text: string): SavedState | { damaged: string } {
   const written = typeof value.written === "string" ? Date.parse(value.written) : NaN;
   if (!Number.isFinite(written)) return { damaged: "no time it was written" };
   if (!isObject(value.rules) || !isObject(value.history)) return { damaged: "no rules or history" };
+  if (written > MAX_TIME) return { damaged: "a time it was written no clock reaches" };
   const rules: Record<string, RuleState> = {};
   for (const [name, saved] of Object.entries(value.rules)) {
     if (!isObject(saved) || !Array.isArray(saved.clients)) {
@@ -137,26 +139,39 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/** The latest time a Date holds (ms): a time beyond it breaks every view that prints it. */
+const MAX_TIME = 8.64e15;
+
 function count(value: unknown): value is number {
-  return typeof value === "number" && Number.isFinite(value) && value >= 0;
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+function time(value: unknown): value is number {
+  return typeof value === "number" && Number.isFinite(value) && value >= 0 && value <= MAX_TIME;
+}
+
+/** Printable ASCII, as addresses and `ip:port` are: nothing that would reach a terminal raw. */
+function printable(value: unknown, max = 80): value is string {
+  return typeof value === "string" && value.length <= max && /^[\x21-\x7e]+$/.test(value);
 }
 
 function isClient(value: unknown): value is SavedClient {
-  return Array.isArray(value) && value.length === 8 && typeof value[0] === "string" &&
-    typeof value[1] === "string" && value.slice(2).every(count);
+  return Array.isArray(value) && value.length === 8 && printable(value[0], 45) &&
+    !("error" in parseIp(value[0])) && printable(value[1]) && time(value[2]) && time(value[3]) &&
+    value.slice(4).every(count);
 }
 
 function isBucket(value: unknown): value is Bucket {
-  return isObject(value) &&
-    ["minute", "sessions", "clients", "bytes_up", "bytes_down", "errors", "blocked"].every((k) =>
+  return isObject(value) && time(value.minute) && (value.minute as number) % 60_000 === 0 &&
+    ["sessions", "clients", "bytes_up", "bytes_down", "errors", "blocked"].every((k) =>
       count(value[k])
     );
 }
 
 function numberOrNull(value: unknown): number | null {
-  return typeof value === "number" && Number.isFinite(value) ? value : null;
+  return time(value) ? value : null;
 }
 
 function stringOrNull(value: unknown): string | null {
-  return typeof value === "string" ? value : null;
+  return printable(value) ? value : null;
 }

@@ -113,7 +113,7 @@ Deno.test("state: damaged or oversized files are set aside; a file that is not o
     await Deno.writeTextFile(file, rules(`${dir}/big.json`, listen, status, target.port));
     await using bouncer = await startPortbounce(["run", "-c", file]);
     const line = await bouncer.waitForLine(/cannot be used/);
-    assertIncludes(line, "1 GiB, more than the 128 MiB read");
+    assertIncludes(line, "1 GiB, more than the 32 MiB read");
   }
 
   // Not a state file: refused at start (exit 2), and left as it was.

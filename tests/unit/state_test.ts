@@ -9,6 +9,12 @@ import {
   looksLikeState,
   type SavedState,
 } from "../../src/status/state.ts";
+import { getLogger } from "@logtape/logtape";
+import { Stats } from "../../src/status/stats.ts";
+import { Monitor } from "../../src/server/monitor.ts";
+import { restoreState } from "../../src/server/state_store.ts";
+import { EventGate } from "../../src/log/rate_limit.ts";
+import { loadRules } from "../fixtures/rules.ts";
 
 const T0 = Date.UTC(2026, 11, 6, 9, 0);
 
@@ -76,4 +82,35 @@ Deno.test("state: a truncated, other-version or half-written file is named damag
   );
   assertEquals(damaged('{"portbounce_state":1,"rules":{},"history":{}}'), "no time it was written");
   assertEquals(damaged("[1, 2]"), "not a JSON object");
+});
+
+Deno.test("state: values no clock reaches, and text that would reach a terminal raw, are damage", () => {
+  const text = encodeState(STATE);
+  const damaged = (t: string) => "damaged" in decodeState(t);
+  assert(damaged(text.replace(`${T0 + 30_000}`, "1e17")));
+  assert(damaged(text.replace('"198.51.100.7","203.0.113.10:80"', '"\\u001b]0;pwned\\u0007","x"')));
+  assert(damaged(text.replace('"198.51.100.7","203.0.113.10:80"', '"not-an-address","x"')));
+  assert(damaged(text.replace(`"minute":${T0}`, `"minute":${T0 + 1}`)));
+  // A first session no clock reaches is dropped, not kept to break every page later.
+  const far = decodeState(text.replace(`"first_session":${T0}`, '"first_session":1e300'));
+  assert(!("damaged" in far));
+  assertEquals(far.rules.web.firstSession, null);
+});
+
+Deno.test("state: a rule named like an Object property finds nothing of Object's", () => {
+  const stats = new Stats();
+  const monitor = new Monitor(getLogger(["test"]), stats, 3_600_000, new EventGate());
+  const config = loadRules(
+    `[[rule]]\nname = "constructor"\nlisten = "127.0.0.1:1"\nbounce_to = "127.0.0.1:2"\n` +
+      `[[rule]]\nname = "web"\nlisten = "127.0.0.1:3"\nbounce_to = "127.0.0.1:4"\n`,
+  );
+  restoreState(
+    decodeState(encodeState(STATE)) as SavedState,
+    stats,
+    monitor,
+    config.rules,
+    [],
+  );
+  assertEquals(stats.rules.get("web")!.clients!.list().map((c) => c.address), ["198.51.100.7"]);
+  assertEquals(stats.rules.has("constructor"), false);
 });
