@@ -48,10 +48,10 @@ export function renderClients(report: ClientsReport, now: number): string {
     renderTable(
       ["CLIENT", "NAME", "RULE", "VIA", "FIRST SEEN", "LAST SEEN", "SESSIONS", "UP/DOWN"],
       rows.map(({ rule, client }) => [
-        client.address,
-        client.name ?? "-",
+        printable(client.address),
+        printable(client.name ?? "-"),
         rule.name,
-        client.via,
+        printable(client.via),
         client.first_seen.replace("T", " ").replace(/\.\d+Z$/, "Z"),
         lastSeen(client, now),
         sessions(client),
@@ -60,6 +60,12 @@ export function renderClients(report: ClientsReport, now: number): string {
     ),
     ...evicted,
   ].join("\n");
+}
+
+/** Text from the endpoint as a terminal may show it: control characters as `?`. */
+function printable(text: string): string {
+  // deno-lint-ignore no-control-regex -- control characters are what is replaced
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, "?");
 }
 
 function lastSeen(client: ClientRow, now: number): string {

@@ -161,7 +161,12 @@ type Settings = RuleSettings & { action: "pass" | "block" };
 /** Collects problems with their location. */
 class Problems {
   readonly list: ConfigProblem[] = [];
-  constructor(readonly source: string, readonly lines: SectionLines) {}
+  constructor(
+    readonly source: string,
+    readonly lines: SectionLines,
+    /** The file's lines, for what the parser's values no longer show (a date as written). */
+    readonly text: readonly string[] = [],
+  ) {}
 
   /** Records a problem in `section` (`server`, `defaults`, `rule#N`), at `key` if given. */
   add(
@@ -237,7 +242,7 @@ export function parseConfig(
     throw error;
   }
 
-  const problems = new Problems(source, locateKeys(text));
+  const problems = new Problems(source, locateKeys(text), text.split("\n"));
   const warnings: ConfigProblem[] = [];
   const top = new Scope(problems, "", "rule file");
   top.rejectUnknown(
@@ -740,7 +745,12 @@ function readUntil(value: unknown, scope: Scope): number | undefined {
   if (date.isValid() && date.isTime()) {
     return scope.fail("until", `${expected}, got a time of day without a date`);
   }
-  if (!date.isValid() || isNaN(date.getTime()) || !realDay(String(value))) {
+  // The parser rolls a date that does not exist over (2026-02-30 becomes March 2): read it as written.
+  const line = scope.problems.lines.get(scope.section)?.keys.get("until");
+  const written = line === undefined ? String(value) : scope.problems.text[line - 1] ?? "";
+  const asWritten = /until\s*=\s*["']?(\d{4}-\d{2}-\d{2})/.exec(written)?.[1] ?? String(value);
+  if (!realDay(asWritten)) return scope.fail("until", `${asWritten} is no day of the calendar`);
+  if (!date.isValid() || isNaN(date.getTime())) {
     return scope.fail("until", `${expected}, got ${describe(value)}`);
   }
   if (!date.isLocal()) return date.getTime();

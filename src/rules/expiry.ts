@@ -49,8 +49,8 @@ export function expiryWarnings(config: Config, now: number): ConfigProblem[] {
   return warnings;
 }
 
-/** Minutes under a day, hours beyond: "3h", "5m" read better than "3.2h". */
+/** Seconds under a minute, minutes under an hour, hours beyond: "3h" reads better than "3.2h". */
 function roundDown(ms: number): number {
-  const unit = ms < 3_600_000 ? 60_000 : 3_600_000;
+  const unit = ms < 60_000 ? 1_000 : ms < 3_600_000 ? 60_000 : 3_600_000;
   return Math.max(unit, Math.floor(ms / unit) * unit);
 }

@@ -124,7 +124,9 @@ export class ClientNames {
       .finally(() => this.#inFlight--);
   }
 
-  #remember(address: string, name: string | null): void {
+  #remember(address: string, answer: string | null): void {
+    // Whatever the lookup gave, only a host name is kept (see `hostName`).
+    const name = answer === null ? null : hostName(answer);
     this.#known.delete(address);
     this.#known.set(address, { name, at: this.#now() });
     for (const oldest of this.#known.keys()) {
@@ -143,6 +145,16 @@ export function reverseName(address: string): string | null {
   return `${[...hex].reverse().join(".")}.ip6.arpa`;
 }
 
+/**
+ * A PTR answer as a name, or null: whoever runs the reverse zone of a
+ * client's address writes it, so only host-name characters are taken (an
+ * escape sequence in it would reach the operator's terminal).
+ */
+export function hostName(answer: string): string | null {
+  const name = answer.replace(/\.$/, "");
+  return /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(name) && name.length <= 253 ? name : null;
+}
+
 /** A reverse-DNS lookup with the system's name servers (or `nameServer`, in tests). */
 export function reverseDns(nameServer?: { ipAddr: string; port: number }): ReverseLookup {
   return async (address, signal) => {
@@ -150,7 +162,7 @@ export function reverseDns(nameServer?: { ipAddr: string; port: number }): Rever
     if (query === null) return null;
     try {
       const names = await Deno.resolveDns(query, "PTR", { signal, nameServer });
-      return names.length > 0 ? names[0].replace(/\.$/, "") : null;
+      return names.length > 0 ? hostName(names[0]) : null;
     } catch (error) {
       // No such name is an answer; anything else (timeout, no server) is a failure.
       if (error instanceof Deno.errors.NotFound) return null;

@@ -39,10 +39,12 @@ interface Slot {
 }
 
 /**
- * The clients of one rule. The order of last sighting is a linked list
- * beside the Map: moving a client to the end and evicting from the front are
- * O(1). (A Map alone keeps insertion order, but deleting from its front
- * leaves holes that every later walk from the front steps over.)
+ * The clients of one rule. Those not in session are in a linked list in the
+ * order they were last seen, beside the Map: moving one to the end and
+ * evicting from the front are O(1). A client in session is not in the list
+ * (it cannot be evicted, and it is seen now); when its last session ends it
+ * goes to the end. (A Map alone keeps insertion order, but deleting from its
+ * front leaves holes that every later walk from the front steps over.)
  */
 export class ClientLedger {
   readonly #slots = new Map<string, Slot>();
@@ -55,16 +57,23 @@ export class ClientLedger {
 
   /** A session of `address` started at `now` through `via`; the entry to add its bytes to. */
   started(address: string, via: string, now: number): ClientEntry {
-    const entry = this.#touch(address, via, now);
-    entry.sessions++;
-    entry.active++;
+    const slot = this.#touch(address, via, now);
+    // In session: out of the order of eviction until its last session ends.
+    if (slot.entry.active === 0 && this.#linked(slot)) this.#unlink(slot);
+    slot.entry.sessions++;
+    slot.entry.active++;
     this.#evict();
-    return entry;
+    return slot.entry;
   }
 
   /** `address` was refused at `now` through `via`. */
   refused(address: string, via: string, now: number): void {
-    this.#touch(address, via, now).refused++;
+    const slot = this.#touch(address, via, now);
+    slot.entry.refused++;
+    if (slot.entry.active === 0) {
+      if (this.#linked(slot)) this.#unlink(slot);
+      this.#append(slot);
+    }
     this.#evict();
   }
 
@@ -72,14 +81,17 @@ export class ClientLedger {
   ended(entry: ClientEntry, now: number): void {
     entry.active = Math.max(0, entry.active - 1);
     entry.lastSeen = Math.max(entry.lastSeen, now);
-    const slot = this.#slots.get(entry.address);
+    let slot = this.#slots.get(entry.address);
     if (slot === undefined) {
       // Not held (a ledger that was replaced, or resized down): it comes back, seen now.
-      this.#add({ entry, prev: null, next: null });
-    } else {
-      // Evicted and back with a newer entry meanwhile: the newer one says it.
+      slot = { entry, prev: null, next: null };
+      this.#slots.set(entry.address, slot);
+    } else if (slot.entry !== entry) {
+      // Forgotten and back with a newer entry meanwhile: the newer one says it.
       slot.entry.lastSeen = Math.max(slot.entry.lastSeen, now);
-      this.#unlink(slot);
+    }
+    if (slot.entry.active === 0) {
+      if (this.#linked(slot)) this.#unlink(slot);
       this.#append(slot);
     }
     this.#evict();
@@ -91,8 +103,8 @@ export class ClientLedger {
    */
   list(since = -Infinity): ClientEntry[] {
     const out: ClientEntry[] = [];
-    for (let slot = this.#newest; slot !== null; slot = slot.prev) {
-      if (slot.entry.lastSeen >= since || slot.entry.active > 0) out.push(slot.entry);
+    for (const { entry } of this.#slots.values()) {
+      if (entry.lastSeen >= since || entry.active > 0) out.push(entry);
     }
     return out.sort((a, b) => b.lastSeen - a.lastSeen);
   }
@@ -100,8 +112,8 @@ export class ClientLedger {
   /** Distinct clients seen within `windowMs` before `now` (or live now). */
   countWithin(windowMs: number, now: number): number {
     let count = 0;
-    for (let slot = this.#newest; slot !== null; slot = slot.prev) {
-      if (now - slot.entry.lastSeen <= windowMs || slot.entry.active > 0) count++;
+    for (const { entry } of this.#slots.values()) {
+      if (now - entry.lastSeen <= windowMs || entry.active > 0) count++;
     }
     return count;
   }
@@ -113,7 +125,9 @@ export class ClientLedger {
     this.evicted += entries.length - newest.length;
     for (const entry of newest.reverse()) {
       if (this.#slots.has(entry.address)) continue;
-      this.#add({ entry: { ...entry, active: 0 }, prev: null, next: null });
+      const slot = { entry: { ...entry, active: 0 }, prev: null, next: null };
+      this.#slots.set(entry.address, slot);
+      this.#append(slot);
     }
     this.evicted += evicted;
     this.#evict();
@@ -130,36 +144,37 @@ export class ClientLedger {
     return this.#slots.size;
   }
 
-  #touch(address: string, via: string, now: number): ClientEntry {
+  /** The slot of `address`, its times and `via` brought up to date (new: in the Map only). */
+  #touch(address: string, via: string, now: number): Slot {
     const slot = this.#slots.get(address);
     if (slot) {
       const { entry } = slot;
       entry.lastSeen = Math.max(entry.lastSeen, now);
       entry.firstSeen = Math.min(entry.firstSeen, now);
       entry.via = via;
-      this.#unlink(slot);
-      this.#append(slot);
-      return entry;
+      return slot;
     }
-    const entry: ClientEntry = {
-      address,
-      via,
-      firstSeen: now,
-      lastSeen: now,
-      sessions: 0,
-      refused: 0,
-      bytesUp: 0,
-      bytesDown: 0,
-      active: 0,
+    const created: Slot = {
+      entry: {
+        address,
+        via,
+        firstSeen: now,
+        lastSeen: now,
+        sessions: 0,
+        refused: 0,
+        bytesUp: 0,
+        bytesDown: 0,
+        active: 0,
+      },
+      prev: null,
+      next: null,
     };
-    this.#add({ entry, prev: null, next: null });
-    return entry;
+    this.#slots.set(address, created);
+    return created;
   }
 
-  /** A new slot: in the Map, and at the end of the order. */
-  #add(slot: Slot): void {
-    this.#slots.set(slot.entry.address, slot);
-    this.#append(slot);
+  #linked(slot: Slot): boolean {
+    return slot.prev !== null || slot.next !== null || this.#oldest === slot;
   }
 
   #append(slot: Slot): void {
@@ -179,22 +194,16 @@ export class ClientLedger {
   }
 
   /**
-   * Evicts the least recently seen down to the capacity. A client with a
-   * live session is being seen now: it goes to the end instead, so a ledger
-   * full of live clients holds one entry per live client beyond its capacity.
+   * Evicts the least recently seen down to the capacity, never a client in
+   * session (they are not in the list): a ledger full of live clients holds
+   * one entry per live client beyond its capacity.
    */
   #evict(): void {
-    let kept = 0;
-    while (this.#slots.size > this.capacity && kept < this.#slots.size && this.#oldest) {
+    while (this.#slots.size > this.capacity && this.#oldest !== null) {
       const slot = this.#oldest;
       this.#unlink(slot);
-      if (slot.entry.active > 0) {
-        this.#append(slot);
-        kept++;
-      } else {
-        this.#slots.delete(slot.entry.address);
-        this.evicted++;
-      }
+      this.#slots.delete(slot.entry.address);
+      this.evicted++;
     }
   }
 }

@@ -126,19 +126,27 @@ export function hostAllowed(
   return parseClientAddress(name)?.toString() === parseClientAddress(hostname)?.toString();
 }
 
-/** Renderings reused for a while, so that many scrapers cost about one. */
+/** Renderings reused for a while, so that many scrapers cost about one; bounded in count and bytes. */
 export class RenderCache {
   readonly #entries = new Map<string, { body: string; at: number; ttl: number }>();
+
+  #bytes = 0;
 
   /**
    * @param minTtlMs how long a rendering is reused at least
    * @param maxEntries renderings kept at most (queries vary: `?since=` takes any duration)
+   * @param maxBytes the most their text may take together (a ledger's rendering can be large)
    */
-  constructor(readonly minTtlMs = 250, readonly maxEntries = 64) {}
+  constructor(
+    readonly minTtlMs = 250,
+    readonly maxEntries = 64,
+    readonly maxBytes = 64 * 1024 * 1024,
+  ) {}
 
   /** Forgets every rendering (what they show has changed: a reload). */
   clear(): void {
     this.#entries.clear();
+    this.#bytes = 0;
   }
 
   /**
@@ -146,17 +154,27 @@ export class RenderCache {
    * rendering that took long is reused longer (10 times its cost), which
    * bounds the share of time rendering takes.
    */
+  #forget(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#bytes -= entry.body.length * 2;
+    this.#entries.delete(key);
+  }
+
   get(key: string, render: () => string, now: number): string {
     const cached = this.#entries.get(key);
     if (cached && now - cached.at < cached.ttl) return cached.body;
     const started = performance.now();
     const body = render();
     const cost = performance.now() - started;
-    this.#entries.delete(key);
+    this.#forget(key);
+    // Strings are two bytes a character at most: counted so, the bound holds.
+    if (body.length * 2 > this.maxBytes) return body;
     this.#entries.set(key, { body, at: now, ttl: Math.max(this.minTtlMs, 10 * cost) });
+    this.#bytes += body.length * 2;
     for (const oldest of this.#entries.keys()) {
-      if (this.#entries.size <= this.maxEntries) break;
-      this.#entries.delete(oldest);
+      if (this.#entries.size <= this.maxEntries && this.#bytes <= this.maxBytes) break;
+      this.#forget(oldest);
     }
     return body;
   }

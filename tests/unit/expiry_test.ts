@@ -33,8 +33,13 @@ Deno.test("until: a time without a date, a word, a number or a day that does not
   assertEquals(problems(rule("12")), [
     `rules.toml:5: rule "r" (rule #1): until: ${expected}, got number 12`,
   ]);
+  // Written bare, the parser would roll it over to March 2: read as written, refused.
+  assertEquals(problems(rule("2026-02-30")), [
+    `rules.toml:5: rule "r" (rule #1): until: 2026-02-30 is no day of the calendar`,
+  ]);
+  assertEquals(problems(rule("2026-02-30T10:00:00Z")).length, 1);
   assertEquals(problems(rule('"2026-02-30"')), [
-    `rules.toml:5: rule "r" (rule #1): until: ${expected}, got "2026-02-30"`,
+    `rules.toml:5: rule "r" (rule #1): until: 2026-02-30 is no day of the calendar`,
   ]);
   assertEquals(
     problems(rule("2026-13-01"))[0].startsWith("rules.toml:5:9: TOML syntax error"),

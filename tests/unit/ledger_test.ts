@@ -122,3 +122,19 @@ Deno.test("ledger: entries restored after a restart keep their order and the cap
   ]]);
   assertEquals(ledger.evicted, 6);
 });
+
+Deno.test("ledger: more clients in session than it keeps: all held while live, then the oldest go", () => {
+  const ledger = new ClientLedger(1_000);
+  const live = Array.from(
+    { length: 4_000 },
+    (_, i) => ledger.started(`10.0.${i >> 8}.${i & 255}`, "x", T0 + i),
+  );
+  assertEquals([ledger.size, ledger.evicted], [4_000, 0]);
+  // A refused client beyond the capacity goes at once: only it is not in session.
+  ledger.refused("198.51.100.1", "x", T0 + 5_000);
+  assertEquals([ledger.size, ledger.evicted], [4_000, 1]);
+  live.forEach((entry, i) => ledger.ended(entry, T0 + 10_000 + i));
+  assertEquals([ledger.size, ledger.evicted], [1_000, 3_001]);
+  // The last 1,000 to end are the ones kept.
+  assertEquals(ledger.list().at(-1)!.address, `10.0.${3_000 >> 8}.${3_000 & 255}`);
+});

@@ -3,6 +3,7 @@
  * quiet window per rule, the chart's window and time range, the last reload,
  * plurals, and the terminal table's width.
  */
+import { RenderCache } from "../../src/status/routes.ts";
 import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import { buildStatusReport, type StatusReport } from "../../src/status/report.ts";
 import { Stats } from "../../src/status/stats.ts";
@@ -266,4 +267,29 @@ listen = "127.0.0.1:81"
   assertIncludes(wide, "12345678901/98765432101");
   assertIncludes(wide, "203.0.113.77:51234");
   assertIncludes(wide, "connection refused by the target after a long wait");
+});
+
+Deno.test("the render cache keeps renderings within a byte budget, and one too large not at all", () => {
+  const cache = new RenderCache(60_000, 64, 1_000);
+  let renders = 0;
+  const body = (c: string) => () => {
+    renders++;
+    return c.repeat(300); // 600 bytes counted
+  };
+  cache.get("a", body("a"), 0);
+  cache.get("a", body("a"), 1);
+  assertEquals(renders, 1, "reused");
+  cache.get("b", body("b"), 2); // 1,200 bytes: "a" goes
+  cache.get("b", body("b"), 3);
+  cache.get("a", body("a"), 4);
+  assertEquals(renders, 3, "b reused, a rendered again");
+  cache.get("big", () => {
+    renders++;
+    return "x".repeat(600);
+  }, 5);
+  cache.get("big", () => {
+    renders++;
+    return "x".repeat(600);
+  }, 6);
+  assertEquals(renders, 5, "never kept");
 });
