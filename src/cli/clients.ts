@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { formatDuration, parseDuration } from "../config/duration.ts";
+import { parseLookback } from "../config/duration.ts";
+import { ago } from "../status/page.ts";
 import { formatSize } from "../config/size.ts";
 import type { ClientRow, ClientsReport } from "../status/clients.ts";
 import { ExitCode } from "../server/exit_codes.ts";
@@ -70,8 +71,7 @@ function printable(text: string): string {
 
 function lastSeen(client: ClientRow, now: number): string {
   if (client.active > 0) return "now";
-  const ago = Math.max(0, now - Date.parse(client.last_seen));
-  return ago < 1_000 ? "just now" : `${formatDuration(Math.round(ago / 1_000) * 1_000)} ago`;
+  return now - Date.parse(client.last_seen) < 1_000 ? "just now" : ago(client.last_seen, now);
 }
 
 function sessions(client: ClientRow): string {
@@ -96,7 +96,7 @@ export async function clientsCommand(args: string[]): Promise<number> {
   const query = new URLSearchParams();
   if (positionals.length === 1) query.set("rule", positionals[0]);
   if (values.since !== undefined) {
-    const ms = parseDuration(/^\d+$/.test(values.since) ? Number(values.since) : values.since);
+    const ms = parseLookback(values.since);
     if (typeof ms !== "number") throw new UsageError(`clients: --since: ${ms.error}`);
     // Further back than the clock goes asks for every client kept.
     if (ms < Date.now()) query.set("since", `${ms / 1_000}`);

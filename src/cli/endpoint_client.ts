@@ -43,7 +43,11 @@ export async function endpointUrl(
     }
     return statusUrl(status);
   }
-  const text = values.url ?? DEFAULT_STATUS_URL;
+  return parseEndpointUrl(command, values.url ?? DEFAULT_STATUS_URL);
+}
+
+/** `--url`: a URL, or an address without a scheme (`127.0.0.1:9180`, as `[server] status` writes it). */
+export function parseEndpointUrl(command: string, text: string): URL {
   try {
     return new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`);
   } catch {

@@ -14,17 +14,17 @@
  * @module
  */
 import { removeRule } from "../config/edit.ts";
-import { formatDuration, parseDuration } from "../config/duration.ts";
+import { formatDuration, parseLookback } from "../config/duration.ts";
 import { formatProblem } from "../config/load.ts";
-import { formatSize } from "../config/size.ts";
 import { didYouMean } from "../config/suggest.ts";
 import { ExitCode } from "../server/exit_codes.ts";
 import { requestReload, runningInstance } from "../server/handover.ts";
+import { fileStamp, writeAtomically } from "../server/ready_file.ts";
 import { loadRuleFile, loadRuleText } from "../server/rule_file.ts";
-import type { ClientRow, ClientsReport } from "../status/clients.ts";
+import type { ClientsReport } from "../status/clients.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
-import { renderTable } from "./check.ts";
-import { fetchJson, statusUrl } from "./endpoint_client.ts";
+import { renderClients } from "./clients.ts";
+import { fetchJson, parseEndpointUrl, statusUrl } from "./endpoint_client.ts";
 
 /** Help for `portbounce retire`. */
 export const RETIRE_HELP =
@@ -76,9 +76,7 @@ export async function retireCommand(args: string[]): Promise<number> {
   if (positionals.length !== 1) {
     throw new UsageError(`retire: name one rule (got ${positionals.length})`);
   }
-  const quiet = parseDuration(
-    /^\d+$/.test(values["quiet-for"]!) ? Number(values["quiet-for"]) : values["quiet-for"],
-  );
+  const quiet = parseLookback(values["quiet-for"]!);
   if (typeof quiet !== "number") throw new UsageError(`retire: --quiet-for: ${quiet.error}`);
   // The file itself, not a link to it: the link stays, the file it names is edited.
   const file = await Deno.realPath(values.config!).catch(() => values.config!);
@@ -127,7 +125,8 @@ async function retire(name: string, file: string, options: RetireOptions): Promi
     console.error(`retire: ${users.error}`);
     if (!options.force) return ExitCode.runtime;
   }
-  const clients = "clients" in users ? users.clients : [];
+  const answer = "answer" in users ? users.answer : null;
+  const clients = answer?.rules.flatMap((r) => r.clients) ?? [];
   const within = options.quietMs >= Date.now()
     ? "ever (as far as the ledger goes)"
     : `within ${formatDuration(options.quietMs)}`;
@@ -136,9 +135,9 @@ async function retire(name: string, file: string, options: RetireOptions): Promi
     : clients.length === 0
     ? `nobody used rule ${name} ${within}`
     : `${clients.length} client${clients.length === 1 ? "" : "s"} used rule ${name} ${within}`;
-  if (clients.length > 0) {
+  if (answer && clients.length > 0) {
     console.log(`${verdict}:`);
-    console.log(renderUsers(clients));
+    console.log(renderClients(answer, Date.now()));
   }
   if (clients.length > 0 && !options.force) {
     console.error(
@@ -215,13 +214,7 @@ async function findInstance(
   const running = pidFile ? await runningInstance(pidFile) : null;
   let url: URL | null = null;
   if (options.url !== undefined) {
-    try {
-      url = new URL(
-        /^[a-z][a-z0-9+.-]*:\/\//i.test(options.url) ? options.url : `http://${options.url}`,
-      );
-    } catch {
-      throw new UsageError(`retire: --url must be an address such as 127.0.0.1:9180`);
-    }
+    url = parseEndpointUrl("retire", options.url);
   } else if (config.server.status) {
     url = statusUrl(config.server.status);
   }
@@ -237,7 +230,7 @@ async function recentUsers(
   instance: InstanceContact,
   name: string,
   quietMs: number,
-): Promise<{ clients: readonly ClientRow[] } | { error: string }> {
+): Promise<{ answer: ClientsReport | null } | { error: string }> {
   const { url, running } = instance;
   const unknown = (why: string) => ({
     error: `${why}: who uses rule ${name} is unknown (--force removes it anyway)`,
@@ -253,7 +246,7 @@ async function recentUsers(
         ? "no status endpoint and no pid file: no running instance to ask; editing the file only"
         : `no instance answers beside ${instance.pidFile}, and none has a status endpoint: editing the file only`,
     );
-    return { clients: [] };
+    return { answer: null };
   }
   const query = new URLSearchParams({ rule: name });
   // Further back than the clock goes: every client the ledger holds.
@@ -267,26 +260,12 @@ async function recentUsers(
     }
     if (running || /HTTP \d+/.test(answer.error)) return unknown(answer.error);
     console.log(`no instance answers at ${url.host}: editing the file only`);
-    return { clients: [] };
+    return { answer: null };
   }
   if (answer.ledger === "off") {
     return unknown("the running instance keeps no clients ([server] clients = 0)");
   }
-  return { clients: answer.rules.flatMap((r) => r.clients) };
-}
-
-function renderUsers(clients: readonly ClientRow[]): string {
-  return renderTable(
-    ["CLIENT", "NAME", "VIA", "LAST SEEN", "SESSIONS", "UP/DOWN"],
-    clients.map((c) => [
-      c.address,
-      c.name ?? "-",
-      c.via,
-      c.active > 0 ? "now (in session)" : c.last_seen.replace("T", " ").replace(/\.\d+Z$/, "Z"),
-      String(c.sessions + c.refused),
-      `${formatSize(c.bytes_up)}/${formatSize(c.bytes_down)}`,
-    ]),
-  );
+  return { answer };
 }
 
 /** The change as a unified diff of the lines removed. */
@@ -305,16 +284,13 @@ function diff(file: string, removal: { firstLine: number; lastLine: number; remo
  * (or `-2`, ... if taken), with the file's mode; resolves to its path.
  */
 async function backUp(file: string, text: string): Promise<string> {
-  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  const stamp = fileStamp();
   const { mode } = await Deno.stat(file);
-  const bytes = new TextEncoder().encode(text);
   for (let n = 1;; n++) {
     const path = `${file}.${stamp}${n === 1 ? "" : `-${n}`}.bak`;
     try {
       // createNew: never overwrite an earlier backup.
-      using target = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
-      for (let at = 0; at < bytes.length;) at += await target.write(bytes.subarray(at));
-      await target.sync();
+      await Deno.writeTextFile(path, text, { createNew: true, mode: 0o600 });
       if (mode !== null) await Deno.chmod(path, mode & 0o7777);
       return path;
     } catch (error) {
@@ -323,23 +299,13 @@ async function backUp(file: string, text: string): Promise<string> {
   }
 }
 
-/** Writes `text` to a temporary file beside `file`, syncs it, and renames it over `file`. */
+/** Replaces `file` with `text` atomically, keeping its mode and owner. */
 async function replaceAtomically(file: string, text: string): Promise<void> {
   const { mode, uid, gid } = await Deno.stat(file);
-  const temporary = `${file}.retire-${Deno.pid}.tmp`;
-  try {
-    using handle = await Deno.open(temporary, { write: true, createNew: true, mode: 0o600 });
-    const bytes = new TextEncoder().encode(text);
-    for (let at = 0; at < bytes.length;) at += await handle.write(bytes.subarray(at));
-    await handle.sync();
-    if (mode !== null) await Deno.chmod(temporary, mode & 0o7777);
-    // Its owner too, where this user may give it (root may; others own what they edit).
-    if (uid !== null && gid !== null) await Deno.chown(temporary, uid, gid).catch(() => {});
-    await Deno.rename(temporary, file);
-  } catch (error) {
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
+  await writeAtomically(file, text, {
+    mode: mode ?? undefined,
+    owner: uid !== null && gid !== null ? { uid, gid } : undefined,
+  });
 }
 
 /** Asks the running instance to reload and prints what came of it. */

@@ -37,6 +37,15 @@ export function parseDuration(value: unknown): number | { error: string } {
   return Math.round(ms);
 }
 
+/**
+ * A duration asked for on a command line or in a query (`--since`,
+ * `?since=`): as {@linkcode parseDuration}, and a plain number of seconds
+ * with no upper bound (further back than the clock goes means "all of it").
+ */
+export function parseLookback(text: string): number | { error: string } {
+  return parseDuration(/^\d+$/.test(text) ? Number(text) : text);
+}
+
 /** Formats milliseconds the way a person reads them: `250ms`, `1.5s`, `2m`. */
 export function formatDuration(ms: number): string {
   if (ms < 1_000) return `${Math.round(ms)}ms`;

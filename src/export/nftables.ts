@@ -397,7 +397,7 @@ function dnatTarget(
  * A throttle as nft writes a rate: `20/second`; another interval becomes
  * the same average rate per minute (`exact` false: said in "Not done").
  */
-export function rate(throttle: { count: number; intervalMs: number }): {
+function rate(throttle: { count: number; intervalMs: number }): {
   text: string;
   exact: boolean;
 } {

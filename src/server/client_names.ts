@@ -27,8 +27,6 @@ export interface ClientNamesOptions {
   readonly maxQueue?: number;
   /** The clock (epoch ms). */
   readonly now?: () => number;
-  /** Whether a timer takes the queue (tests call {@linkcode ClientNames.lookupNext} themselves). */
-  readonly timer?: boolean;
 }
 
 interface Known {
@@ -51,7 +49,6 @@ export class ClientNames {
   readonly #maxNames: number;
   readonly #maxQueue: number;
   readonly #now: () => number;
-  readonly #useTimer: boolean;
 
   constructor(readonly lookup: ReverseLookup = reverseDns(), options: ClientNamesOptions = {}) {
     this.#perSecond = options.perSecond ?? 20;
@@ -60,7 +57,6 @@ export class ClientNames {
     this.#maxNames = options.maxNames ?? 100_000;
     this.#maxQueue = options.maxQueue ?? 10_000;
     this.#now = options.now ?? Date.now;
-    this.#useTimer = options.timer ?? true;
   }
 
   /** The name of `address` as known now (null: none, or not found yet); asks for it if due. */
@@ -76,8 +72,8 @@ export class ClientNames {
     if (known !== undefined && this.#now() - known.at < this.#keepMs) return;
     if (this.#queue.size >= this.#maxQueue) return;
     this.#queue.add(address);
-    if (this.#useTimer && this.#timer === undefined) {
-      this.#timer = setInterval(() => this.lookupNext(), 1_000 / this.#perSecond);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(() => this.#lookupNext(), 1_000 / this.#perSecond);
       Deno.unrefTimer(this.#timer);
     }
   }
@@ -89,24 +85,16 @@ export class ClientNames {
     this.#queue.clear();
   }
 
-  /** Addresses waiting for a lookup. */
-  get queued(): number {
-    return this.#queue.size;
-  }
-
-  /**
-   * One tick of the timer: takes one address off the queue and starts its
-   * lookup. Returns the lookup, or null when there was nothing to do.
-   */
-  lookupNext(): Promise<void> | null {
+  /** One tick of the timer: takes one address off the queue and starts its lookup. */
+  #lookupNext(): void {
     const [address] = this.#queue;
     if (address === undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
-      return null;
+      return;
     }
     // Never more at once than a second's worth: a resolver that hangs does not pile them up.
-    if (this.#inFlight >= this.#perSecond) return null;
+    if (this.#inFlight >= this.#perSecond) return;
     this.#queue.delete(address);
     this.#inFlight++;
     this.lookups++;
@@ -115,7 +103,7 @@ export class ClientNames {
     const timedOut = new Promise<never>((_, reject) =>
       signal.addEventListener("abort", () => reject(signal.reason), { once: true })
     );
-    return Promise.race([this.lookup(address, signal), timedOut])
+    void Promise.race([this.lookup(address, signal), timedOut])
       .then((name) => this.#remember(address, name))
       .catch(() => {
         this.failures++;
@@ -150,7 +138,7 @@ export function reverseName(address: string): string | null {
  * client's address writes it, so only host-name characters are taken (an
  * escape sequence in it would reach the operator's terminal).
  */
-export function hostName(answer: string): string | null {
+function hostName(answer: string): string | null {
   const name = answer.replace(/\.$/, "");
   return /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(name) && name.length <= 253 ? name : null;
 }

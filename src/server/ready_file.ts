@@ -1,7 +1,8 @@
 /**
  * The ready file: written once every listener is bound, so CI scripts can wait
  * for it instead of sleeping. Written atomically (a temporary file renamed into
- * place) so a reader never sees half of it.
+ * place) so a reader never sees half of it; the pid file, the state file and
+ * `retire` write their files the same way.
  *
  * @module
  */
@@ -43,16 +44,50 @@ export async function writeReadyFile(
   await writeAtomically(path, JSON.stringify(contents, null, 2) + "\n");
 }
 
-/** Writes `text` to `path` atomically: a temporary file beside it, renamed into place. */
-export async function writeAtomically(path: string, text: string): Promise<void> {
+/** What else an atomic write keeps of the file it replaces. */
+export interface AtomicWriteOptions {
+  /** Permission bits (the umask is not applied); by default the process's usual ones. */
+  readonly mode?: number;
+  /** Owner and group, where this user may give them (root may; others own what they write). */
+  readonly owner?: { readonly uid: number; readonly gid: number };
+}
+
+/**
+ * Writes `data` to `path` atomically and durably: a temporary file beside
+ * it, written whole, synced, renamed into place. A reader sees the old file
+ * or the new one, never half of either, and a crash never leaves half.
+ */
+export async function writeAtomically(
+  path: string,
+  data: string | Uint8Array,
+  options: AtomicWriteOptions = {},
+): Promise<void> {
   const temporary = join(dirname(path), `.${crypto.randomUUID()}.tmp`);
-  await Deno.writeTextFile(temporary, text);
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   try {
+    {
+      using file = await Deno.open(temporary, {
+        write: true,
+        createNew: true,
+        mode: options.mode ?? 0o666,
+      });
+      for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+      await file.sync();
+    }
+    if (options.mode !== undefined) await Deno.chmod(temporary, options.mode & 0o7777);
+    if (options.owner) {
+      await Deno.chown(temporary, options.owner.uid, options.owner.gid).catch(() => {});
+    }
     await Deno.rename(temporary, path);
   } catch (error) {
     await Deno.remove(temporary).catch(() => {});
     throw error;
   }
+}
+
+/** `20261206T094512Z`: now, for names of files set beside another (backups, set aside). */
+export function fileStamp(now = new Date()): string {
+  return now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
 
 /**

@@ -23,6 +23,7 @@ import {
   type SavedState,
 } from "../status/state.ts";
 import type { Monitor } from "./monitor.ts";
+import { fileStamp, writeAtomically } from "./ready_file.ts";
 
 /** The file's name when `[server] state` names a directory. */
 export const STATE_FILE_NAME = "portbounce-state.json";
@@ -108,26 +109,13 @@ export class StateStore {
   #trimmed = false;
 
   async #write(state: SavedState): Promise<void> {
-    const temporary = `${this.path}.${Deno.pid}.tmp`;
     try {
-      const bytes = this.#fitted(state);
-      {
-        using handle = await Deno.open(temporary, {
-          write: true,
-          create: true,
-          truncate: true,
-          mode: 0o600,
-        });
-        for (let at = 0; at < bytes.length;) at += await handle.write(bytes.subarray(at));
-        await handle.sync();
-      }
-      await Deno.rename(temporary, this.path);
+      await writeAtomically(this.path, this.#fitted(state), { mode: 0o600 });
       if (this.#failing) {
         this.#failing = false;
         this.log.info("state: writing {path} works again", { path: this.path });
       }
     } catch (error) {
-      await Deno.remove(temporary).catch(() => {});
       this.failures++;
       if (!this.#failing) {
         this.#failing = true;
@@ -168,8 +156,7 @@ export class StateStore {
 
   /** Renames a state file that cannot be read out of the way, with one warning. */
   async #setAside(why: string): Promise<void> {
-    const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-    const aside = `${this.path}.unreadable-${stamp}`;
+    const aside = `${this.path}.unreadable-${fileStamp()}`;
     try {
       await Deno.rename(this.path, aside);
       this.log.warn("state: {path} cannot be used ({why}); set aside as {aside}, starting empty", {

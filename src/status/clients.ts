@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { formatDuration, parseDuration } from "../config/duration.ts";
+import { parseLookback } from "../config/duration.ts";
 import { didYouMean } from "../config/suggest.ts";
 import type { Rule } from "../config/types.ts";
 import type { Stats } from "./stats.ts";
@@ -68,7 +68,7 @@ export function parseClientsQuery(
   }
   const since = params.get("since");
   if (since === null || since === "") return { rule, withinMs: null };
-  const ms = parseDuration(/^\d+$/.test(since) ? Number(since) : since);
+  const ms = parseLookback(since);
   if (typeof ms !== "number") return { error: `since: ${ms.error}` };
   return { rule, withinMs: ms };
 }
@@ -109,30 +109,4 @@ export function buildClientsReport(
       };
     }),
   };
-}
-
-/** `3 clients in the last 24h, last: printer-3.lab (198.51.100.7) 5m ago`, for a rule's row. */
-export function clientsSummary(
-  clients: readonly ClientRow[],
-  windowMs: number,
-  now: number,
-): string {
-  if (clients.length === 0) return `no client in the last ${formatDuration(windowMs)}`;
-  const last = clients[0];
-  const ago = Math.max(0, now - Date.parse(last.last_seen));
-  const who = last.name ? `${last.name} (${last.address})` : last.address;
-  const when = last.active > 0
-    ? "in session now"
-    : ago < 1_000
-    ? "just now"
-    : `${formatDuration(roundAgo(ago))} ago`;
-  return `${clients.length} client${clients.length === 1 ? "" : "s"} in the last ${
-    formatDuration(windowMs)
-  }, last: ${who} ${when}`;
-}
-
-/** Rounds an age for reading: seconds under a minute, minutes under an hour, then hours. */
-function roundAgo(ms: number): number {
-  const unit = ms < 60_000 ? 1_000 : ms < 3_600_000 ? 60_000 : 3_600_000;
-  return Math.round(ms / unit) * unit;
 }

@@ -10,7 +10,8 @@ import { total } from "./stats.ts";
 import { countOf } from "../config/describe.ts";
 import { formatSize } from "../config/size.ts";
 import { svgChart, svgSparkline } from "./sparkline.ts";
-import { type ClientsReport, clientsSummary } from "./clients.ts";
+import type { ClientRow, ClientsReport } from "./clients.ts";
+import { formatDuration } from "../config/duration.ts";
 
 const REFRESH_SECONDS = 5;
 
@@ -209,6 +210,21 @@ function alarmsList(report: StatusReport, now: number): string {
     }: ${escape(a.kind)} &mdash; <b>${escape(a.rule)}</b>: ${escape(a.detail)}</li>`
   ).join("\n");
   return `<h2>Alarms</h2><ul class="alarms" id="alarms">\n${items}\n</ul>`;
+}
+
+/** `3 clients in the last 24h, last: printer-3.lab (198.51.100.7) 5m ago`, for a rule's row. */
+function clientsSummary(
+  clients: readonly ClientRow[],
+  windowMs: number,
+  now: number,
+): string {
+  if (clients.length === 0) return `no client in the last ${formatDuration(windowMs)}`;
+  const last = clients[0];
+  const who = last.name ? `${last.name} (${last.address})` : last.address;
+  const when = last.active > 0 ? "in session now" : ago(last.last_seen, now);
+  return `${countOf(clients.length, "client")} in the last ${
+    formatDuration(windowMs)
+  }, last: ${who} ${when}`;
 }
 
 /** Clients listed per rule on the page at most; `/clients.json` has them all. */

@@ -15,7 +15,7 @@ import type { ClientEntry } from "./ledger.ts";
 /** The format's version; another is set aside, not read. */
 export const STATE_VERSION = 1;
 /** Every state file starts with this (the key is written first). */
-export const STATE_MARK = '{"portbounce_state":';
+const STATE_MARK = '{"portbounce_state":';
 
 /** One client, compactly: address, via, first and last seen, sessions, refused, bytes up, down. */
 type SavedClient = [string, string, number, number, number, number, number, number];
