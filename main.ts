@@ -5,7 +5,7 @@
  * @module
  */
 import { UsageError } from "./src/cli/args.ts";
-import { ExitCode } from "./src/server/exit_codes.ts";
+import { ExitCode } from "./src/daemon/exit_codes.ts";
 import { VERSION } from "./src/version.ts";
 
 const HELP = `portbounce ${VERSION}: a TCP and UDP port bouncer

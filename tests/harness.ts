@@ -11,7 +11,7 @@ import type { ReverseLookup } from "../src/server/client_names.ts";
 import { DEFAULT_TUNING } from "../src/relay/host.ts";
 import type { Dialer } from "../src/relay/dial.ts";
 import { jsonFormatter } from "../src/log/events.ts";
-import { Daemon } from "../src/server/daemon.ts";
+import { Daemon } from "../src/daemon/daemon.ts";
 import { loadRuleFile } from "../src/server/rule_file.ts";
 import { EntryLog, type LogEntry, parseEntry } from "./log_entries.ts";
 

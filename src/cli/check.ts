@@ -10,11 +10,11 @@ import { formatProblem } from "../config/load.ts";
 import type { Rule } from "../config/types.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import { parseCommandArgs } from "./args.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 import { probeAll } from "./probe.ts";
 import { costWarnings, isolatesAsked, listenerCosts } from "../rules/costs.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
-import { preflight } from "../server/preflight.ts";
+import { preflight } from "../daemon/preflight.ts";
 
 /** Help for `portbounce check`. */
 export const CHECK_HELP = `Usage: portbounce check [-c FILE] [--json] [--probe] [--no-host-checks]

@@ -9,7 +9,7 @@ import { parseLookback } from "../config/duration.ts";
 import { ago } from "../status/page.ts";
 import { formatSize } from "../config/size.ts";
 import type { ClientRow, ClientsReport } from "../status/clients.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
 import { renderTable } from "./check.ts";
 import { ENDPOINT_OPTIONS, endpointUrl, fetchJson } from "./endpoint_client.ts";

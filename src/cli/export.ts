@@ -14,7 +14,7 @@ import { pfModel, renderPf } from "../export/pf.ts";
 import { type ExportOptions, leftOutLines, notDoneLines } from "../export/text.ts";
 import { hasExpired } from "../rules/expiry.ts";
 import { hostFacts } from "../rules/resolve.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
 import { VERSION } from "../version.ts";
 import { choice, parseCommandArgs, shellQuote, UsageError } from "./args.ts";

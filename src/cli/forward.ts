@@ -19,9 +19,9 @@ import {
   workersOption,
 } from "./args.ts";
 import type { WorkerCount } from "../config/types.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 import { loadRuleText } from "../server/rule_file.ts";
-import { runDaemon } from "../server/daemon.ts";
+import { runDaemon } from "../daemon/daemon.ts";
 
 /** Help for `portbounce forward`. */
 export const FORWARD_HELP = `Usage: portbounce forward [options] SPEC...

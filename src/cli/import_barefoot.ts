@@ -10,7 +10,7 @@ import { translateBarefoot } from "../barefoot/translate.ts";
 import { formatProblem, parseConfig } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import { parseCommandArgs, UsageError } from "./args.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 import { MAX_RULE_FILE_BYTES } from "../server/rule_file.ts";
 
 /** A rule translated into more listeners than this is pointed out. */

@@ -8,8 +8,8 @@ import { countOf } from "../config/describe.ts";
 import { formatProblem } from "../config/load.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../config/types.ts";
 import { choice, durationOption, parseCommandArgs, workersOption } from "./args.ts";
-import { ExitCode } from "../server/exit_codes.ts";
-import { runDaemon } from "../server/daemon.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
+import { runDaemon } from "../daemon/daemon.ts";
 import { loadRuleFile } from "../server/rule_file.ts";
 
 /** Help for `portbounce run`. */

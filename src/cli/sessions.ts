@@ -8,7 +8,7 @@
  */
 import { formatDuration } from "../config/duration.ts";
 import type { SessionView } from "../status/report.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 import { parseCommandArgs } from "./args.ts";
 import { renderTable } from "./check.ts";
 import { ENDPOINT_OPTIONS, endpointUrl, fetchJson } from "./endpoint_client.ts";

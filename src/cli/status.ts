@@ -13,7 +13,7 @@ import { total } from "../status/stats.ts";
 import { parseCommandArgs } from "./args.ts";
 import { ENDPOINT_OPTIONS, endpointUrl, fetchJson } from "./endpoint_client.ts";
 import { renderTable } from "./check.ts";
-import { ExitCode } from "../server/exit_codes.ts";
+import { ExitCode } from "../daemon/exit_codes.ts";
 
 /** Help for `portbounce status`. */
 export const STATUS_HELP = `Usage: portbounce status [--url URL | -c FILE] [--wide] [--json]

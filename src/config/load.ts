@@ -10,7 +10,6 @@ import { dirname, isAbsolute, join } from "node:path";
 import { clip, clipMiddle, describe } from "./describe.ts";
 import { parseDuration } from "./duration.ts";
 import { parseRate, parseSize } from "./size.ts";
-import { DEFAULT_BUFFER_MEMORY } from "../relay/buffer_pool.ts";
 import {
   type ListenEndpoint,
   parseListen,
@@ -27,6 +26,7 @@ import {
   BALANCE_MODES,
   CLIENT_NAMES,
   type Config,
+  DEFAULT_BUFFER_MEMORY,
   DEFAULT_SYSLOG_SOCKET,
   type HealthCheck,
   LOG_EVENTS,

@@ -84,6 +84,9 @@ export type WorkerCount = number | "auto";
 /** The most workers a rule file may ask for. */
 export const MAX_WORKERS = 64;
 
+/** `[server] buffer_memory` when unset: 128 MiB for the relays' large buffers. */
+export const DEFAULT_BUFFER_MEMORY = 128 * 1024 * 1024;
+
 /** How a rule with several targets picks one for a new session. */
 export const BALANCE_MODES = ["failover", "round-robin", "least-sessions", "source-hash"] as const;
 /** A balance mode. */

@@ -14,6 +14,13 @@
  */
 import { sleep as timerSleep } from "./timers.ts";
 
+/** A rule's bandwidth budgets, shared by every isolate. */
+export interface SharedBudget {
+  readonly rate: number;
+  readonly up: SharedArrayBuffer;
+  readonly down: SharedArrayBuffer;
+}
+
 /** How much may pass at once without waiting: a tenth of a second's worth. */
 const BURST_S = 0.1;
 /**

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { DEFAULT_BUFFER_MEMORY } from "../config/types.ts";
 
 /** Bytes of large buffers lent out, against a limit the operator sets. */
 export class MemoryBudget {
@@ -68,9 +69,6 @@ export class BufferPool {
     if (this.#free.length < this.maxFree) this.#free.push(buffer);
   }
 }
-
-/** The default budget for large relay buffers: 128 MiB. */
-export const DEFAULT_BUFFER_MEMORY = 128 * 1024 * 1024;
 
 /** The budget every relay's large buffers count against (`[server] buffer_memory`). */
 export const relayBuffers = new MemoryBudget(DEFAULT_BUFFER_MEMORY);

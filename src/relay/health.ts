@@ -15,6 +15,14 @@ export const PASSIVE_FALL = 3;
 const FIRST_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 60_000;
 
+/** Target health as the main isolate knows it. */
+export interface TargetStatus {
+  readonly target: string;
+  readonly up: boolean;
+  /** While down: how long until sessions may try it again (ms). */
+  readonly retryInMs: number;
+}
+
 /** One target's health. */
 export class TargetHealth {
   up = true;

@@ -10,13 +10,12 @@
 import type { Logger } from "@logtape/logtape";
 import type { HealthCheck, PassRule, Rule } from "../config/types.ts";
 import { targetOrder } from "../relay/balance.ts";
-import { Bandwidth } from "../relay/bandwidth.ts";
+import { Bandwidth, type SharedBudget } from "../relay/bandwidth.ts";
 import type { Dialer } from "../relay/dial.ts";
 import { describeConnectError } from "../relay/errors.ts";
-import { TargetHealth } from "../relay/health.ts";
+import { TargetHealth, type TargetStatus } from "../relay/health.ts";
 import type { TargetPool } from "../relay/host.ts";
 import { formatTarget, type ListenerPlan, type SourcePlan, type Target } from "../rules/plan.ts";
-import type { SharedBudget, TargetStatus } from "../workers/protocol.ts";
 
 /** One target's state, as the status shows it. */
 export interface TargetState {

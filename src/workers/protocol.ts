@@ -9,25 +9,12 @@
  */
 import type { BlockReason, DisconnectReason, SessionSetup } from "../relay/session.ts";
 import type { RefusalPlace } from "../relay/host.ts";
+import type { SharedBudget } from "../relay/bandwidth.ts";
+import type { TargetStatus } from "../relay/health.ts";
 import type { PlanInputs } from "../server/rule_file.ts";
 
 /** The address a listener of the plan was bound to in the main isolate (key: plan key). */
 export type BoundAddresses = Record<string, { hostname: string; port: number }>;
-
-/** A rule's bandwidth budgets, shared by every isolate. */
-export interface SharedBudget {
-  readonly rate: number;
-  readonly up: SharedArrayBuffer;
-  readonly down: SharedArrayBuffer;
-}
-
-/** Target health as the main isolate knows it. */
-export interface TargetStatus {
-  readonly target: string;
-  readonly up: boolean;
-  /** While down: how long until sessions may try it again (ms). */
-  readonly retryInMs: number;
-}
 
 /** What a worker needs to serve a rule set. */
 export interface WorkerRules {

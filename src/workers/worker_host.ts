@@ -9,7 +9,7 @@
 import type { IpAddress } from "../config/network.ts";
 import type { PassRule } from "../config/types.ts";
 import { type Decision, hasLimits, matchRule, type Refusal } from "../relay/admission.ts";
-import { Bandwidth, epochNow } from "../relay/bandwidth.ts";
+import { Bandwidth, epochNow, type SharedBudget } from "../relay/bandwidth.ts";
 import { targetOrder } from "../relay/balance.ts";
 import { type Dialer, systemDialer } from "../relay/dial.ts";
 import { describeIoError } from "../relay/errors.ts";
@@ -35,7 +35,7 @@ import { Sweeper } from "../relay/sweeper.ts";
 import { formatTarget, type ListenerPlan, type Target } from "../rules/plan.ts";
 import type { Outbox } from "./outbox.ts";
 import type { BlockReason } from "../relay/session.ts";
-import type { SharedBudget, TargetStatus } from "./protocol.ts";
+import type { TargetStatus } from "../relay/health.ts";
 
 /** A slot the main isolate granted; it releases it when the session's `ended` arrives. */
 class RemoteAdmission implements Admission {

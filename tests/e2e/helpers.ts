@@ -7,10 +7,10 @@
 import { createHash } from "node:crypto";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import type { ReadyFileContents } from "../../src/server/ready_file.ts";
+import type { ReadyFileContents } from "../../src/daemon/ready_file.ts";
 import { EntryLog, type EntryLog as EntryLogType, parseEntry } from "../log_entries.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 /** The `deno run ...` flags of the `portbounce` task in deno.json. */
 export async function portbounceTaskFlags(): Promise<string[]> {

@@ -28,7 +28,7 @@ import {
   writeAll,
 } from "./helpers.ts";
 
-const FIXTURES = fileURLToPath(new URL("../fixtures/takeover/", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../fixtures/takeover", import.meta.url));
 
 function rules(dir: string, port: number, target: number, extra = ""): string {
   return `[server]

@@ -16,7 +16,7 @@ import {
   requestTakeover,
   runningInstance,
   type TakeoverContact,
-} from "../../src/server/handover.ts";
+} from "../../src/daemon/handover.ts";
 
 const log = getLogger(["portbounce-test"]);
 

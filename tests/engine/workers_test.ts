@@ -8,9 +8,9 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
 import { delay, echo, portIsFree, readAll, tcpServer, writeAll } from "../e2e/helpers.ts";
-import { Daemon } from "../../src/server/daemon.ts";
+import { Daemon } from "../../src/daemon/daemon.ts";
 import { loadRuleText } from "../../src/server/rule_file.ts";
-import { ExitCode } from "../../src/server/exit_codes.ts";
+import { ExitCode } from "../../src/daemon/exit_codes.ts";
 
 const linux = Deno.build.os === "linux";
 

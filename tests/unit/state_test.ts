@@ -12,7 +12,7 @@ import {
 import { getLogger } from "@logtape/logtape";
 import { Stats } from "../../src/status/stats.ts";
 import { Monitor } from "../../src/server/monitor.ts";
-import { restoreState } from "../../src/server/state_store.ts";
+import { restoreState } from "../../src/daemon/state_store.ts";
 import { EventGate } from "../../src/log/rate_limit.ts";
 import { loadRules } from "../fixtures/rules.ts";
 

@@ -11,7 +11,7 @@ import { formatDuration } from "../config/duration.ts";
 import type { InForce } from "../status/metrics.ts";
 import type { SessionView } from "../status/report.ts";
 import { emptyCounters, type Stats, total } from "../status/stats.ts";
-import type { Engine } from "./engine.ts";
+import type { Engine } from "../server/engine.ts";
 
 /** The totals, as numbers (fields of the JSON log) and as words. */
 export function totals(stats: Stats): {

@@ -31,7 +31,7 @@ import {
 /** The page lists who used each rule within this long. */
 const PAGE_CLIENTS_WINDOW_MS = 24 * 3_600_000;
 import { VERSION } from "../version.ts";
-import type { Engine } from "./engine.ts";
+import type { Engine } from "../server/engine.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 
 /** The live sessions as the status lists them, oldest first. */

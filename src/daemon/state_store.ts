@@ -22,7 +22,7 @@ import {
   type RuleState,
   type SavedState,
 } from "../status/state.ts";
-import type { Monitor } from "./monitor.ts";
+import type { Monitor } from "../server/monitor.ts";
 import { fileStamp, writeAtomically } from "./ready_file.ts";
 
 /** The file's name when `[server] state` names a directory. */

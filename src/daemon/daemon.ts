@@ -32,7 +32,7 @@ import {
   type EngineOptions,
   OUT_OF_DESCRIPTORS,
   type ReloadSummary,
-} from "./engine.ts";
+} from "../server/engine.ts";
 import { ExitCode } from "./exit_codes.ts";
 import {
   removeOwnPidFile,
@@ -45,7 +45,7 @@ import {
   loadRuleFile,
   type PlanInputs,
   withoutExpired,
-} from "./rule_file.ts";
+} from "../server/rule_file.ts";
 import type { BoundAddresses, WorkerRules } from "../workers/protocol.ts";
 import { WorkerPool } from "../workers/pool.ts";
 import { installSignalHandlers } from "./signals.ts";

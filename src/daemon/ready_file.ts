@@ -8,7 +8,7 @@
  */
 import { dirname, join } from "node:path";
 import { formatAddress } from "../config/endpoint.ts";
-import type { BoundAddress } from "./engine.ts";
+import type { BoundAddress } from "../server/engine.ts";
 
 /** The ready file's JSON. */
 export interface ReadyFileContents {
