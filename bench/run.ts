@@ -24,7 +24,7 @@ import {
 } from "./report.ts";
 import { type Workload, WORKLOADS } from "./workloads.ts";
 
-const RESULTS = fileURLToPath(new URL("./results", import.meta.url));
+const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
 
 const START: ReportedWorkload = {
   id: "start",

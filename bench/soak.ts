@@ -19,7 +19,7 @@ import { fileURLToPath } from "node:url";
 import { freePort, sleep, treeRssKiB } from "./measure.ts";
 import { portbounceRun } from "./peers.ts";
 
-const RESULTS = fileURLToPath(new URL("./results", import.meta.url));
+const RESULTS = fileURLToPath(new URL("./results/", import.meta.url));
 const { values } = parseArgs({
   args: Deno.args,
   options: { minutes: { type: "string" }, workers: { type: "string" } },

@@ -8,8 +8,8 @@ import { fileURLToPath } from "node:url";
 import { spawn, stopAll } from "./peers.ts";
 import { output, sleep, treeRssKiB, waitForLine, waitForTcp } from "./measure.ts";
 
-const TOOLS = fileURLToPath(new URL("./tools", import.meta.url));
-const PEERS = fileURLToPath(new URL("./peers", import.meta.url));
+const TOOLS = fileURLToPath(new URL("./tools/", import.meta.url));
+const PEERS = fileURLToPath(new URL("./peers/", import.meta.url));
 
 /** What one measurement gets. */
 export interface MeasureContext {

@@ -35,10 +35,14 @@ export interface StartOptions {
   readonly dialer?: Dialer;
   /** The wall clock of history, alarms and session times. */
   readonly clock?: () => number;
+  /** The monotonic clock of limits and rate-limited events (move it instead of sleeping). */
+  readonly monotonic?: () => number;
   /** Isolates accepting TCP connections (the others run {@linkcode WORKER_MODULE}). */
   readonly workers?: number;
   /** What a worker runs instead (tests of a worker that fails). */
   readonly workerModule?: string | URL;
+  /** The first wait before a dead worker is started again. */
+  readonly workerRestartDelayMs?: number;
   /** The pid file (and so the hand-over socket beside it, for takeovers). */
   readonly pidFile?: string;
   /** How client names are found (the ledger's reverse DNS). */
@@ -68,11 +72,13 @@ export async function startDaemon(
     handleSignals: false,
     workers: options.workers,
     workerModule: options.workerModule ?? WORKER_MODULE,
+    workerRestartDelayMs: options.workerRestartDelayMs,
     pidFile: options.pidFile,
     engine: {
       tuning: { ...DEFAULT_TUNING, ...options.tuning },
       dialer: options.dialer,
       clock: options.clock,
+      monotonic: options.monotonic,
       // No DNS from tests unless one asks: every client is nameless.
       reverseLookup: options.reverseLookup ?? (() => Promise.resolve(null)),
     },

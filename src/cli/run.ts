@@ -37,7 +37,7 @@ Options:
 
 Signals: SIGTERM/SIGINT drain and stop (a second one stops at once),
 SIGHUP reloads the rules (and reopens log files), SIGUSR2 writes the
-counters and every live session to the log. Never SIGUSR1 (see README).
+counters and every live session to the log. Never SIGUSR1 (docs/operations.md, "Not SIGUSR1").
 Exit codes: 0 stopped, 1 runtime failure, 2 bad rule file or usage,
 3 a listener could not be bound.`;
 

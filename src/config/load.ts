@@ -70,48 +70,6 @@ export function formatProblem(problem: ConfigProblem): string {
 }
 
 const TOP_KEYS = ["server", "defaults", "rule"] as const;
-/** Keys of `[server]`. */
-export const SERVER_KEYS = [
-  "log",
-  "log_format",
-  "log_level",
-  "status",
-  "status_hosts",
-  "drain_timeout",
-  "reload_drain_timeout",
-  "reload_enforces_rules",
-  "buffer_memory",
-  "pid_file",
-  "syslog_facility",
-  "source",
-  "history",
-  "workers",
-  "clients",
-  "client_names",
-  "state",
-] as const;
-const SETTING_KEYS = [
-  "action",
-  "protocol",
-  "from",
-  "connect_timeout",
-  "idle_timeout",
-  "stall_timeout",
-  "udp_idle_timeout",
-  "log",
-  "max_sessions",
-  "max_sessions_per_client",
-  "throttle",
-  "balance",
-  "health_check",
-  "source",
-  "proxy_protocol",
-  "bandwidth",
-  "alarm_quiet",
-  "alarm_errors",
-] as const;
-/** Keys of a `[[rule]]`. */
-export const RULE_KEYS = ["name", "listen", "bounce_to", "until", ...SETTING_KEYS] as const;
 const RULE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 const BUILT_IN_SETTINGS: RuleSettings & { action: "pass" | "block" } = {
@@ -288,6 +246,139 @@ function isTable(value: unknown): value is Table {
     !(value instanceof Date);
 }
 
+/** How one key is read: its name in the file and its reader (undefined: a problem was recorded). */
+interface KeyReader<T> {
+  readonly key: string;
+  readonly read: (value: unknown, scope: Scope, source: string) => T | undefined;
+}
+
+/** One reader for every field of `T`: each key is said once, and none can be missed. */
+type KeyTable<T> = { readonly [K in keyof T]-?: KeyReader<T[K]> };
+
+/** `false` turns a setting off (null); anything else is read by `read`. */
+function orOff<T>(read: KeyReader<T>["read"]): KeyReader<T | null>["read"] {
+  return (value, scope, source) => value === false ? null : read(value, scope, source);
+}
+
+/** The keys of `[server]`, in the order they are read; unset ones take `BUILT_IN_SERVER`. */
+const SERVER_READERS: KeyTable<ServerSettings> = {
+  log: { key: "log", read: readLogOutputs },
+  logFormat: { key: "log_format", read: (v, s) => readChoice(v, LOG_FORMATS, s, "log_format") },
+  logLevel: { key: "log_level", read: (v, s) => readChoice(v, LOG_LEVELS, s, "log_level") },
+  status: { key: "status", read: readStatusAddress },
+  statusHosts: { key: "status_hosts", read: readStatusHosts },
+  drainTimeoutMs: { key: "drain_timeout", read: (v, s) => readDuration(v, s, "drain_timeout", 0) },
+  reloadDrainTimeoutMs: {
+    key: "reload_drain_timeout",
+    read: (v, s) => readDuration(v, s, "reload_drain_timeout", 0),
+  },
+  reloadEnforcesRules: {
+    key: "reload_enforces_rules",
+    read: (v, s) => readBoolean(v, s, "reload_enforces_rules"),
+  },
+  bufferMemory: { key: "buffer_memory", read: readBufferMemory },
+  pidFile: { key: "pid_file", read: (v, s, source) => readPath(v, s, "pid_file", source) },
+  syslogFacility: {
+    key: "syslog_facility",
+    read: (v, s) => readChoice(v, SYSLOG_FACILITIES, s, "syslog_facility"),
+  },
+  source: { key: "source", read: readSource },
+  historyMs: { key: "history", read: readHistory },
+  workers: {
+    key: "workers",
+    read: (v, s) => readWorkerCount(v, (message) => s.fail("workers", message)),
+  },
+  clients: { key: "clients", read: readLedgerSize },
+  clientNames: {
+    key: "client_names",
+    read: (v, s) => readChoice(v, CLIENT_NAMES, s, "client_names"),
+  },
+  state: { key: "state", read: (v, s, source) => readPath(v, s, "state", source) },
+};
+
+/** The per-rule settings, in `[defaults]` and each `[[rule]]`; unset ones come from there. */
+const SETTING_READERS: KeyTable<Settings> = {
+  action: { key: "action", read: (v, s) => readChoice(v, ["pass", "block"] as const, s, "action") },
+  protocols: { key: "protocol", read: readProtocols },
+  from: { key: "from", read: readNetworks },
+  connectTimeoutMs: {
+    key: "connect_timeout",
+    read: (v, s) => readDuration(v, s, "connect_timeout", 1),
+  },
+  idleTimeoutMs: { key: "idle_timeout", read: (v, s) => readDuration(v, s, "idle_timeout", 0) },
+  stallTimeoutMs: {
+    key: "stall_timeout",
+    read: (v, s) => readDuration(v, s, "stall_timeout", 0),
+  },
+  udpIdleTimeoutMs: {
+    key: "udp_idle_timeout",
+    read: (v, s) => readDuration(v, s, "udp_idle_timeout", 1),
+  },
+  log: { key: "log", read: readLogEvents },
+  maxSessions: { key: "max_sessions", read: (v, s) => readCount(v, s, "max_sessions") },
+  maxSessionsPerClient: {
+    key: "max_sessions_per_client",
+    read: (v, s) => readCount(v, s, "max_sessions_per_client"),
+  },
+  throttle: { key: "throttle", read: readThrottle },
+  balance: { key: "balance", read: (v, s) => readChoice(v, BALANCE_MODES, s, "balance") },
+  healthCheck: { key: "health_check", read: readHealthCheck },
+  source: { key: "source", read: readSource },
+  proxyProtocol: {
+    key: "proxy_protocol",
+    read: orOff((v, s) => readChoice(v, PROXY_PROTOCOLS, s, "proxy_protocol")),
+  },
+  bandwidth: { key: "bandwidth", read: readBandwidth },
+  alarmQuietMs: {
+    key: "alarm_quiet",
+    read: orOff((v, s) => readDuration(v, s, "alarm_quiet", 1_000)),
+  },
+  alarmErrors: {
+    key: "alarm_errors",
+    read: orOff((v, s) => readRateLimit(v, s, "alarm_errors", "errors")),
+  },
+};
+
+/** Keys of `[server]`. */
+export const SERVER_KEYS: readonly string[] = Object.values(SERVER_READERS).map((r) => r.key);
+const SETTING_KEYS: readonly string[] = Object.values(SETTING_READERS).map((r) => r.key);
+/** Keys of a `[[rule]]`. */
+export const RULE_KEYS: readonly string[] = [
+  "name",
+  "listen",
+  "bounce_to",
+  "until",
+  ...SETTING_KEYS,
+];
+
+/**
+ * Reads every key of `table` that `readers` knows, into its field; a value
+ * that fails is left out (its problem is recorded) and makes `failed` true.
+ */
+function readKeys<T>(
+  table: Table,
+  readers: KeyTable<T>,
+  scope: Scope,
+  source: string,
+): { values: Partial<T>; failed: boolean } {
+  const values: Partial<T> = {};
+  let failed = false;
+  for (const field of Object.keys(readers) as (keyof T)[]) {
+    const { key, read } = readers[field];
+    if (table[key] === undefined) continue;
+    const value = read(table[key], scope, source);
+    if (value === undefined) failed = true;
+    else values[field] = value;
+  }
+  return { values, failed };
+}
+
+function readBandwidth(value: unknown, scope: Scope): number | undefined {
+  const rate = parseRate(value);
+  if (typeof rate === "number") return rate;
+  return scope.fail("bandwidth", rate.error);
+}
+
 function readServer(
   value: unknown,
   scope: Scope,
@@ -298,81 +389,8 @@ function readServer(
     return scope.fail(undefined, `expected a table, got ${describe(value)}`);
   }
   scope.rejectUnknown(value, SERVER_KEYS);
-  const log = value.log === undefined
-    ? BUILT_IN_SERVER.log
-    : readLogOutputs(value.log, scope, source);
-  const logFormat = value.log_format === undefined
-    ? BUILT_IN_SERVER.logFormat
-    : readChoice(value.log_format, LOG_FORMATS, scope, "log_format");
-  const logLevel = value.log_level === undefined
-    ? BUILT_IN_SERVER.logLevel
-    : readChoice(value.log_level, LOG_LEVELS, scope, "log_level");
-  const status = value.status === undefined ? null : readStatusAddress(value.status, scope);
-  const statusHosts = value.status_hosts === undefined
-    ? BUILT_IN_SERVER.statusHosts
-    : readStatusHosts(value.status_hosts, scope);
-  const drainTimeoutMs = value.drain_timeout === undefined
-    ? BUILT_IN_SERVER.drainTimeoutMs
-    : readDuration(value.drain_timeout, scope, "drain_timeout", 0);
-  const reloadDrainTimeoutMs = value.reload_drain_timeout === undefined
-    ? BUILT_IN_SERVER.reloadDrainTimeoutMs
-    : readDuration(value.reload_drain_timeout, scope, "reload_drain_timeout", 0);
-  const reloadEnforcesRules = value.reload_enforces_rules === undefined
-    ? BUILT_IN_SERVER.reloadEnforcesRules
-    : readBoolean(value.reload_enforces_rules, scope, "reload_enforces_rules");
-  const bufferMemory = value.buffer_memory === undefined
-    ? BUILT_IN_SERVER.bufferMemory
-    : readBufferMemory(value.buffer_memory, scope);
-  const pidFile = value.pid_file === undefined
-    ? null
-    : readPath(value.pid_file, scope, "pid_file", source);
-  const syslogFacility = value.syslog_facility === undefined
-    ? BUILT_IN_SERVER.syslogFacility
-    : readChoice(value.syslog_facility, SYSLOG_FACILITIES, scope, "syslog_facility");
-  const serverSource = value.source === undefined ? null : readSource(value.source, scope);
-  const historyMs = value.history === undefined
-    ? BUILT_IN_SERVER.historyMs
-    : readHistory(value.history, scope);
-  const workers = value.workers === undefined
-    ? BUILT_IN_SERVER.workers
-    : readWorkerCount(value.workers, (message) => scope.fail("workers", message));
-  const clients = value.clients === undefined
-    ? BUILT_IN_SERVER.clients
-    : readLedgerSize(value.clients, scope);
-  const clientNames = value.client_names === undefined
-    ? BUILT_IN_SERVER.clientNames
-    : readChoice(value.client_names, CLIENT_NAMES, scope, "client_names");
-  const state = value.state === undefined
-    ? BUILT_IN_SERVER.state
-    : readPath(value.state, scope, "state", source);
-  if (
-    log === undefined || logFormat === undefined || logLevel === undefined ||
-    status === undefined || statusHosts === undefined || drainTimeoutMs === undefined ||
-    reloadDrainTimeoutMs === undefined ||
-    reloadEnforcesRules === undefined || bufferMemory === undefined || pidFile === undefined ||
-    syslogFacility === undefined || serverSource === undefined || historyMs === undefined ||
-    workers === undefined || clients === undefined || clientNames === undefined ||
-    state === undefined
-  ) return undefined;
-  return {
-    log,
-    logFormat,
-    logLevel,
-    status,
-    statusHosts,
-    drainTimeoutMs,
-    reloadDrainTimeoutMs,
-    reloadEnforcesRules,
-    bufferMemory,
-    pidFile,
-    syslogFacility,
-    source: serverSource,
-    historyMs,
-    workers,
-    clients,
-    clientNames,
-    state,
-  };
+  const { values, failed } = readKeys(value, SERVER_READERS, scope, source);
+  return failed ? undefined : { ...BUILT_IN_SERVER, ...values };
 }
 
 /**
@@ -525,94 +543,9 @@ function readDefaults(value: unknown, scope: Scope): Partial<Settings> {
   return readSettings(value, scope);
 }
 
-/** Reads whichever per-rule settings the table has. */
+/** Reads whichever per-rule settings the table has (keys whose value failed are left out). */
 function readSettings(table: Table, scope: Scope): Partial<Settings> {
-  const settings: { -readonly [K in keyof Settings]?: Settings[K] } = {};
-  if (table.action !== undefined) {
-    settings.action = readChoice(
-      table.action,
-      ["pass", "block"] as const,
-      scope,
-      "action",
-    );
-  }
-  if (table.protocol !== undefined) {
-    settings.protocols = readProtocols(table.protocol, scope);
-  }
-  if (table.from !== undefined) settings.from = readNetworks(table.from, scope);
-  if (table.connect_timeout !== undefined) {
-    settings.connectTimeoutMs = readDuration(
-      table.connect_timeout,
-      scope,
-      "connect_timeout",
-      1,
-    );
-  }
-  if (table.idle_timeout !== undefined) {
-    settings.idleTimeoutMs = readDuration(
-      table.idle_timeout,
-      scope,
-      "idle_timeout",
-      0,
-    );
-  }
-  if (table.stall_timeout !== undefined) {
-    settings.stallTimeoutMs = readDuration(table.stall_timeout, scope, "stall_timeout", 0);
-  }
-  if (table.udp_idle_timeout !== undefined) {
-    settings.udpIdleTimeoutMs = readDuration(
-      table.udp_idle_timeout,
-      scope,
-      "udp_idle_timeout",
-      1,
-    );
-  }
-  if (table.log !== undefined) settings.log = readLogEvents(table.log, scope);
-  if (table.max_sessions !== undefined) {
-    settings.maxSessions = readCount(table.max_sessions, scope, "max_sessions");
-  }
-  if (table.max_sessions_per_client !== undefined) {
-    settings.maxSessionsPerClient = readCount(
-      table.max_sessions_per_client,
-      scope,
-      "max_sessions_per_client",
-    );
-  }
-  if (table.throttle !== undefined) {
-    settings.throttle = readThrottle(table.throttle, scope);
-  }
-  if (table.balance !== undefined) {
-    settings.balance = readChoice(table.balance, BALANCE_MODES, scope, "balance");
-  }
-  if (table.health_check !== undefined) {
-    settings.healthCheck = readHealthCheck(table.health_check, scope);
-  }
-  if (table.source !== undefined) settings.source = readSource(table.source, scope);
-  if (table.proxy_protocol !== undefined) {
-    settings.proxyProtocol = table.proxy_protocol === false
-      ? null
-      : readChoice(table.proxy_protocol, PROXY_PROTOCOLS, scope, "proxy_protocol");
-  }
-  if (table.alarm_quiet !== undefined) {
-    settings.alarmQuietMs = table.alarm_quiet === false
-      ? null
-      : readDuration(table.alarm_quiet, scope, "alarm_quiet", 1_000);
-  }
-  if (table.alarm_errors !== undefined) {
-    settings.alarmErrors = table.alarm_errors === false
-      ? null
-      : readRateLimit(table.alarm_errors, scope, "alarm_errors", "errors");
-  }
-  if (table.bandwidth !== undefined) {
-    const rate = parseRate(table.bandwidth);
-    if (typeof rate === "number") settings.bandwidth = rate;
-    else scope.fail("bandwidth", rate.error);
-  }
-  // Drop keys whose value failed: the problem is already recorded.
-  for (const key of Object.keys(settings) as (keyof Settings)[]) {
-    if (settings[key] === undefined) delete settings[key];
-  }
-  return settings;
+  return readKeys(table, SETTING_READERS, scope, "").values;
 }
 
 function readRules(

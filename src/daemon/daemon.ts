@@ -26,8 +26,8 @@ import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
 import { setLongTimeout, sleep } from "../relay/timers.ts";
 import { VERSION } from "../version.ts";
+import type { BindFailure } from "../server/listener_set.ts";
 import {
-  type BindFailure,
   Engine,
   type EngineOptions,
   OUT_OF_DESCRIPTORS,
@@ -96,6 +96,8 @@ export interface DaemonOptions {
   readonly workers?: WorkerCount;
   /** The module a worker isolate runs (default: the program's own main module). */
   readonly workerModule?: string | URL;
+  /** The first wait before a dead worker is started again (tests shorten it). */
+  readonly workerRestartDelayMs?: number;
   /**
    * `--takeover`: start beside the instance named by the pid file and take
    * over from it (see handover.ts). Needs `pidFile`.
@@ -229,6 +231,9 @@ export class Daemon {
       return ExitCode.runtime;
     }
     const log = logger();
+    /** What was started so far, undone last first when starting fails. */
+    const undo = new AsyncDisposableStack();
+    undo.defer(closeLogging);
     // Signals from the start: until a handler is in, SIGHUP ends the process (the
     // default), and a takeover's new instance must not die once the old one let go.
     // Until the daemon runs, what they ask waits for it.
@@ -242,6 +247,7 @@ export class Daemon {
     let givingUp = false;
     const handleSignals = options.handleSignals ?? true;
     const inspectorGuard = handleSignals ? InspectorGuard.hold(log) : undefined;
+    undo.defer(() => inspectorGuard?.release());
     const signals = handleSignals
       ? installSignalHandlers({
         stop: (signal) =>
@@ -261,29 +267,21 @@ export class Daemon {
           ),
       })
       : undefined;
+    undo.defer(() => signals?.remove());
     // deno-lint-ignore prefer-const -- read by closures made before it is set
     let engine: Engine | undefined;
     let pool: WorkerPool | undefined;
     // deno-lint-ignore prefer-const -- read by closures made before it is set
     let status: StatusService | undefined;
     let takeover: Takeover | undefined;
+    // Made later, undone before the signals: the status endpoint after the workers.
+    undo.defer(() => status?.close());
+    undo.defer(() => pool?.terminate());
     /** Undoes what was started (a takeover's running instance carries on) and says why. */
     const giveUp = async (code: number): Promise<number> => {
       givingUp = true;
       takeover?.abandon();
-      if (daemon) {
-        await daemon.#handover?.close();
-        daemon.#removeOwnFiles();
-      }
-      if (engine) {
-        // Sessions accepted meanwhile end as on stop; none is reset.
-        await engine.shutdown(config.server.drainTimeoutMs);
-      }
-      pool?.terminate();
-      await status?.close();
-      signals?.remove();
-      inspectorGuard?.release();
-      await closeLogging();
+      await undo.disposeAsync();
       return code;
     };
 
@@ -318,6 +316,8 @@ export class Daemon {
       return await giveUp(ExitCode.bind);
     }
     engine = bound.engine;
+    // Sessions accepted meanwhile end as on stop; none is reset.
+    undo.defer(() => bound.engine.shutdown(config.server.drainTimeoutMs));
     if (opened?.saved) {
       restoreState(
         opened.saved,
@@ -341,6 +341,7 @@ export class Daemon {
         engine,
         log,
         options.workerModule ?? Deno.mainModule,
+        options.workerRestartDelayMs,
       );
       if ("failures" in started) {
         logBindFailures(log, started.failures, listeners.length);
@@ -367,6 +368,11 @@ export class Daemon {
       return await giveUp(ExitCode.bind);
     }
     daemon = new Daemon(engine, status, log, config, options, pool);
+    const made = daemon;
+    undo.defer(async () => {
+      await made.#handover?.close();
+      made.#removeOwnFiles();
+    });
     daemon.#file = file;
     daemon.#state = opened?.store;
     status.stateWriteFailures = daemon.#stateWriteFailures;
@@ -429,6 +435,8 @@ export class Daemon {
         options.exitAfterMs,
       );
     }
+    // Running: from now on, stopping undoes what was started (#finish).
+    undo.move();
     daemon.#finish();
     running = daemon;
     // What was asked while starting.
@@ -579,7 +587,7 @@ export class Daemon {
    */
   stop(why: string): void {
     const { log, engine } = this;
-    const now = performance.now();
+    const now = engine.now();
     if (
       this.#stopping && why === this.#stopping.why && now - this.#stopping.at < REPEAT_WINDOW_MS
     ) {

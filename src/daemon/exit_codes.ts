@@ -1,4 +1,4 @@
-/** Process exit codes (README, "Exit codes"). */
+/** Process exit codes (docs/reference.md, "Exit codes"). */
 export const ExitCode = {
   /** Clean stop. */
   ok: 0,

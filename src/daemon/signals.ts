@@ -1,6 +1,6 @@
 /**
  * Signal handling for `run`. SIGUSR1 is deliberately not used: Deno 2.9.2+
- * opens a debugger on it whatever the program does (see README).
+ * opens a debugger on it whatever the program does (see docs/operations.md, "Not SIGUSR1").
  *
  * @module
  */

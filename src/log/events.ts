@@ -1,6 +1,6 @@
 /**
  * Session events and how they look in the log: one text line in the shape
- * README's Logging section shows, or one JSON object per line with the same fields named.
+ * docs/operations.md's Logging section shows, or one JSON object per line with the same fields named.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 /**
  * How relays name a socket peer in logs and counters: `ip:port`, IPv6 in
- * brackets, IPv4-mapped addresses as IPv4 (README, "Matching": clients are matched and logged as IPv4).
+ * brackets, IPv4-mapped addresses as IPv4 (docs/reference.md, "Matching": clients are matched and logged as IPv4).
  *
  * @module
  */

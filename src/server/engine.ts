@@ -9,7 +9,7 @@ import { countOf } from "../config/describe.ts";
 import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
-import { type IpAddress, parseClientAddress } from "../config/network.ts";
+import type { IpAddress } from "../config/network.ts";
 import type { ClientNames as ClientNamesMode, Rule } from "../config/types.ts";
 import { logSessionEvent } from "../log/events.ts";
 import { decide, type Decision, type Refusal } from "../relay/admission.ts";
@@ -28,16 +28,28 @@ import { reachesOwnListener } from "../relay/loop_guard.ts";
 import { EventGate } from "../log/rate_limit.ts";
 import { Sweeper } from "../relay/sweeper.ts";
 import { setLongTimeout, sleep } from "../relay/timers.ts";
-import { firstMatch } from "../rules/match.ts";
 import type { BlockReason, Closable, SessionHandle } from "../relay/session.ts";
 import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
-import { diffListeners, diffRules, type RuleDiff } from "../rules/diff.ts";
+import { diffRules, type RuleDiff } from "../rules/diff.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
 import type { ReverseLookup } from "./client_names.ts";
+import {
+  type ReloadPolicy,
+  RuleGenerations,
+  type SessionFate,
+  sessionFate,
+  type SessionPlace,
+} from "./generations.ts";
+import {
+  type BindFailure,
+  type BindRefusal,
+  ListenerSet,
+  type OpenMoment,
+} from "./listener_set.ts";
 import { Monitor } from "./monitor.ts";
 import { TargetRegistry } from "./targets.ts";
 import { SessionTracker, type TrackedSession } from "./tracker.ts";
@@ -48,12 +60,6 @@ import { SessionTracker, type TrackedSession } from "./tracker.ts";
  */
 export const OUT_OF_DESCRIPTORS =
   "out of file descriptors: each listener takes one, each TCP session two, each UDP flow one; raise the limit (ulimit -n, or LimitNOFILE= under systemd) or set max_sessions";
-
-/** A listener that could not be bound, and why. */
-export interface BindFailure {
-  readonly key: string;
-  readonly error: string;
-}
 
 /** An address actually bound, as written to the ready file. */
 export interface BoundAddress {
@@ -79,14 +85,6 @@ export interface ReloadSummary {
   readonly revoked: number;
 }
 
-/** How a reload treats live sessions. */
-export interface ReloadPolicy {
-  /** How long sessions of removed listeners or rules may go on; 0: until they end. */
-  readonly drainMs: number;
-  /** Whether sessions whose client the new rules refuse are closed. */
-  readonly enforce: boolean;
-}
-
 /** What an engine may be given instead of the defaults (tests shorten timings). */
 export interface EngineOptions {
   readonly dialer?: Dialer;
@@ -97,8 +95,13 @@ export interface EngineOptions {
   readonly clients?: { readonly capacity: number; readonly names: ClientNamesMode };
   /** How client names are found (tests answer themselves). */
   readonly reverseLookup?: ReverseLookup;
-  /** The wall clock for history and alarms (tests move it). */
+  /** The wall clock for history, alarms and drain deadlines (tests move it). */
   readonly clock?: () => number;
+  /**
+   * The monotonic clock of limits, rate-limited events and waits
+   * (`performance.now()`; tests move it instead of sleeping).
+   */
+  readonly monotonic?: () => number;
   /**
    * Isolates that will accept on the TCP listeners (`[server] workers`): above
    * 1, TCP sockets are bound with SO_REUSEPORT so workers can share them, and
@@ -134,34 +137,17 @@ export class Engine implements SyncRelayHost {
   readonly #limiters = new Map<string, RuleLimiter>();
   /** Rate limits for the events clients can cause. */
   readonly gate: EventGate;
+  /** Monotonic ms: limits, event windows, waits. */
+  readonly now: () => number;
+  /** Wall-clock ms (epoch): drain deadlines. */
+  readonly #wallClock: () => number;
   #gateTimer: ReturnType<typeof setInterval> | undefined;
-  /** Listeners taking new sessions, by key. */
-  readonly #listeners = new Map<string, RelayListener>();
-  /** UDP listeners removed by a reload whose flows still drain through them. */
-  readonly #retiring = new Map<string, UdpRelayListener>();
+  /** The listeners of the rules in force. */
+  readonly #listeners: ListenerSet;
+  /** The rules in force and before, and what the last reload decided of live sessions. */
+  readonly #generations: RuleGenerations;
   /** Cancels the drain deadlines of sessions left by reloads. */
   readonly #drainTimers = new Set<() => void>();
-  /** Names of the rules in force. */
-  #ruleNames = new Set<string>();
-  /** Rule sets applied so far (0: the first): workers say which one decided a session. */
-  #generation = 0;
-  /** How the last reload treated live sessions, for sessions a worker reports late. */
-  #lastPolicy: ReloadPolicy = { drainMs: 0, enforce: false };
-  /**
-   * Sessions reported after the last reload returned (by a worker that decided
-   * them under the rules before) that it drained or revoked: its summary's share.
-   */
-  #late = { draining: 0, revoked: 0 };
-  /** Removed TCP listeners whose socket is not yet gone (see `#released`). */
-  readonly #releasing = new Set<Promise<void>>();
-  /** Listeners a reload could not bind, with why. */
-  readonly #failed = new Map<string, { plan: ListenerPlan; error: string }>();
-  #rules: readonly Rule[];
-  /** The rules before the last reload: sessions workers opened under them may still report. */
-  #previousRules: readonly Rule[] = [];
-  /** Listeners to bind once a running instance lets go of them (a takeover). */
-  #waiting: ListenerPlan[] = [];
-  #serving = false;
   /** Isolates accepting on the TCP listeners (this one and its workers). */
   readonly #workers: number;
   /** How this instance's own TCP listeners take their ports. */
@@ -170,7 +156,9 @@ export class Engine implements SyncRelayHost {
   readonly #alsoStop: (() => Promise<void>)[] = [];
 
   private constructor(readonly log: Logger, rules: readonly Rule[], options: EngineOptions) {
-    this.#rules = rules;
+    this.#generations = new RuleGenerations(rules);
+    this.now = options.monotonic ?? (() => performance.now());
+    this.#wallClock = options.clock ?? Date.now;
     this.dialer = options.dialer ?? systemDialer;
     this.tuning = options.tuning ?? DEFAULT_TUNING;
     this.gate = new EventGate(this.tuning.eventWindowMs);
@@ -193,8 +181,20 @@ export class Engine implements SyncRelayHost {
       this.monitor,
       options.clock,
     );
-    this.startedAt = (options.clock ?? Date.now)();
+    this.startedAt = this.#wallClock();
     this.sweeper = new Sweeper(this.tuning.sweepIntervalMs);
+    this.#listeners = new ListenerSet(
+      (plan, moment, port) => openListener(plan, this, this.#claimAt(moment), port),
+      (key) => this.sessions.closeAll("drained", (s) => s.setup.listenerKey === key),
+    );
+  }
+
+  /** How this instance's own listeners take their ports at each moment. */
+  #claimAt(moment: OpenMoment): PortClaim {
+    // Beside a running instance; or, retrying after the listeners a reload removed let
+    // go, beside the workers' listeners, which may hold the port until they apply it too.
+    if (moment === "beside" || (moment === "retry" && this.#workers > 1)) return "beside";
+    return this.#claim;
   }
 
   /**
@@ -208,31 +208,8 @@ export class Engine implements SyncRelayHost {
     options: EngineOptions = {},
   ): { ok: true; engine: Engine } | { ok: false; failures: BindFailure[] } {
     const engine = new Engine(log, rules, options);
-    const failures: BindFailure[] = [];
-    const paired = pairPortZero(plan);
-    for (const listenerPlan of plan) {
-      if (engine.#listeners.has(listenerPlan.key)) continue; // Bound as the partner of another.
-      const partner = paired.get(listenerPlan);
-      const held = options.heldElsewhere?.(listenerPlan) ?? false;
-      const opened = partner
-        ? openPair(listenerPlan, partner, engine, engine.#claim)
-        : openListener(listenerPlan, engine, held ? "beside" : engine.#claim);
-      if ("error" in opened && opened.addrInUse && held) {
-        engine.#waiting.push(listenerPlan);
-        continue;
-      }
-      if ("error" in opened) {
-        failures.push({ key: listenerPlan.key, error: opened.error });
-        continue;
-      }
-      for (const listener of Array.isArray(opened) ? opened : [opened]) {
-        engine.#listeners.set(listener.plan.key, listener);
-      }
-    }
-    if (failures.length > 0) {
-      for (const listener of engine.#listeners.values()) listener.stopAccepting();
-      return { ok: false, failures };
-    }
+    const failures = engine.#listeners.bindAll(plan, options.heldElsewhere);
+    if (failures.length > 0) return { ok: false, failures };
     engine.targets.apply(rules, plan);
     engine.monitor.apply(
       rules,
@@ -248,76 +225,35 @@ export class Engine implements SyncRelayHost {
    * ports (it has), trying for up to `patienceMs` while it finishes closing
    * them. Returns those that still could not be bound.
    */
-  async bindWaiting(patienceMs = 2_000): Promise<BindFailure[]> {
-    const deadline = performance.now() + patienceMs;
-    // A socket closed with a receive or accept pending lets go of its port a moment later:
-    // try every millisecond, since each one is a datagram refused.
-    for (;;) {
-      const failures: BindFailure[] = [];
-      const still: ListenerPlan[] = [];
-      for (const plan of this.#waiting) {
-        const opened = openListener(plan, this, this.#claim);
-        if ("error" in opened) {
-          if (opened.addrInUse) still.push(plan);
-          else failures.push({ key: plan.key, error: opened.error });
-          continue;
-        }
-        this.#listeners.set(plan.key, opened);
-        if (this.#serving) opened.serve();
-      }
-      this.#waiting = still;
-      if (still.length === 0 || performance.now() >= deadline) {
-        this.#waiting = [];
-        this.#tcpPortSet = null;
-        return [
-          ...failures,
-          ...still.map((plan) => ({
-            key: plan.key,
-            error: `address already in use (still, ${
-              formatDuration(patienceMs)
-            } after the running instance let go of it)`,
-          })),
-        ];
-      }
-      await sleep(1);
-    }
+  bindWaiting(patienceMs = 2_000): Promise<BindFailure[]> {
+    return this.#listeners.bindWaiting(patienceMs, this.now);
   }
 
   // --- RelayHost ---
 
   decide(plan: ListenerPlan, client: IpAddress | null, local: IpAddress | null = null): Decision {
-    return decide(plan, client, (rule) => this.#limiter(rule), performance.now(), local);
+    return decide(plan, client, (rule) => this.#limiter(rule), this.now(), local);
   }
 
   /** Asks `rule`'s limits for a worker's new session from `client`. */
   admitRemote(ruleName: string, client: string): Admission | { refused: BlockReason } {
-    const rule = this.#rules.find((r) => r.name === ruleName);
+    const rule = this.#generations.rules.find((r) => r.name === ruleName);
     if (!rule || rule.action !== "pass") return { refused: "no-matching-rule" };
-    return this.#limiter(rule).admit(client, performance.now());
+    return this.#limiter(rule).admit(client, this.now());
   }
 
   /** The rule set in force: 0 at start, one more for each reload. */
   get generation(): number {
-    return this.#generation;
+    return this.#generations.generation;
   }
 
   open(admitted: Admitted, session: Closable, startedAt?: number): TrackedSession {
-    const tracked = this.sessions.open(admitted, session, startedAt);
-    // An accept that completed as a reload closed its listener (or a worker's report of
-    // one) opens after the reload chose what drains: drain it as that reload would have.
-    if (
-      this.#generation > 0 &&
-      (!this.#listeners.has(admitted.setup.listenerKey) || !this.#ruleNames.has(admitted.rule.name))
-    ) {
-      this.#late.draining++;
-      this.#drain(tracked, this.#lastPolicy.drainMs);
-    }
-    return tracked;
+    return this.#open(admitted, session, startedAt);
   }
 
   /** Counts a worker's session its rule let in without asking (no limits when decided). */
   holdRemote(rule: Rule, client: string): Admission {
-    return this.#limiter(rule).hold(client, performance.now());
+    return this.#limiter(rule).hold(client, this.now());
   }
 
   /**
@@ -333,19 +269,36 @@ export class Engine implements SyncRelayHost {
     startedAt: number,
     generation: number,
   ): SessionHandle {
-    const tracked = this.open(admitted, session, startedAt);
-    if (generation >= this.#generation || tracked.draining) return tracked;
+    return this.#open(admitted, session, startedAt, generation);
+  }
+
+  /**
+   * Tracks a session. One that opens after a reload but was decided before it
+   * (an accept that completed meanwhile, a worker's report) meets that
+   * reload's decision here, as the sessions it found did.
+   */
+  #open(
+    admitted: Admitted,
+    session: Closable,
+    startedAt?: number,
+    decidedUnder?: number,
+  ): TrackedSession {
+    const tracked = this.sessions.open(admitted, session, startedAt);
+    if (this.#generations.generation === 0) return tracked; // No reload yet: nothing to meet.
     const listener = this.#listeners.get(admitted.setup.listenerKey)?.plan;
-    if (listener && this.#lastPolicy.enforce) {
-      const client = parseClientAddress(admitted.setup.clientIp);
-      const binding = client ? firstMatch(listener.bindings, client) : undefined;
-      if (binding?.rule.action !== "pass") {
-        this.#late.revoked++;
-        tracked.revoked = true;
-        session.close("revoked");
-      }
-    }
+    this.#carryOut(tracked, this.#generations.opened(placeOf(tracked), listener, decidedUnder));
     return tracked;
+  }
+
+  /** What a reload decided of a session, done. */
+  #carryOut(session: TrackedSession, fate: SessionFate): void {
+    if (fate === "drains" && !session.draining) {
+      this.#drain(session, this.#generations.policy.drainMs);
+    }
+    if (fate === "revoked" && !session.revoked) {
+      session.revoked = true;
+      session.session.close("revoked");
+    }
   }
 
   /**
@@ -354,15 +307,12 @@ export class Engine implements SyncRelayHost {
    * the daemon adds them to that reload's summary once every worker answered.
    */
   takeLate(): { draining: number; revoked: number } {
-    const late = this.#late;
-    this.#late = { draining: 0, revoked: 0 };
-    return late;
+    return this.#generations.takeLate();
   }
 
   /** The rule of that name in force, or, failing that, before the last reload. */
   ruleNamed(name: string): Rule | null {
-    return this.#rules.find((r) => r.name === name) ??
-      this.#previousRules.find((r) => r.name === name) ?? null;
+    return this.#generations.ruleNamed(name);
   }
 
   /** Also stops `stop` when the listeners stop accepting (the workers' listeners). */
@@ -375,7 +325,7 @@ export class Engine implements SyncRelayHost {
   }
 
   isOwnListener(remote: Deno.NetAddr, local: Deno.NetAddr): boolean {
-    if (!this.#tcpPorts().has(remote.port)) return false;
+    if (!this.#listeners.tcpPorts().has(remote.port)) return false;
     return reachesOwnListener(this.#listeners.values(), remote, local);
   }
 
@@ -395,7 +345,7 @@ export class Engine implements SyncRelayHost {
     const what = `${place.protocol} blocks of ${place.clientIp} (rule ${
       rule ?? "none"
     }, reason ${refusal.reason})`;
-    if (!this.gate.pass(key, what, performance.now())) return;
+    if (!this.gate.pass(key, what, this.now())) return;
     logSessionEvent(this.log, {
       event: "block",
       action: "block",
@@ -425,15 +375,6 @@ export class Engine implements SyncRelayHost {
     });
   }
 
-  /** The ports TCP listeners are bound to; cleared whenever the listeners change. */
-  #tcpPortSet: Set<number> | null = null;
-
-  #tcpPorts(): Set<number> {
-    return this.#tcpPortSet ??= new Set(
-      [...this.#listeners.values()].filter((l) => l.protocol === "tcp").map((l) => l.address.port),
-    );
-  }
-
   // --- lifecycle ---
 
   #limiter(rule: Rule): RuleLimiter {
@@ -444,8 +385,7 @@ export class Engine implements SyncRelayHost {
 
   /** Starts accepting on every listener. */
   serve(): void {
-    this.#serving = true;
-    for (const listener of this.#listeners.values()) listener.serve();
+    this.#listeners.serve();
     this.monitor.start();
     this.#gateTimer = setInterval(() => this.#reportSuppressed(), 1_000);
     Deno.unrefTimer(this.#gateTimer);
@@ -453,7 +393,7 @@ export class Engine implements SyncRelayHost {
 
   /** Logs what the rate limits held back in windows that have ended. */
   #reportSuppressed(): void {
-    for (const { what, count } of this.gate.expire(performance.now())) {
+    for (const { what, count } of this.gate.expire(this.now())) {
       this.log.warn("suppressed {count} more {what} in the last {window}", {
         count,
         what,
@@ -479,122 +419,43 @@ export class Engine implements SyncRelayHost {
     plan: readonly ListenerPlan[],
     policy: ReloadPolicy,
   ): Promise<ReloadSummary> {
-    const ruleDiff = diffRules(this.#rules, rules);
+    const ruleDiff = diffRules(this.#generations.rules, rules);
     // Limits belong to the rule's name: live sessions still count after a change.
-    const names = new Set(rules.map((rule) => rule.name));
+    this.#generations.advance(rules, policy);
+    const names = this.#generations.names;
     for (const name of this.#limiters.keys()) if (!names.has(name)) this.#limiters.delete(name);
     for (const rule of rules) {
       const limiter = this.#limiters.get(rule.name);
       if (limiter) limiter.limits = rule;
     }
-    this.#previousRules = this.#rules;
-    this.#ruleNames = names;
-    this.#generation++;
-    this.#late = { draining: 0, revoked: 0 };
-    this.#lastPolicy = policy;
-    this.#rules = rules;
     this.targets.apply(rules, plan);
+    const changes = await this.#listeners.apply(plan);
 
-    const diff = diffListeners(this.#listeners.keys(), plan);
-    this.#failed.clear();
-    for (const next of diff.kept) this.#listeners.get(next.key)!.replacePlan(next);
-
-    const added: string[] = [];
-    const deferred: ListenerPlan[] = [];
-    const bind = (next: ListenerPlan, retry: boolean): void => {
-      const retiring = this.#retiring.get(next.key);
-      if (retiring?.revive(next)) {
-        this.#retiring.delete(next.key);
-        this.#listeners.set(next.key, retiring);
-        added.push(next.key);
-        return;
-      }
-      // Retrying after the listeners this reload removed let go: with workers, theirs may
-      // still hold the port until they apply the reload too; join them.
-      const opened = openListener(next, this, retry && this.#workers > 1 ? "beside" : this.#claim);
-      if ("error" in opened) {
-        // Maybe a listener being removed holds the port (127.0.0.1:P becoming *:P).
-        if (!retry && opened.addrInUse) return void deferred.push(next);
-        this.#failed.set(next.key, { plan: next, error: opened.error });
-        return;
-      }
-      this.#listeners.set(next.key, opened);
-      opened.serve();
-      added.push(next.key);
-    };
-    for (const next of diff.added) bind(next, false);
-    for (const key of diff.removed) {
-      const listener = this.#listeners.get(key)!;
-      this.#listeners.delete(key);
-      listener.stopAccepting();
-      if (listener.protocol === "tcp") {
-        const closed = listener.closed.then(() => void this.#releasing.delete(closed));
-        this.#releasing.add(closed);
-      }
-      const neededNow = deferred.some((p) =>
-        p.protocol === listener.protocol && p.port === listener.address.port
-      );
-      if (listener instanceof UdpRelayListener && !neededNow) {
-        this.#retiring.set(key, listener);
-        listener.closed.then(() => {
-          if (this.#retiring.get(key) === listener) this.#retiring.delete(key);
-        });
-      } else if (listener instanceof UdpRelayListener) {
-        // Its port is wanted by a new listener: the flows cannot reply any more.
-        this.sessions.closeAll("drained", (s) => s.setup.listenerKey === key);
-        listener.closeSocket();
-      }
-    }
-    // A closed listener frees its port only once its pending accept is cancelled.
-    if (deferred.length > 0) await this.#released();
-    for (const next of deferred) bind(next, true);
-    this.#tcpPortSet = null;
-
-    const removedKeys = new Set(diff.removed);
-    // Sessions this reload sends draining (those of an earlier reload are counted there).
-    const draining = this.sessions.list().filter((session) =>
-      !session.draining &&
-      (removedKeys.has(session.setup.listenerKey) || !names.has(session.rule.name))
-    );
+    // Every live session meets the new rules (those an earlier reload drains stay so).
+    const kept = new Map(changes.kept.map((p) => [p.key, p]));
+    let draining = 0;
     let revoked = 0;
-    if (policy.enforce) {
-      const kept = new Map(diff.kept.map((p) => [p.key, p]));
-      for (const session of this.sessions.list()) {
-        const listener = kept.get(session.setup.listenerKey);
-        if (!listener || !names.has(session.rule.name) || session.revoked) continue;
-        const client = parseClientAddress(session.setup.clientIp);
-        const binding = client ? firstMatch(listener.bindings, client) : undefined;
-        if (binding?.rule.action === "pass") continue;
-        revoked++;
-        session.revoked = true;
-        session.session.close("revoked");
-      }
+    for (const session of this.sessions.list()) {
+      if (session.revoked) continue;
+      const listener = kept.get(session.setup.listenerKey);
+      const fate = sessionFate(placeOf(session), names, listener, policy.enforce);
+      if (fate === "drains" && !session.draining) draining++;
+      if (fate === "revoked") revoked++;
+      this.#carryOut(session, fate);
     }
-    for (const session of draining) this.#drain(session, policy.drainMs);
-    // The summary says a removed port is free: make it true before it is returned.
-    await this.#released();
-    // Sessions that opened on what this reload removed while it waited for that.
+    // Sessions that opened on what this reload removed while it waited for the ports.
     const late = this.takeLate();
     return {
       listeners: {
-        added,
-        kept: diff.kept.map((p) => p.key),
-        removed: diff.removed,
-        failed: [...this.#failed.values()].map(({ plan, error }) => ({ key: plan.key, error })),
+        added: changes.added,
+        kept: changes.kept.map((p) => p.key),
+        removed: changes.removed,
+        failed: changes.failed,
       },
       rules: ruleDiff,
-      draining: draining.length + late.draining,
+      draining: draining + late.draining,
       revoked: revoked + late.revoked,
     };
-  }
-
-  /**
-   * Resolves once the sockets of removed TCP listeners are closed: closing a
-   * listener with a pending accept frees its port only when that accept is
-   * cancelled, a turn of the event loop later.
-   */
-  async #released(): Promise<void> {
-    await Promise.all(this.#releasing);
   }
 
   /** Lets a session of a removed listener or rule go on for `drainMs` (0: until it ends). */
@@ -604,7 +465,7 @@ export class Engine implements SyncRelayHost {
     // when `drainMs` passes, as TCP sessions do.
     session.session.drainWhenQuiet?.(this.tuning.udpDrainGraceMs);
     if (drainMs <= 0 || session.drainDeadline !== null) return;
-    session.drainDeadline = Date.now() + drainMs;
+    session.drainDeadline = this.#wallClock() + drainMs;
     const cancel = setLongTimeout(() => {
       this.#drainTimers.delete(cancel);
       // Ended meanwhile: its id may name another session by now (a restarted worker).
@@ -615,7 +476,7 @@ export class Engine implements SyncRelayHost {
 
   /** The rules in force. */
   get rules(): readonly Rule[] {
-    return this.#rules;
+    return this.#generations.rules;
   }
 
   /** Every listener of the rules in force: bound, or why not. */
@@ -627,7 +488,7 @@ export class Engine implements SyncRelayHost {
       error: null,
       rules: listener.plan.bindings.map((b) => b.rule.name),
     }));
-    const failed: ListenerState[] = [...this.#failed.values()].map(({ plan, error }) => ({
+    const failed: ListenerState[] = this.#listeners.failedPlans().map(({ plan, error }) => ({
       key: plan.key,
       protocol: plan.protocol,
       bound: null,
@@ -667,11 +528,8 @@ export class Engine implements SyncRelayHost {
 
   /** Stops accepting new sessions on every listener. */
   stopAccepting(): Promise<void> {
-    const listeners = [...this.#listeners.values()];
-    for (const listener of listeners) listener.stopAccepting();
-    // UDP sockets may stay open for their flows' replies; only TCP ones must be gone.
     return Promise.all([
-      ...listeners.filter((l) => l.protocol === "tcp").map((l) => l.closed),
+      this.#listeners.stopAccepting(),
       ...this.#alsoStop.map((stop) => stop()),
     ]).then(() => {});
   }
@@ -684,10 +542,7 @@ export class Engine implements SyncRelayHost {
    * once the TCP listeners are closed too.
    */
   releasePorts(): Promise<void> {
-    const udp = [...this.#listeners.values(), ...this.#retiring.values()].filter((l) =>
-      l instanceof UdpRelayListener
-    );
-    for (const listener of udp) listener.closeSocket();
+    this.#listeners.closeUdpSockets();
     this.sessions.closeAll("handed-over", (s) => s.setup.protocol === "udp");
     return this.stopAccepting();
   }
@@ -730,53 +585,13 @@ export class Engine implements SyncRelayHost {
   }
 }
 
-/**
- * TCP and UDP listeners of one rule on the same address and port 0: the
- * system picks a port for the first, the second takes the same one (a
- * `forward --both 0=...` gives one port for both).
- */
-function pairPortZero(plans: readonly ListenerPlan[]): Map<ListenerPlan, ListenerPlan> {
-  const pairs = new Map<ListenerPlan, ListenerPlan>();
-  const zero = plans.filter((p) => p.port === 0);
-  for (const first of zero) {
-    if (pairs.has(first)) continue;
-    const second = zero.find((p) =>
-      p !== first && !pairs.has(p) && p.protocol !== first.protocol &&
-      p.address === first.address && p.bindings[0]?.rule === first.bindings[0]?.rule
-    );
-    if (second) {
-      pairs.set(first, second);
-      pairs.set(second, first);
-    }
-  }
-  return pairs;
-}
-
-/** Binds two port-0 listeners on one port, trying a few ports if the second is taken. */
-function openPair(
-  first: ListenerPlan,
-  second: ListenerPlan,
-  host: SyncRelayHost,
-  claim: PortClaim,
-): RelayListener[] | { error: string; addrInUse: boolean } {
-  for (let attempt = 0;; attempt++) {
-    const a = openListener(first, host, claim);
-    if ("error" in a) return a;
-    const b = openListener(second, host, claim, a.address.port);
-    if (!("error" in b)) return [a, b];
-    a.stopAccepting();
-    if (a instanceof UdpRelayListener) a.closeSocket();
-    if (!b.addrInUse || attempt === 9) return b;
-  }
-}
-
 /** Binds one planned listener (on `port` instead of the plan's 0), or says why it cannot be bound. */
 function openListener(
   plan: ListenerPlan,
   host: SyncRelayHost,
   claim: PortClaim,
   port = plan.port,
-): RelayListener | { error: string; addrInUse: boolean } {
+): RelayListener | BindRefusal {
   const open = (hostname: string): RelayListener =>
     plan.protocol === "tcp"
       ? new TcpRelayListener(plan, listenTcp(hostname, port, claim), host)
@@ -800,9 +615,18 @@ function openListener(
   }
 }
 
-function bindFailure(error: unknown, port: number): { error: string; addrInUse: boolean } {
+function bindFailure(error: unknown, port: number): BindRefusal {
   return {
     error: describeBindError(error, port),
     addrInUse: error instanceof Deno.errors.AddrInUse,
+  };
+}
+
+/** Where a tracked session is, as a reload's decision sees it. */
+function placeOf(session: TrackedSession): SessionPlace {
+  return {
+    listenerKey: session.setup.listenerKey,
+    ruleName: session.rule.name,
+    clientIp: session.setup.clientIp,
   };
 }

@@ -9,12 +9,11 @@
  */
 import type { Logger } from "@logtape/logtape";
 import type { HealthCheck, PassRule, Rule } from "../config/types.ts";
-import { targetOrder } from "../relay/balance.ts";
 import { Bandwidth, type SharedBudget } from "../relay/bandwidth.ts";
 import type { Dialer } from "../relay/dial.ts";
 import { describeConnectError } from "../relay/errors.ts";
 import { TargetHealth, type TargetStatus } from "../relay/health.ts";
-import type { TargetPool } from "../relay/host.ts";
+import { TargetBook } from "../relay/target_book.ts";
 import { formatTarget, type ListenerPlan, type SourcePlan, type Target } from "../rules/plan.ts";
 
 /** One target's state, as the status shows it. */
@@ -37,27 +36,27 @@ interface Checker {
 
 type Budgets = { rate: number; up: Bandwidth; down: Bandwidth; shared: SharedBudget | null };
 
-/** The engine's targets. */
-export class TargetRegistry implements TargetPool {
-  readonly #health = new Map<string, TargetHealth & { sessions: number }>();
-  readonly #rounds = new Map<string, number>();
-  readonly #bandwidth = new Map<string, Budgets>();
+/** The engine's targets: health kept here, from sessions' connects and active checks. */
+export class TargetRegistry extends TargetBook<Budgets> {
+  readonly #health = new Map<string, TargetHealth>();
   readonly #checkers = new Map<string, Checker>();
   readonly #watchers: ((status: TargetStatus) => void)[] = [];
 
   /**
    * @param shareBudgets keep bandwidth budgets in shared memory, for worker isolates
    */
-  constructor(readonly log: Logger, readonly dialer: Dialer, readonly shareBudgets = false) {}
-
-  #state(target: Target): TargetHealth & { sessions: number } {
-    return this.#stateOf(formatTarget(target));
+  constructor(readonly log: Logger, readonly dialer: Dialer, readonly shareBudgets = false) {
+    super();
   }
 
-  #stateOf(key: string): TargetHealth & { sessions: number } {
+  #stateOf(key: string): TargetHealth {
     let state = this.#health.get(key);
-    if (!state) this.#health.set(key, state = Object.assign(new TargetHealth(), { sessions: 0 }));
+    if (!state) this.#health.set(key, state = new TargetHealth());
     return state;
+  }
+
+  protected usable(key: string, now: number): boolean {
+    return this.#stateOf(key).usable(now);
   }
 
   /** Calls `watcher` whenever a target goes up or down, or its back-off changes. */
@@ -92,20 +91,6 @@ export class TargetRegistry implements TargetPool {
     else this.#failedAt(key, error);
   }
 
-  order(rule: PassRule, targets: readonly Target[], client: string): Target[] {
-    if (targets.length === 1) return [...targets];
-    const now = performance.now();
-    return targetOrder(targets, rule.balance, {
-      usable: (t) => this.#state(t).usable(now),
-      sessions: (t) => this.#state(t).sessions,
-      next: () => {
-        const n = this.#rounds.get(rule.name) ?? 0;
-        this.#rounds.set(rule.name, n + 1);
-        return n;
-      },
-    }, client);
-  }
-
   succeeded(target: Target, rise = 1): void {
     this.#succeededAt(formatTarget(target), rise);
   }
@@ -133,29 +118,17 @@ export class TargetRegistry implements TargetPool {
     if (!state.up) this.#changed(key); // Down: each failure moves the back-off.
   }
 
-  bandwidth(rule: PassRule): { up: Bandwidth; down: Bandwidth } | null {
-    if (rule.bandwidth === null) return null;
-    const kept = this.#bandwidth.get(rule.name);
-    if (kept && kept.rate === rule.bandwidth) return kept;
-    const rate = rule.bandwidth;
-    let fresh: Budgets;
-    if (this.shareBudgets) {
-      const shared = {
-        rate,
-        up: new SharedArrayBuffer(8),
-        down: new SharedArrayBuffer(8),
-      };
-      fresh = {
-        rate,
-        up: Bandwidth.shared(rate, shared.up),
-        down: Bandwidth.shared(rate, shared.down),
-        shared,
-      };
-    } else {
-      fresh = { rate, up: new Bandwidth(rate), down: new Bandwidth(rate), shared: null };
+  protected newBudgets(_rule: PassRule, rate: number): Budgets {
+    if (!this.shareBudgets) {
+      return { rate, up: new Bandwidth(rate), down: new Bandwidth(rate), shared: null };
     }
-    this.#bandwidth.set(rule.name, fresh);
-    return fresh;
+    const shared = { rate, up: new SharedArrayBuffer(8), down: new SharedArrayBuffer(8) };
+    return {
+      rate,
+      up: Bandwidth.shared(rate, shared.up),
+      down: Bandwidth.shared(rate, shared.down),
+      shared,
+    };
   }
 
   /** The shared budgets of the rules in force, by rule name (workers take from them too). */
@@ -163,21 +136,10 @@ export class TargetRegistry implements TargetPool {
     const budgets: Record<string, SharedBudget> = {};
     for (const rule of rules) {
       if (rule.action !== "pass" || rule.bandwidth === null) continue;
-      const shared = (this.bandwidth(rule) as Budgets | null)?.shared;
+      const shared = this.bandwidth(rule)?.shared;
       if (shared) budgets[rule.name] = shared;
     }
     return budgets;
-  }
-
-  /** A session is on `target` now (until `left`). */
-  joined(target: string): void {
-    const state = this.#health.get(target);
-    if (state) state.sessions++;
-  }
-
-  left(target: string): void {
-    const state = this.#health.get(target);
-    if (state) state.sessions = Math.max(0, state.sessions - 1);
   }
 
   /**
@@ -195,7 +157,7 @@ export class TargetRegistry implements TargetPool {
         for (const target of targets) {
           const key = formatTarget(target);
           used.add(key);
-          this.#state(target);
+          this.#stateOf(key);
           if (rule.action === "pass" && rule.healthCheck && !wanted.has(key)) {
             wanted.set(key, { target, check: rule.healthCheck, source });
           }
@@ -204,7 +166,7 @@ export class TargetRegistry implements TargetPool {
     }
     for (const key of this.#health.keys()) if (!used.has(key)) this.#health.delete(key);
     const names = new Set(rules.map((r) => r.name));
-    for (const name of this.#bandwidth.keys()) if (!names.has(name)) this.#bandwidth.delete(name);
+    this.forgetBudgets((name) => names.has(name));
     for (const [key, checker] of this.#checkers) {
       const want = wanted.get(key);
       if (!want || JSON.stringify(want.check) !== JSON.stringify(checker.check)) {
@@ -246,7 +208,7 @@ export class TargetRegistry implements TargetPool {
       since: h.since,
       failures: h.failures,
       lastError: h.lastError,
-      sessions: h.sessions,
+      sessions: this.sessionsOn(target),
       checked: this.#checkers.has(target),
     }]));
   }

@@ -8,23 +8,54 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { PassRule } from "../config/types.ts";
+import type { PassRule, Rule } from "../config/types.ts";
+import type { Refusal } from "../relay/admission.ts";
+import type { TargetStatus } from "../relay/health.ts";
+import type { Admitted, RefusalPlace } from "../relay/host.ts";
 import type { Admission } from "../relay/limits.ts";
-import type { DisconnectReason, SessionHandle } from "../relay/session.ts";
+import type { BlockReason, Closable, DisconnectReason, SessionHandle } from "../relay/session.ts";
 import { sharedNow } from "../relay/bandwidth.ts";
-import type { Engine } from "../server/engine.ts";
-import type {
-  FromWorker,
-  ToWorker,
-  WorkerBindFailure,
-  WorkerEvent,
-  WorkerRules,
-} from "./protocol.ts";
+import type { BindFailure } from "../server/listener_set.ts";
+import type { FromWorker, ToWorker, WorkerEvent, WorkerRules } from "./protocol.ts";
+
+/**
+ * What accounts for the workers' sessions: the main isolate's engine. Limits
+ * are asked of it, sessions and refusals reported to it, and it says how
+ * targets are; the pool is only the transport between the two.
+ */
+export interface WorkerPoolHost {
+  /** Asks `rule`'s limits for a worker's new session from `client`. */
+  admitRemote(ruleName: string, client: string): Admission | { refused: BlockReason };
+  /** Counts a worker's session its rule let in without asking. */
+  holdRemote(rule: Rule, client: string): Admission;
+  /** The rule of that name in force, or before the last reload. */
+  ruleNamed(name: string): Rule | null;
+  /** Tracks a worker's session, decided under rule set `generation`. */
+  openRemote(
+    admitted: Admitted,
+    session: Closable,
+    startedAt: number,
+    generation: number,
+  ): SessionHandle;
+  refuse(listenerKey: string, refusal: Refusal, place: RefusalPlace): void;
+  listenerFailing(listenerKey: string, verb: "accept" | "receive", error: unknown): void;
+  listenerRecovered(listenerKey: string, verb: "accept" | "receive", failures: number): void;
+  /** Also stops `stop` when the host's listeners stop accepting. */
+  alsoStopAccepting(stop: () => Promise<void>): void;
+  readonly targets: {
+    /** A worker's session connected to target `key` (`error` null) or failed to. */
+    reported(key: string, error: string | null): void;
+    /** How every target is now. */
+    statuses(): TargetStatus[];
+    /** Calls `watcher` whenever a target's health changes. */
+    watch(watcher: (status: TargetStatus) => void): void;
+  };
+}
 
 /** How long a worker may take to bind, reload or stop before it counts as failed. */
 const ANSWER_TIMEOUT_MS = 10_000;
 /** The first wait before a dead worker is started again; it doubles up to a minute. */
-const FIRST_RESTART_DELAY_MS = 500;
+export const FIRST_RESTART_DELAY_MS = 500;
 
 const NO_ADMISSION: Admission = { release() {} };
 
@@ -42,7 +73,6 @@ class WorkerSlot {
   running = false;
   /** The rules this worker was last given. */
   rules: WorkerRules | undefined;
-  restartDelay = FIRST_RESTART_DELAY_MS;
   restartTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Gives every pending wait `answer` (null: the worker is gone). */
@@ -52,7 +82,7 @@ class WorkerSlot {
     for (const resolve of waiting) resolve(answer);
   }
 
-  constructor(readonly index: number) {}
+  constructor(readonly index: number, public restartDelay: number) {}
 }
 
 /** The worker isolates of a daemon. */
@@ -66,11 +96,15 @@ export class WorkerPool {
   private constructor(
     count: number,
     rules: WorkerRules,
-    readonly engine: Engine,
+    readonly engine: WorkerPoolHost,
     readonly log: Logger,
     readonly module: string | URL,
+    firstRestartDelayMs: number,
   ) {
-    this.#slots = Array.from({ length: count }, (_, i) => new WorkerSlot(i + 1));
+    this.#slots = Array.from(
+      { length: count },
+      (_, i) => new WorkerSlot(i + 1, firstRestartDelayMs),
+    );
     this.#rules = rules;
   }
 
@@ -81,11 +115,12 @@ export class WorkerPool {
   static async start(
     count: number,
     rules: WorkerRules,
-    engine: Engine,
+    engine: WorkerPoolHost,
     log: Logger,
     module: string | URL,
-  ): Promise<{ pool: WorkerPool } | { failures: WorkerBindFailure[] }> {
-    const pool = new WorkerPool(count, rules, engine, log, module);
+    firstRestartDelayMs = FIRST_RESTART_DELAY_MS,
+  ): Promise<{ pool: WorkerPool } | { failures: BindFailure[] }> {
+    const pool = new WorkerPool(count, rules, engine, log, module, firstRestartDelayMs);
     const answers = await Promise.all(pool.#slots.map((slot) => pool.#launch(slot)));
     const failures = answers.flat();
     if (failures.length > 0) {
@@ -118,7 +153,7 @@ export class WorkerPool {
   }
 
   /** Starts the slot's worker and waits for it to bind; resolves to what it could not bind. */
-  async #launch(slot: WorkerSlot): Promise<WorkerBindFailure[]> {
+  async #launch(slot: WorkerSlot): Promise<BindFailure[]> {
     const worker = new Worker(this.module, { type: "module", name: `portbounce-${slot.index}` });
     slot.worker = worker;
     worker.onmessage = (event: MessageEvent<FromWorker>) => this.#received(slot, event.data);
@@ -181,7 +216,7 @@ export class WorkerPool {
    * Gives every worker the reloaded rules; resolves once each has applied
    * them, to the listeners a worker could not bind.
    */
-  async reload(rules: WorkerRules): Promise<WorkerBindFailure[]> {
+  async reload(rules: WorkerRules): Promise<BindFailure[]> {
     this.#rules = rules;
     // A worker being started again is given the new rules once it runs (see #died).
     const running = this.#slots.filter((slot) => slot.running);

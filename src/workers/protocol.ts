@@ -11,6 +11,7 @@ import type { BlockReason, DisconnectReason, SessionSetup } from "../relay/sessi
 import type { RefusalPlace } from "../relay/host.ts";
 import type { SharedBudget } from "../relay/bandwidth.ts";
 import type { TargetStatus } from "../relay/health.ts";
+import type { BindFailure } from "../server/listener_set.ts";
 import type { PlanInputs } from "../server/rule_file.ts";
 
 /** The address a listener of the plan was bound to in the main isolate (key: plan key). */
@@ -50,12 +51,6 @@ export type ToWorker =
   | { readonly t: "close"; readonly id: number; readonly reason: DisconnectReason }
   | { readonly t: "health"; readonly status: TargetStatus }
   | { readonly t: "stop" };
-
-/** A listener that could not be bound in a worker. */
-export interface WorkerBindFailure {
-  readonly key: string;
-  readonly error: string;
-}
 
 /** One event of a worker's batch. */
 export type WorkerEvent =
@@ -114,7 +109,7 @@ export type WorkerEvent =
 export type FromWorker =
   /** Loaded and listening for messages (those sent before would be lost). */
   | { readonly t: "ready" }
-  | { readonly t: "bound"; readonly failures: WorkerBindFailure[] }
-  | { readonly t: "reloaded"; readonly failures: WorkerBindFailure[] }
+  | { readonly t: "bound"; readonly failures: BindFailure[] }
+  | { readonly t: "reloaded"; readonly failures: BindFailure[] }
   | { readonly t: "stopped" }
   | { readonly t: "events"; readonly events: WorkerEvent[] };

@@ -12,22 +12,20 @@ import { relayBuffers } from "../relay/buffer_pool.ts";
 import { listenTcp } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { describeBindError } from "../relay/errors.ts";
+import { type BindRefusal, ListenerSet } from "../server/listener_set.ts";
 import { rebuildPlan } from "../server/rule_file.ts";
 import { Outbox } from "./outbox.ts";
-import type {
-  BoundAddresses,
-  FromWorker,
-  ToWorker,
-  WorkerBindFailure,
-  WorkerRules,
-} from "./protocol.ts";
+import type { BoundAddresses, FromWorker, ToWorker, WorkerRules } from "./protocol.ts";
 import { WorkerHost } from "./worker_host.ts";
 
-/** The worker's listeners and host. */
+/** A worker's listeners and host: the main isolate's messages in, the engine's objects out. */
 class WorkerRuntime {
-  readonly listeners = new Map<string, TcpRelayListener>();
   readonly outbox: Outbox;
+  /** The TCP listeners of the rules in force, on the ports the main isolate bound. */
+  readonly listeners = new ListenerSet((plan) => this.#open(plan));
   host: WorkerHost | undefined;
+  /** Where the main isolate bound each listener of the rules in force. */
+  #addresses: BoundAddresses = {};
 
   constructor(readonly post: (message: FromWorker) => void) {
     this.outbox = new Outbox(post);
@@ -43,12 +41,12 @@ class WorkerRuntime {
         );
         setSharedClock(message.clock);
         for (const status of message.health) this.host.targets.health(status);
-        this.post({ t: "bound", failures: this.#apply(message.rules) });
+        // Serving waits until every isolate has bound (all or none).
+        this.post({ t: "bound", failures: this.listeners.bindAll(this.#use(message.rules)) });
         break;
       }
       case "serve":
-        this.#serving = true;
-        for (const listener of this.listeners.values()) listener.serve();
+        this.listeners.serve();
         break;
       case "reload":
         void this.#reload(message.rules);
@@ -70,76 +68,43 @@ class WorkerRuntime {
 
   /** Applies new rules; answers once removed listeners have let go of their ports. */
   async #reload(rules: WorkerRules): Promise<void> {
-    const before = [...this.listeners.values()];
-    const failures = this.#apply(rules);
-    const kept = new Set(this.listeners.values());
-    const removed = before.filter((listener) => !kept.has(listener));
-    await Promise.all(removed.map((listener) => listener.closed));
+    const { failed } = await this.listeners.apply(this.#use(rules));
     // Every session of the old rules is reported before the answer, so that the
     // reload's summary counts all that it revokes or drains.
     await this.host!.decided();
     this.outbox.flush();
-    this.post({ t: "reloaded", failures });
+    this.post({ t: "reloaded", failures: [...failed] });
   }
 
-  /** Serves `rules`: keeps listeners that stay, closes removed ones, binds new ones. */
-  #apply(rules: WorkerRules): WorkerBindFailure[] {
+  /** Takes `rules` in force; returns the listeners to serve (TCP, bound by the main isolate). */
+  #use(rules: WorkerRules): ListenerPlan[] {
     const host = this.host!;
     host.generation = rules.generation;
-    const { listeners } = rebuildPlan(rules.inputs);
     host.targets.useBudgets(rules.budgets);
     relayBuffers.limitBytes = rules.bufferBytes;
-    const wanted = new Map(
-      listeners.filter((p) => p.protocol === "tcp" && rules.addresses[p.key]).map((
-        p,
-      ) => [p.key, p]),
+    this.#addresses = rules.addresses;
+    return rebuildPlan(rules.inputs).listeners.filter((plan) =>
+      plan.protocol === "tcp" && rules.addresses[plan.key]
     );
-    for (const [key, listener] of this.listeners) {
-      const next = wanted.get(key);
-      if (next) listener.replacePlan(next);
-      else {
-        this.listeners.delete(key);
-        listener.stopAccepting();
-      }
-    }
-    const failures: WorkerBindFailure[] = [];
-    for (const [key, plan] of wanted) {
-      if (this.listeners.has(key)) continue;
-      const opened = bind(plan, rules.addresses, host);
-      if ("error" in opened) failures.push({ key, error: opened.error });
-      else {
-        this.listeners.set(key, opened);
-        // At start, serving waits until every isolate has bound (all or none).
-        if (this.#serving) opened.serve();
-      }
-    }
-    return failures;
   }
 
-  /** Whether the first rule set is served (later listeners serve as they are bound). */
-  #serving = false;
+  /** Opens one TCP listener on the address the main isolate bound it to, sharing the port. */
+  #open(plan: ListenerPlan): TcpRelayListener | BindRefusal {
+    const { hostname, port } = this.#addresses[plan.key];
+    try {
+      return new TcpRelayListener(plan, listenTcp(hostname, port, "beside"), this.host!);
+    } catch (error) {
+      return {
+        error: describeBindError(error, port),
+        addrInUse: error instanceof Deno.errors.AddrInUse,
+      };
+    }
+  }
 
   async #stop(): Promise<void> {
-    const listeners = [...this.listeners.values()];
-    this.listeners.clear();
-    for (const listener of listeners) listener.stopAccepting();
-    await Promise.all(listeners.map((l) => l.closed));
+    await this.listeners.stopAccepting();
     this.outbox.flush();
     this.post({ t: "stopped" });
-  }
-}
-
-/** Binds one TCP listener on the address the main isolate bound it to, sharing the port. */
-function bind(
-  plan: ListenerPlan,
-  addresses: BoundAddresses,
-  host: WorkerHost,
-): TcpRelayListener | { error: string } {
-  const { hostname, port } = addresses[plan.key];
-  try {
-    return new TcpRelayListener(plan, listenTcp(hostname, port, "beside"), host);
-  } catch (error) {
-    return { error: describeBindError(error, port) };
   }
 }
 

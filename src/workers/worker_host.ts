@@ -10,7 +10,6 @@ import type { IpAddress } from "../config/network.ts";
 import type { PassRule } from "../config/types.ts";
 import { type Decision, hasLimits, matchRule, type Refusal } from "../relay/admission.ts";
 import { Bandwidth, epochNow, type SharedBudget } from "../relay/bandwidth.ts";
-import { targetOrder } from "../relay/balance.ts";
 import { type Dialer, systemDialer } from "../relay/dial.ts";
 import { describeIoError } from "../relay/errors.ts";
 import {
@@ -20,7 +19,6 @@ import {
   type RelayHost,
   type RelayListener,
   type RelayTuning,
-  type TargetPool,
 } from "../relay/host.ts";
 import type { Admission } from "../relay/limits.ts";
 import { reachesOwnListener } from "../relay/loop_guard.ts";
@@ -33,6 +31,7 @@ import type {
 } from "../relay/session.ts";
 import { Sweeper } from "../relay/sweeper.ts";
 import { formatTarget, type ListenerPlan, type Target } from "../rules/plan.ts";
+import { type RuleBudgets, TargetBook } from "../relay/target_book.ts";
 import type { Outbox } from "./outbox.ts";
 import type { BlockReason } from "../relay/session.ts";
 import type { TargetStatus } from "../relay/health.ts";
@@ -51,35 +50,22 @@ class RemoteAdmission implements Admission {
 /** Rules without limits need no slot. */
 const UNLIMITED: Admission = { release() {} };
 
-/** The health, session counts and budgets of targets, as this worker sees them. */
-export class WorkerTargets implements TargetPool {
+/** The targets as this worker sees them: health as the main isolate says it. */
+export class WorkerTargets extends TargetBook {
   readonly #health = new Map<string, { up: boolean; retryAt: number }>();
-  readonly #sessions = new Map<string, number>();
-  readonly #rounds = new Map<string, number>();
-  readonly #budgets = new Map<string, { rate: number; up: Bandwidth; down: Bandwidth }>();
   #shared: Record<string, SharedBudget> = {};
   /** Targets this worker reported a failure of since its last reported success. */
   readonly #failing = new Set<string>();
   /** When this worker last reported a success of each target. */
   readonly #saidUp = new Map<string, number>();
 
-  constructor(readonly outbox: Outbox) {}
+  constructor(readonly outbox: Outbox) {
+    super();
+  }
 
-  order(rule: PassRule, targets: readonly Target[], client: string): Target[] {
-    if (targets.length === 1) return [...targets];
-    const now = performance.now();
-    return targetOrder(targets, rule.balance, {
-      usable: (t) => {
-        const health = this.#health.get(formatTarget(t));
-        return !health || health.up || now >= health.retryAt;
-      },
-      sessions: (t) => this.#sessions.get(formatTarget(t)) ?? 0,
-      next: () => {
-        const n = this.#rounds.get(rule.name) ?? 0;
-        this.#rounds.set(rule.name, n + 1);
-        return n;
-      },
-    }, client);
+  protected usable(key: string, now: number): boolean {
+    const health = this.#health.get(key);
+    return !health || health.up || now >= health.retryAt;
   }
 
   succeeded(target: Target): void {
@@ -103,34 +89,19 @@ export class WorkerTargets implements TargetPool {
     this.outbox.push({ t: "target", target: key, error });
   }
 
-  bandwidth(rule: PassRule): { up: Bandwidth; down: Bandwidth } | null {
-    if (rule.bandwidth === null) return null;
-    const kept = this.#budgets.get(rule.name);
-    if (kept && kept.rate === rule.bandwidth) return kept;
+  protected newBudgets(rule: PassRule, rate: number): RuleBudgets {
     const shared = this.#shared[rule.name];
     // The main isolate shares a budget for every rule with a bandwidth; a rule
     // between two reloads may briefly have none, and gets one of its own.
-    const fresh = shared?.rate === rule.bandwidth
-      ? {
-        rate: shared.rate,
-        up: Bandwidth.shared(shared.rate, shared.up),
-        down: Bandwidth.shared(shared.rate, shared.down),
-      }
-      : {
-        rate: rule.bandwidth,
-        up: new Bandwidth(rule.bandwidth),
-        down: new Bandwidth(rule.bandwidth),
-      };
-    this.#budgets.set(rule.name, fresh);
-    return fresh;
+    return shared?.rate === rate
+      ? { rate, up: Bandwidth.shared(rate, shared.up), down: Bandwidth.shared(rate, shared.down) }
+      : { rate, up: new Bandwidth(rate), down: new Bandwidth(rate) };
   }
 
   /** The budgets of the rules in force, shared with every isolate. */
   useBudgets(budgets: Record<string, SharedBudget>): void {
     this.#shared = budgets;
-    for (const [name, kept] of this.#budgets) {
-      if (budgets[name]?.rate !== kept.rate) this.#budgets.delete(name);
-    }
+    this.forgetBudgets((name, kept) => budgets[name]?.rate === kept.rate);
   }
 
   /** The main isolate says how a target is. */
@@ -140,16 +111,6 @@ export class WorkerTargets implements TargetPool {
       retryAt: performance.now() + status.retryInMs,
     });
     if (status.up) this.#failing.delete(status.target);
-  }
-
-  joined(target: string): void {
-    this.#sessions.set(target, (this.#sessions.get(target) ?? 0) + 1);
-  }
-
-  left(target: string): void {
-    const n = (this.#sessions.get(target) ?? 1) - 1;
-    if (n <= 0) this.#sessions.delete(target);
-    else this.#sessions.set(target, n);
   }
 }
 

@@ -14,7 +14,7 @@ import {
   tempDir,
 } from "./helpers.ts";
 
-const FIXTURES = fileURLToPath(new URL("../fixtures/barefoot", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../fixtures/barefoot/", import.meta.url));
 
 /** Imports a sample, then runs `check` on the output; returns both. */
 async function importAndCheck(name: string) {

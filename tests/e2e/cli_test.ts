@@ -14,6 +14,7 @@ import {
   startBouncer,
   tcpServer,
   tempDir,
+  waitUntil,
   writeAll,
 } from "./helpers.ts";
 import { passRule } from "../fixtures/rules.ts";
@@ -298,14 +299,10 @@ Deno.test("log to a file, reopened on SIGHUP (logrotate)", async () => {
   bouncer.signal("SIGHUP");
   await bouncer.log.waitFor({ message: /^reload: listeners/ });
   await exchange();
-  for (
-    let i = 0;
-    i < 50 && !/"event":"disconnect"/.test(await Deno.readTextFile(logPath).catch(() => ""));
-    i++
-  ) {
-    await delay(50);
-  }
-  assertMatch(await Deno.readTextFile(logPath), /"event":"disconnect"/);
+  await waitUntil(
+    async () => /"event":"disconnect"/.test(await Deno.readTextFile(logPath).catch(() => "")),
+    "the disconnect line in the new log file",
+  );
   assertMatch(await Deno.readTextFile(`${logPath}.1`), /"event":"disconnect"/);
 });
 

@@ -20,7 +20,7 @@ import {
   tearDown,
 } from "../fixtures/export/router.ts";
 
-const GOLDEN = fileURLToPath(new URL("../fixtures/export", import.meta.url));
+const GOLDEN = fileURLToPath(new URL("../fixtures/export/", import.meta.url));
 
 const RULES = `
 [[rule]]
@@ -63,7 +63,7 @@ bounce_to = "[2001:db8:5::2]:8080"
 `;
 
 Deno.test("export: the example rule file in both formats, and a rule a router cannot do", async () => {
-  const root = fileURLToPath(new URL("../..", import.meta.url));
+  const root = fileURLToPath(new URL("../../", import.meta.url));
   for (const format of ["nftables", "pf"]) {
     const out = await runCli(["export", "--format", format, "-c", `${root}config.toml.example`]);
     assertEquals(out.code, 0, out.stderr);

@@ -18,6 +18,7 @@ import {
   startPortbounce,
   tcpServer,
   TEST_ISOLATES,
+  waitUntil,
   writeAll,
 } from "./helpers.ts";
 import { passRule } from "../fixtures/rules.ts";
@@ -82,20 +83,30 @@ Deno.test("out of file descriptors: refused with a logged cause, serving again o
     for (let i = 0; i < 60; i++) {
       held.push(await Deno.connect({ hostname: "127.0.0.1", port }));
     }
-    await delay(1_000);
-    assert(
-      bouncer.log.filter({ message: /accept failed: Too many open files.*ulimit -n/ }).length +
-          bouncer.log.filter({ event: "error", error: /Too many open files/ }).length > 0,
-      bouncer.lines().join("\n"),
+    await waitUntil(
+      () =>
+        bouncer.log.filter({ message: /accept failed: Too many open files.*ulimit -n/ }).length +
+            bouncer.log.filter({ event: "error", error: /Too many open files/ }).length > 0,
+      "running out of descriptors said, with the cure",
+      { state: () => bouncer.lines().join("\n") },
     );
-    // Free them; new sessions are served again.
+    // Free them; new sessions are served again (once the accept loop's back-off ends).
     for (const conn of held.splice(0)) conn.close();
-    await delay(1_500);
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await writeAll(conn, new TextEncoder().encode("back"));
-    await conn.closeWrite();
-    assertEquals(new TextDecoder().decode(await readAll(conn)), "back");
-    conn.close();
+    const echoed = async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await writeAll(conn, new TextEncoder().encode("back"));
+        await conn.closeWrite();
+        return new TextDecoder().decode(await readAll(conn));
+      } catch {
+        return null;
+      } finally {
+        conn.close();
+      }
+    };
+    await waitUntil(async () => await echoed() === "back", "a new session served again", {
+      everyMs: 100,
+    });
   } finally {
     for (const conn of held) conn.close();
   }
@@ -201,8 +212,13 @@ Deno.test("a client's reset ends its session even while the target does not read
   release.resolve();
   assertEquals(ended.reason, "client-reset");
   assertEquals(bouncer.log.filter({ event: "disconnect", reason: "client-reset" }).length, 20);
-  await delay(200);
-  assertEquals(await fdCount(pid), fdsIdle, "every session's descriptors are closed");
+  await waitUntil(
+    async () => await fdCount(pid) === fdsIdle,
+    "every session's descriptors closed",
+    {
+      state: () => fdCount(pid),
+    },
+  );
 });
 
 Deno.test("a write without progress for stall_timeout ends the session as stalled", async () => {

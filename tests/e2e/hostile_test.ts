@@ -22,6 +22,7 @@ import {
   tcpServer,
   tempDir,
   udpSocket,
+  waitUntil,
 } from "./helpers.ts";
 
 Deno.test("SIGUSR1 opens no debugger: portbounce holds 127.0.0.1:9229 and answers nothing there", async () => {
@@ -141,10 +142,13 @@ Deno.test("out of descriptors with the status endpoint on: no crash, both serve 
     );
     await delay(300);
     for (const conn of held.splice(0)) conn.close();
-    await delay(1_500);
-    assertMatch(
-      await rawHttp(port, `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`),
-      /^HTTP\/1\.1 200 /,
+    await waitUntil(
+      async () =>
+        /^HTTP\/1\.1 200 /.test(
+          await rawHttp(port, `GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`, 1_000)
+            .catch(() => ""),
+        ),
+      "the status endpoint answers again",
     );
     assertEquals(await exchange(bouncer.port(), "back"), "back");
   } finally {
@@ -207,13 +211,17 @@ Deno.test({
           passRule({ listen: "127.0.0.1:0", target: target.port }),
       );
       for (let i = 0; i < 3; i++) assertEquals(await exchange(bouncer.port(), "data"), "data");
-      await delay(100);
       const port = statusPort(bouncer);
-      const body =
-        (await rawHttp(port, `GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`))
-          .split("\r\n\r\n")[1];
-      const { log } = JSON.parse(body);
-      assert(log.lines_failed >= 6, JSON.stringify(log));
+      const logStatus = async () =>
+        JSON.parse(
+          (await rawHttp(port, `GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`))
+            .split("\r\n\r\n")[1],
+        ).log;
+      // Three sessions' connect and disconnect lines, each failing to be written.
+      await waitUntil(async () => (await logStatus()).lines_failed >= 6, "6 lines failed", {
+        state: logStatus,
+      });
+      const log = await logStatus();
       assertMatch(log.last_error, /No space left on device/);
     } finally {
       await new Deno.Command("umount", { args: [dir] }).output();

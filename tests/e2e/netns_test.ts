@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import { assertEquals, assertMatch } from "../assert.ts";
 import { delay, startPortbounce } from "./helpers.ts";
 
-const FIXTURES = fileURLToPath(new URL("../fixtures", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../fixtures/", import.meta.url));
 const tag = String(Deno.pid % 10000);
 const NS = { client: `pbc${tag}`, transition: `pbt${tag}`, old: `pbo${tag}` };
 

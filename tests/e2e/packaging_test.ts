@@ -7,7 +7,7 @@ import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { fileURLToPath } from "node:url";
 import { tempDir } from "./helpers.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
 async function has(command: string): Promise<boolean> {
   return await new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" })

@@ -12,6 +12,7 @@ import {
   startBouncer,
   startPortbounce,
   tcpServer,
+  waitUntil,
   writeAll,
 } from "./helpers.ts";
 import { freePortRange, udpEcho } from "./helpers.ts";
@@ -297,9 +298,17 @@ Deno.test("after a reload, /metrics and SIGUSR2 show the rules in force, not rem
   const metrics = () => fetch(`http://${bouncer.ready.status}/metrics`).then((r) => r.text());
   assertMatch(await metrics(), /portbounce_sessions_total\{rule="old"/);
   await reload(bouncer, head + keep + fresh, 1);
-  await delay(300); // renderings are reused for 250 ms
-  const after = (await metrics()).split("\n").filter((l) => l.includes(`rule="old"`));
-  assertEquals(after, [], "a removed rule left /metrics");
+  // Renderings are reused for 250 ms: the next one leaves the removed rule out.
+  const oldLines = async () =>
+    (await metrics()).split("\n").filter((l) => l.includes(`rule="old"`));
+  await waitUntil(
+    async () => (await oldLines()).length === 0,
+    "a removed rule gone from /metrics",
+    {
+      everyMs: 50,
+      state: oldLines,
+    },
+  );
   bouncer.signal("SIGUSR2");
   await bouncer.log.waitFor({ kind: "rule", name: "fresh", total: 0 });
   await bouncer.log.waitFor({ kind: "rule", name: "keep" });

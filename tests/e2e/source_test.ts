@@ -19,6 +19,7 @@ import {
   tempDir,
   udpEcho,
   udpSocket,
+  waitUntil,
   writeAll,
 } from "./helpers.ts";
 
@@ -172,7 +173,9 @@ Deno.test("check --probe connects as a session would: from the rule's source, wi
   );
   const { code, stdout } = await runCli(["check", "-c", `${dir}/rules.toml`, "--probe"]);
   assertEquals(code, 0, stdout);
-  await delay(200);
+  await waitUntil(() => target.clients.length >= 2, "both probes seen by the target", {
+    state: () => target.clients,
+  });
   assertEquals(target.clients.toSorted(), ["127.0.0.5", "127.0.0.6"]);
   // The PROXY rule's probe says it relays no client; the other sends nothing.
   assertEquals(heads.toSorted(), ["", "PROXY UNKNOWN\r\n"]);

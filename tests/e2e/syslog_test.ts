@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { passRule } from "../fixtures/rules.ts";
-import { delay, echo, exchange, startBouncer, tcpServer, tempDir } from "./helpers.ts";
+import { delay, echo, exchange, startBouncer, tcpServer, tempDir, waitUntil } from "./helpers.ts";
 
 Deno.test("syslog: one datagram per event, tagged portbounce[PID], facility and severity in PRI", async () => {
   await using target = tcpServer(echo);
@@ -31,7 +31,7 @@ Deno.test("syslog: one datagram per event, tagged portbounce[PID], facility and 
       }
     })();
     assertEquals(await exchange(bouncer.port(), "hello"), "hello");
-    await delay(200);
+    await waitUntil(() => received.some((line) => line.includes(" tcp disconnect ")));
     socket.close();
     await reading;
     // local3 = 19: info is 19*8+6 = 158.
@@ -107,15 +107,14 @@ template(name="plain" type="string" string="%syslogtag% %syslogfacility-text%.%s
       daemon.kill("SIGTERM");
       await daemon.status;
       assertEquals(await exchange(bouncer.port(), "two"), "two");
-      await delay(200);
-      const status = await fetch(`http://${bouncer.ready.status}/status.json`).then((r) =>
-        r.json()
-      );
-      assert(status.log.lines_failed > 0, JSON.stringify(status.log));
+      const log = async () =>
+        (await fetch(`http://${bouncer.ready.status}/status.json`).then((r) => r.json())).log;
+      await waitUntil(async () => (await log()).lines_failed > 0, "lines counted as lost", {
+        state: log,
+      });
       // Back again: the next lines arrive, no reconnect needed.
       daemon = start();
-      for (let i = 0; i < 50 && !(await Deno.stat(socket).catch(() => null)); i++) await delay(50);
-      await delay(200);
+      await waitUntil(async () => await Deno.stat(socket).then(() => true, () => false));
       assertEquals(await exchange(bouncer.port(), "three"), "three");
       const after = await waitFor(/(tcp disconnect[^\n]*\n[\s\S]*){2}/);
       assert(after.split("\n").filter((l) => l.includes("tcp disconnect")).length >= 2);

@@ -25,10 +25,11 @@ import {
   tcpServer,
   tempDir,
   TEST_ISOLATES,
+  waitUntil,
   writeAll,
 } from "./helpers.ts";
 
-const FIXTURES = fileURLToPath(new URL("../fixtures/takeover", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../fixtures/takeover/", import.meta.url));
 
 function rules(dir: string, port: number, target: number, extra = ""): string {
   return `[server]
@@ -284,8 +285,7 @@ Deno.test("a start that fails after writing its pid file removes it; a reload th
     await Deno.remove(`${dir}/ready`, { recursive: true });
     bouncer.signal("SIGHUP");
     await bouncer.waitForLine(/cannot write the ready file/);
-    await delay(200);
-    assert(await roundTrip(port), "still serving after the reload");
+    await waitUntil(() => roundTrip(port), "still serving after the reload");
     bouncer.signal("SIGTERM");
     assertEquals((await bouncer.exited()).code, 0);
   } finally {

@@ -7,6 +7,7 @@ import {
   delay,
   echo,
   freePortRange,
+  portIsFree,
   portOf,
   randomBytes,
   readAll,
@@ -16,6 +17,7 @@ import {
   tcpServer,
   udpEcho,
   udpSocket,
+  waitUntil,
   writeAll,
 } from "./helpers.ts";
 import { passRule } from "../fixtures/rules.ts";
@@ -340,7 +342,7 @@ protocol = ["tcp", "udp"]
 listen = "127.0.0.1:${listenPort}"
 bounce_to = "127.0.0.1:${serverPort}"
 `);
-      await delay(200); // let the iperf3 server bind
+      await waitUntil(() => !portIsFree(serverPort), "the iperf3 server listening");
       const client = await new Deno.Command("iperf3", {
         args: [
           "-c",

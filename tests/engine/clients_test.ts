@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
-import { echo, exchangeFrom, tcpServer, udpEcho, udpSocket } from "../e2e/helpers.ts";
+import { echo, exchangeFrom, tcpServer, udpEcho, udpSocket } from "../fixtures/net.ts";
 import type { ClientsReport } from "../../src/status/clients.ts";
 
 const HOUR = 3_600_000;

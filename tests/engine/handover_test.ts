@@ -7,7 +7,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { assert, assertEquals, assertMatch } from "../assert.ts";
-import { tempDir } from "../e2e/helpers.ts";
+import { tempDir } from "../fixtures/net.ts";
 import {
   type HandoverActions,
   handoverPath,

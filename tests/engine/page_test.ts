@@ -7,7 +7,7 @@
  */
 import { assert, assertEquals, assertIncludes, assertMatch } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
-import { echo, exchange, tcpServer } from "../e2e/helpers.ts";
+import { echo, exchange, tcpServer } from "../fixtures/net.ts";
 import { decodePng } from "../png.ts";
 import { chromiumInstalled, chromiumRun } from "../chromium.ts";
 import { renderStatusPage } from "../../src/status/page.ts";

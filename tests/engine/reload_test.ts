@@ -1,6 +1,6 @@
 /**
  * Reloads in-process: what happens to live sessions, limits and listeners
- * when the rule file changes (README, "Reloading").
+ * when the rule file changes (docs/operations.md, "Reloading").
  */
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { passRule } from "../fixtures/rules.ts";
@@ -15,8 +15,9 @@ import {
   tcpServer,
   udpEcho,
   udpSocket,
+  waitUntil,
   writeAll,
-} from "../e2e/helpers.ts";
+} from "../fixtures/net.ts";
 
 const encode = (text: string) => new TextEncoder().encode(text);
 
@@ -176,8 +177,7 @@ Deno.test("a removed UDP listener's flows end once quiet for a moment; its port 
     await bouncer.log.waitFor({ event: "disconnect", rule: "dns", reason: "drained" });
     const waited = performance.now() - started;
     assert(waited < 2_000, `the flow held the reload's drain for ${waited} ms`);
-    await delay(50);
-    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }).close(); // Free again.
+    await waitUntil(() => udpPortIsFree(port), "the UDP port free again");
   } finally {
     client.close();
   }
@@ -213,8 +213,7 @@ Deno.test("a UDP flow that keeps sending on a removed listener ends at reload_dr
     assert(waited >= 400, `ended after ${waited} ms, before reload_drain_timeout`);
     sending = false;
     await chatter;
-    await delay(50);
-    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }).close(); // Free again.
+    await waitUntil(() => udpPortIsFree(port), "the UDP port free again");
   } finally {
     sending = false;
     await chatter;
@@ -314,3 +313,12 @@ Deno.test("the last reload's result reaches /status.json and /metrics: refused, 
     taken.close();
   }
 });
+
+function udpPortIsFree(port: number): boolean {
+  try {
+    Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -5,7 +5,6 @@
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
 import {
-  delay,
   echo,
   exchange,
   exchangeFrom,
@@ -15,8 +14,9 @@ import {
   tcpServer,
   udpEcho,
   udpSocket,
+  waitUntil,
   writeAll,
-} from "../e2e/helpers.ts";
+} from "../fixtures/net.ts";
 
 /** A server that answers every connection with its name. */
 function named(name: string, port = 0) {
@@ -183,9 +183,10 @@ Deno.test("bandwidth: UDP datagrams over the budget are dropped and counted", as
   try {
     const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
     for (let i = 0; i < 20; i++) await client.send(new Uint8Array(1_000), to);
-    await delay(300);
-    const dropped = bouncer.daemon.engine.stats.rules.get("u")!.dropped.bandwidth ?? 0;
-    assert(dropped >= 15, `${dropped} of 20 KB-sized datagrams dropped at 10 KiB/s`);
+    const dropped = () => bouncer.daemon.engine.stats.rules.get("u")?.dropped.bandwidth ?? 0;
+    await waitUntil(() => dropped() >= 15, "15 of 20 KB-sized datagrams dropped at 10 KiB/s", {
+      state: dropped,
+    });
   } finally {
     client.close();
   }

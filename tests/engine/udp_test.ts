@@ -5,7 +5,7 @@
 import { assertEquals } from "../assert.ts";
 import { passRule } from "../fixtures/rules.ts";
 import { startDaemon } from "../harness.ts";
-import { portOf, randomBytes, receiveWithin, sha256, udpSocket } from "../e2e/helpers.ts";
+import { portOf, randomBytes, receiveWithin, sha256, udpSocket } from "../fixtures/net.ts";
 
 for (const source of [null, "127.0.0.6"]) {
   Deno.test(`a parked (idle) flow detects and reports a reply too large for its small buffer, then unparks${source ? ` (source ${source})` : ""}`, async () => {

@@ -7,7 +7,16 @@
  */
 import { assert, assertEquals, assertMatch } from "../assert.ts";
 import { startDaemon } from "../harness.ts";
-import { delay, echo, portIsFree, readAll, tcpServer, writeAll } from "../e2e/helpers.ts";
+import { passRule } from "../fixtures/rules.ts";
+import {
+  delay,
+  echo,
+  portIsFree,
+  readAll,
+  tcpServer,
+  waitUntil,
+  writeAll,
+} from "../fixtures/net.ts";
 import { Daemon } from "../../src/daemon/daemon.ts";
 import { loadRuleText } from "../../src/server/rule_file.ts";
 import { ExitCode } from "../../src/daemon/exit_codes.ts";
@@ -15,7 +24,7 @@ import { ExitCode } from "../../src/daemon/exit_codes.ts";
 const linux = Deno.build.os === "linux";
 
 function rule(target: number, extra = ""): string {
-  return `[[rule]]\nname = "web"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:${target}"\n${extra}`;
+  return passRule({ name: "web", listen: "127.0.0.1:0", target, extra });
 }
 
 /** Opens `count` connections at once and keeps them. */
@@ -39,7 +48,8 @@ Deno.test({
     try {
       const web = bouncer.daemon.engine.stats.rules.get("web")!;
       await waitUntil(() => web.total + (web.blocked.max_sessions ?? 0) === 16);
-      await delay(200);
+      // Every client is decided: the admitted ones' connect lines follow their connects.
+      await waitUntil(() => bouncer.log.filter({ event: "connect" }).length >= web.total);
       assertEquals(bouncer.log.filter({ event: "connect" }).length, 3);
       // (The log shows the first refusal of a client and cause, then a count of the rest.)
       assertEquals(web.blocked.max_sessions, 13);
@@ -74,7 +84,7 @@ Deno.test({
     try {
       const web = bouncer.daemon.engine.stats.rules.get("web")!;
       await waitUntil(() => web.total + (web.blocked.max_sessions_per_client ?? 0) === 12);
-      await delay(200);
+      await waitUntil(() => bouncer.log.filter({ event: "connect" }).length >= web.total);
       assertEquals(bouncer.log.filter({ event: "connect" }).length, 2);
       assertEquals(web.blocked.max_sessions_per_client, 10);
     } finally {
@@ -189,6 +199,7 @@ Deno.test({
       await using bouncer = await startDaemon(rule(target.port, 'log = ["connect", "error"]\n'), {
         workers: 2,
         workerModule: new URL("../fixtures/workers/fails_once.ts", import.meta.url),
+        workerRestartDelayMs: 50,
       });
       const failed = await bouncer.log.waitFor({ message: /^worker 1 failed: / }, 5_000);
       assertMatch(String(failed.message), /worker failure for the test; starting it again/);
@@ -226,6 +237,7 @@ Deno.test({
       await using bouncer = await startDaemon(head + old + fresh, {
         workers: 2,
         workerModule: new URL("../fixtures/workers/fails_after_reload.ts", import.meta.url),
+        workerRestartDelayMs: 50,
       });
       // Sessions of "old" in both isolates; the worker numbers its own from 1.
       conns.push(...await connectMany(oldPort, 16));
@@ -291,8 +303,8 @@ Deno.test({
       await bouncer.reload(rules('log = ["connect", "block"]\nmax_sessions = 12\n'));
       later.push(...await connectMany(port, 10));
       const web = bouncer.daemon.engine.stats.rules.get("web")!;
+      // Every client is decided (and each admitted one tracked as it was counted).
       await waitUntil(() => web.total + (web.blocked.max_sessions ?? 0) === 20);
-      await delay(200);
       // As with one isolate: the ten from before count, so two more fit.
       assertEquals(bouncer.daemon.engine.sessions.size, 12);
       assertEquals(web.blocked.max_sessions, 8);
@@ -328,13 +340,13 @@ Deno.test({
       }
     })();
     try {
-      await delay(150);
+      await waitUntil(() => conns.length >= 10);
       await bouncer.reload(head + keep);
       connecting = false;
       await stream;
       const live = () =>
         bouncer.daemon.engine.sessions.list().filter((s) => s.rule.name === "old").length;
-      await waitUntil(() => live() === 0, 3_000);
+      await waitUntil(() => live() === 0, "no live session", { timeoutMs: 3_000 });
       assert(
         bouncer.log.filter({ event: "disconnect", rule: "old", reason: "drained" }).length > 0,
       );
@@ -407,14 +419,6 @@ function closeAll(conns: Deno.TcpConn[]): void {
     } catch {
       // Closed by the bouncer's refusal.
     }
-  }
-}
-
-async function waitUntil(condition: () => boolean, ms = 5_000): Promise<void> {
-  const until = performance.now() + ms;
-  while (!condition()) {
-    if (performance.now() > until) throw new Error(`not within ${ms} ms: ${condition}`);
-    await delay(20);
   }
 }
 

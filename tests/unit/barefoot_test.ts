@@ -11,7 +11,7 @@ import { builtInServices } from "../../src/config/services.ts";
 import type { Config, Rule } from "../../src/config/types.ts";
 
 const services = builtInServices();
-const FIXTURES = fileURLToPath(new URL("../fixtures/barefoot", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../fixtures/barefoot/", import.meta.url));
 
 function translate(text: string) {
   const { toml, warnings } = translateBarefoot(parseBarefoot(text), "barefootd.conf", services);

@@ -14,7 +14,7 @@ import {
   startPortbounce,
   tcpServer,
   tempDir,
-} from "../e2e/helpers.ts";
+} from "./helpers.ts";
 
 const SLOW_RELOAD = new URL("../fixtures/workers/slow_reload.ts", import.meta.url);
 
