@@ -16,6 +16,7 @@ import {
   startBouncer,
   tcpServer,
   udpEcho,
+  udpRoundTrip,
   udpSocket,
   waitUntil,
   writeAll,
@@ -107,12 +108,10 @@ Deno.test("idle expiry logs datagrams and bytes each way; traffic refreshes the 
     udpRule("127.0.0.1:0", `127.0.0.1:${target.port}`, 'udp_idle_timeout = "600ms"'),
   );
   const client = udpSocket();
-  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
   try {
     // Traffic every 200 ms for 1.6 s keeps one session alive past the limit.
     for (let i = 0; i < 8; i++) {
-      await client.send(new Uint8Array([i]), to);
-      assert(await receiveWithin(client, 1_000));
+      assert(await udpRoundTrip(client, bouncer.port(), new Uint8Array([i])));
       await delay(200);
     }
     assertEquals(bouncer.log.filter({ event: "disconnect" }), []);
@@ -126,8 +125,7 @@ Deno.test("idle expiry logs datagrams and bytes each way; traffic refreshes the 
       reason: "idle-timeout",
     });
     // The same client after expiry is a new session.
-    await client.send(new Uint8Array([1]), to);
-    assert(await receiveWithin(client, 1_000));
+    assert(await udpRoundTrip(client, bouncer.port(), new Uint8Array([1])));
     assertEquals(bouncer.log.filter({ event: "connect" }).length, 2);
   } finally {
     client.close();
@@ -141,14 +139,11 @@ Deno.test("replies from an address other than the target are dropped and counted
     udpRule("127.0.0.1:0", `127.0.0.1:${target.port}`),
   );
   const client = udpSocket();
-  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
   try {
     target.replyFrom(impostor);
-    await client.send(new TextEncoder().encode("who"), to);
-    assertEquals(await receiveWithin(client, 500), null);
+    assertEquals(await udpRoundTrip(client, bouncer.port(), "who", { ms: 500 }), null);
     target.replyFrom(target.socket);
-    await client.send(new TextEncoder().encode("me"), to);
-    assertEquals(new TextDecoder().decode((await receiveWithin(client, 1_000))!), "me");
+    assertEquals(await udpRoundTrip(client, bouncer.port(), "me"), "me");
     bouncer.signal("SIGUSR2");
     await bouncer.log.waitFor({ kind: "rule", name: "u", dropped: "not-from-target=1" });
   } finally {
@@ -292,15 +287,12 @@ Deno.test("SIGTERM: UDP sessions drain, then end with reason shutdown", async ()
     `[server]\ndrain_timeout = "400ms"\n` + udpRule("127.0.0.1:0", `127.0.0.1:${target.port}`),
   );
   const client = udpSocket();
-  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
   try {
-    await client.send(new Uint8Array([1]), to);
-    assert(await receiveWithin(client, 1_000));
+    assert(await udpRoundTrip(client, bouncer.port(), "1"));
     bouncer.signal("SIGTERM");
     await bouncer.log.waitFor({ message: /SIGTERM: stopping/ });
     // Still relayed while draining.
-    await client.send(new Uint8Array([2]), to);
-    assert(await receiveWithin(client, 1_000));
+    assert(await udpRoundTrip(client, bouncer.port(), "2"));
     assertEquals((await bouncer.exited()).code, 0);
     assertEquals(
       bouncer.log.filter({
@@ -395,16 +387,12 @@ Deno.test("the first flow after a quiet start longer than udp_idle_timeout is re
   );
   await delay(1_500); // DNS switched a while after the start: nothing arrived so far.
   const client = udpSocket();
-  const to = { transport: "udp" as const, hostname: "127.0.0.1", port: bouncer.port() };
   try {
-    await client.send(new TextEncoder().encode("first"), to);
-    const reply = await receiveWithin(client, 1_000);
-    assertEquals(reply && new TextDecoder().decode(reply), "first");
+    assertEquals(await udpRoundTrip(client, bouncer.port(), "first"), "first");
     await delay(600);
     // Still the same session: it was not taken as idle since the start.
     assertEquals(bouncer.log.filter({ event: "disconnect" }), []);
-    await client.send(new TextEncoder().encode("second"), to);
-    assert(await receiveWithin(client, 1_000));
+    assertEquals(await udpRoundTrip(client, bouncer.port(), "second"), "second");
     assertEquals(bouncer.log.filter({ event: "connect" }).length, 1);
   } finally {
     client.close();
