@@ -328,7 +328,6 @@ const SETTING_READERS: KeyTable<Settings> = {
     key: "proxy_protocol",
     read: orOff((v, s) => readChoice(v, PROXY_PROTOCOLS, s, "proxy_protocol")),
   },
-  bandwidth: { key: "bandwidth", read: readBandwidth },
   alarmQuietMs: {
     key: "alarm_quiet",
     read: orOff((v, s) => readDuration(v, s, "alarm_quiet", 1_000)),
@@ -337,6 +336,7 @@ const SETTING_READERS: KeyTable<Settings> = {
     key: "alarm_errors",
     read: orOff((v, s) => readRateLimit(v, s, "alarm_errors", "errors")),
   },
+  bandwidth: { key: "bandwidth", read: readBandwidth },
 };
 
 /** Keys of `[server]`. */

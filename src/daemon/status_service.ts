@@ -36,7 +36,8 @@ import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 
 /** The live sessions as the status lists them, oldest first. */
 export function sessionViews(engine: Engine): SessionView[] {
-  const wall = Date.now();
+  // The clocks of session times and drain deadlines (tests move them).
+  const wall = engine.sessions.clock();
   const mono = performance.now();
   return engine.sessions.list().map((s) => ({
     rule: s.rule.name,

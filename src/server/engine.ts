@@ -171,6 +171,7 @@ export class Engine implements SyncRelayHost {
       options.historyMs ?? 24 * 3_600_000,
       this.gate,
       options.clock,
+      this.now,
     );
     if (options.reverseLookup) this.monitor.lookup = options.reverseLookup;
     this.sessions = new SessionTracker(
@@ -180,6 +181,7 @@ export class Engine implements SyncRelayHost {
       this.targets,
       this.monitor,
       options.clock,
+      this.now,
     );
     this.startedAt = this.#wallClock();
     this.sweeper = new Sweeper(this.tuning.sweepIntervalMs);
@@ -226,7 +228,8 @@ export class Engine implements SyncRelayHost {
    * them. Returns those that still could not be bound.
    */
   bindWaiting(patienceMs = 2_000): Promise<BindFailure[]> {
-    return this.#listeners.bindWaiting(patienceMs, this.now);
+    // A real wait (it sleeps between tries): on the real clock, not a test's.
+    return this.#listeners.bindWaiting(patienceMs, () => performance.now());
   }
 
   // --- RelayHost ---
@@ -403,7 +406,7 @@ export class Engine implements SyncRelayHost {
   }
 
   /**
-   * Applies a new, valid rule set (see README, "Reloading"):
+   * Applies a new, valid rule set (see docs/operations.md, "Reloading"):
    * - a listener whose (protocol, address, port) stays keeps its socket and
    *   accept queue and takes the new rules for new sessions;
    * - removed listeners stop accepting before added ones bind, so an address
@@ -436,11 +439,12 @@ export class Engine implements SyncRelayHost {
     let draining = 0;
     let revoked = 0;
     for (const session of this.sessions.list()) {
-      if (session.revoked) continue;
       const listener = kept.get(session.setup.listenerKey);
       const fate = sessionFate(placeOf(session), names, listener, policy.enforce);
+      // A session closed as revoked but not yet ended (a worker's) still drains if its
+      // listener or rule goes; none is counted twice.
       if (fate === "drains" && !session.draining) draining++;
-      if (fate === "revoked") revoked++;
+      if (fate === "revoked" && !session.revoked) revoked++;
       this.#carryOut(session, fate);
     }
     // Sessions that opened on what this reload removed while it waited for the ports.

@@ -62,6 +62,8 @@ export class ListenerSet {
   /** Listeners to bind once a running instance lets go of them (a takeover). */
   #waiting: ListenerPlan[] = [];
   #serving = false;
+  /** Stopped accepting for good: a listener bound after (a reload's retry) is closed at once. */
+  #stopped = false;
   /** The ports TCP listeners are bound to; cleared whenever the listeners change. */
   #tcpPortSet: Set<number> | null = null;
 
@@ -220,6 +222,11 @@ export class ListenerSet {
   }
 
   #add(listener: RelayListener): void {
+    if (this.#stopped) {
+      listener.stopAccepting();
+      if (listener instanceof UdpRelayListener) listener.closeSocket();
+      return;
+    }
     this.#live.set(listener.plan.key, listener);
     this.#tcpPortSet = null;
     if (this.#serving) listener.serve();
@@ -255,6 +262,7 @@ export class ListenerSet {
 
   /** Stops accepting on every listener; resolves once the TCP sockets are closed. */
   stopAccepting(): Promise<void> {
+    this.#stopped = true;
     const listeners = [...this.#live.values()];
     for (const listener of listeners) listener.stopAccepting();
     // UDP sockets may stay open for their flows' replies; only TCP ones must be gone.

@@ -32,6 +32,8 @@ export class Monitor {
     readonly gate: EventGate,
     /** The clock (epoch ms); tests move it. */
     readonly now: () => number = Date.now,
+    /** The monotonic clock of rate-limited alarms (tests move it). */
+    readonly monotonic: () => number = () => performance.now(),
   ) {
     this.history = new History(windowMs);
   }
@@ -140,7 +142,7 @@ export class Monitor {
 
   #logAlarm(alarm: AlarmEvent): void {
     const what = `${alarm.kind} alarms of rule ${alarm.rule}`;
-    if (!this.gate.pass(`alarm ${alarm.rule} ${alarm.kind}`, what, performance.now())) return;
+    if (!this.gate.pass(`alarm ${alarm.rule} ${alarm.kind}`, what, this.monotonic())) return;
     // `alarm`, not `event`: with `event` and `client` a line would read as a session event.
     const fields = { alarm: alarm.kind, rule: alarm.rule, detail: alarm.detail };
     switch (alarm.kind) {

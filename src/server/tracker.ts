@@ -95,7 +95,7 @@ export class TrackedSession implements SessionHandle {
       !this.tracker.gate.pass(
         `attempt ${this.rule.name} ${target} ${error}`,
         what,
-        performance.now(),
+        this.tracker.monotonic(),
       )
     ) {
       return;
@@ -124,7 +124,9 @@ export class TrackedSession implements SessionHandle {
     for (const c of this.counters) c.errors++;
     if (!this.rule.log.has("error")) return;
     const what = `errors "${message}" (rule ${this.rule.name})`;
-    if (!this.tracker.gate.pass(`error ${this.rule.name} ${message}`, what, performance.now())) {
+    if (
+      !this.tracker.gate.pass(`error ${this.rule.name} ${message}`, what, this.tracker.monotonic())
+    ) {
       return;
     }
     this.#event({ event: "error", error: message });
@@ -192,6 +194,8 @@ export class SessionTracker {
     },
     /** The wall clock of session times (tests move it). */
     readonly clock: () => number = Date.now,
+    /** The monotonic clock of rate-limited events (tests move it). */
+    readonly monotonic: () => number = () => performance.now(),
   ) {}
 
   /**

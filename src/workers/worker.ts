@@ -41,8 +41,7 @@ class WorkerRuntime {
         );
         setSharedClock(message.clock);
         for (const status of message.health) this.host.targets.health(status);
-        // Serving waits until every isolate has bound (all or none).
-        this.post({ t: "bound", failures: this.listeners.bindAll(this.#use(message.rules)) });
+        void this.#start(message.rules);
         break;
       }
       case "serve":
@@ -64,6 +63,17 @@ class WorkerRuntime {
         this.#stop();
         break;
     }
+  }
+
+  /**
+   * Binds what it can of the first rules and says what it could not: at start
+   * the pool gives up on any failure (all or none across isolates); a worker
+   * started again after one died serves every listener it could bind.
+   * Serving waits until the pool says so.
+   */
+  async #start(rules: WorkerRules): Promise<void> {
+    const { failed } = await this.listeners.apply(this.#use(rules));
+    this.post({ t: "bound", failures: [...failed] });
   }
 
   /** Applies new rules; answers once removed listeners have let go of their ports. */

@@ -216,6 +216,7 @@ Deno.test("a client's reset ends its session even while the target does not read
     async () => await fdCount(pid) === fdsIdle,
     "every session's descriptors closed",
     {
+      timeoutMs: 1_000,
       state: () => fdCount(pid),
     },
   );

@@ -305,6 +305,7 @@ Deno.test("after a reload, /metrics and SIGUSR2 show the rules in force, not rem
     async () => (await oldLines()).length === 0,
     "a removed rule gone from /metrics",
     {
+      timeoutMs: 1_000,
       everyMs: 50,
       state: oldLines,
     },

@@ -25,7 +25,6 @@ import {
   tcpServer,
   tempDir,
   TEST_ISOLATES,
-  waitUntil,
   writeAll,
 } from "./helpers.ts";
 
@@ -285,7 +284,7 @@ Deno.test("a start that fails after writing its pid file removes it; a reload th
     await Deno.remove(`${dir}/ready`, { recursive: true });
     bouncer.signal("SIGHUP");
     await bouncer.waitForLine(/cannot write the ready file/);
-    await waitUntil(() => roundTrip(port), "still serving after the reload");
+    assert(await roundTrip(port), "still serving after the reload");
     bouncer.signal("SIGTERM");
     assertEquals((await bouncer.exited()).code, 0);
   } finally {

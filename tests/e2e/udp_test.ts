@@ -7,7 +7,6 @@ import {
   delay,
   echo,
   freePortRange,
-  portIsFree,
   portOf,
   randomBytes,
   readAll,
@@ -18,9 +17,9 @@ import {
   udpEcho,
   udpRoundTrip,
   udpSocket,
-  waitUntil,
   writeAll,
 } from "./helpers.ts";
+import { waitForListen } from "../../bench/measure.ts";
 import { passRule } from "../fixtures/rules.ts";
 
 function udpRule(listen: string, target: string, extra = ""): string {
@@ -334,7 +333,8 @@ protocol = ["tcp", "udp"]
 listen = "127.0.0.1:${listenPort}"
 bounce_to = "127.0.0.1:${serverPort}"
 `);
-      await waitUntil(() => !portIsFree(serverPort), "the iperf3 server listening");
+      // Read from /proc, not probed: a probe would be iperf3's one client (-1).
+      await waitForListen(serverPort, 5_000);
       const client = await new Deno.Command("iperf3", {
         args: [
           "-c",

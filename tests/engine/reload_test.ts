@@ -3,7 +3,11 @@
  * when the rule file changes (docs/operations.md, "Reloading").
  */
 import { assert, assertEquals, assertMatch } from "../assert.ts";
-import { passRule } from "../fixtures/rules.ts";
+import { getLogger } from "@logtape/logtape";
+import { loadRules, passRule } from "../fixtures/rules.ts";
+import type { PassRule } from "../../src/config/types.ts";
+import { buildPlan } from "../../src/rules/plan.ts";
+import { Engine } from "../../src/server/engine.ts";
 import { startDaemon } from "../harness.ts";
 import {
   delay,
@@ -177,7 +181,7 @@ Deno.test("a removed UDP listener's flows end once quiet for a moment; its port 
     await bouncer.log.waitFor({ event: "disconnect", rule: "dns", reason: "drained" });
     const waited = performance.now() - started;
     assert(waited < 2_000, `the flow held the reload's drain for ${waited} ms`);
-    await waitUntil(() => udpPortIsFree(port), "the UDP port free again");
+    await waitUntil(() => udpPortIsFree(port), "the UDP port free again", { timeoutMs: 500 });
   } finally {
     client.close();
   }
@@ -213,7 +217,7 @@ Deno.test("a UDP flow that keeps sending on a removed listener ends at reload_dr
     assert(waited >= 400, `ended after ${waited} ms, before reload_drain_timeout`);
     sending = false;
     await chatter;
-    await waitUntil(() => udpPortIsFree(port), "the UDP port free again");
+    await waitUntil(() => udpPortIsFree(port), "the UDP port free again", { timeoutMs: 500 });
   } finally {
     sending = false;
     await chatter;
@@ -322,3 +326,49 @@ function udpPortIsFree(port: number): boolean {
     return false;
   }
 }
+
+Deno.test("a worker's session revoked but not yet ended drains when the next reload removes its listener", async () => {
+  const plan = (text: string) => {
+    const config = loadRules(text);
+    return { rules: config.rules, plan: buildPlan(config, new Map()).listeners };
+  };
+  const rule = (extra: string, listen = "127.0.0.1:0") =>
+    passRule({ name: "r", listen, target: 9, extra });
+  const first = plan(rule(""));
+  const bound = Engine.bind(first.rules, first.plan, getLogger(["portbounce", "test"]));
+  if (!bound.ok) throw new Error("not bound");
+  const engine = bound.engine;
+  try {
+    // A worker's session: closing it only asks the worker, so it stays tracked until it ends.
+    engine.openRemote(
+      {
+        setup: {
+          protocol: "tcp",
+          listenerKey: first.plan[0].key,
+          client: "127.0.0.1:5000",
+          clientIp: "127.0.0.1",
+          listen: "127.0.0.1:1",
+          target: "127.0.0.1:9",
+        },
+        rule: first.rules[0] as PassRule,
+        admission: { release() {} },
+      },
+      { close() {} },
+      Date.now(),
+      0,
+    );
+    const refused = plan(rule('from = "10.0.0.0/8"'));
+    const revoking = await engine.reload(refused.rules, refused.plan, {
+      drainMs: 0,
+      enforce: true,
+    });
+    assertEquals([revoking.draining, revoking.revoked], [0, 1]);
+    const moved = plan(rule("", "127.0.0.2:0"));
+    const removing = await engine.reload(moved.rules, moved.plan, { drainMs: 0, enforce: true });
+    assertEquals([removing.draining, removing.revoked], [1, 0], "drained, not revoked twice");
+  } finally {
+    await engine.stopAccepting();
+    engine.targets.stop();
+    engine.monitor.stop();
+  }
+});

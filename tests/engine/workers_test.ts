@@ -218,6 +218,44 @@ Deno.test({
 });
 
 Deno.test({
+  name: "workers: a worker started again serves every listener it could bind, not none",
+  ignore: !linux,
+  async fn() {
+    const [a, b] = [freeTcpPort(), freeTcpPort()];
+    const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 }); // Not shared: unbindable.
+    const marker = await Deno.makeTempFile();
+    Deno.env.set("PORTBOUNCE_TEST_FAIL_ONCE", marker);
+    Deno.env.set("PORTBOUNCE_TEST_BLOCKED", String(blocker.addr.port));
+    Deno.env.set("PORTBOUNCE_TEST_UNBINDABLE", `:${b}`);
+    try {
+      await using bouncer = await startDaemon(
+        passRule({ name: "a", listen: `127.0.0.1:${a}`, target: 9 }) +
+          passRule({ name: "b", listen: `127.0.0.1:${b}`, target: 9 }),
+        {
+          workers: 2,
+          workerModule: new URL(
+            "../fixtures/workers/fails_once_then_misses_one.ts",
+            import.meta.url,
+          ),
+          workerRestartDelayMs: 50,
+        },
+      );
+      await bouncer.log.waitFor({ message: /^worker 1: cannot bind tcp 127\.0\.0\.1:/ }, 5_000);
+      await bouncer.log.waitFor({ message: "worker 1 started again" }, 5_000);
+      // Listener a: the main isolate's socket and the worker's; b: the main isolate's only.
+      assertEquals(await listeningSockets(a), 2);
+      assertEquals(await listeningSockets(b), 1);
+    } finally {
+      for (const name of ["FAIL_ONCE", "BLOCKED", "UNBINDABLE"]) {
+        Deno.env.delete(`PORTBOUNCE_TEST_${name}`);
+      }
+      blocker.close();
+      await Deno.remove(marker).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
   name: "workers: a drain deadline never closes a session of a worker started again since",
   ignore: !linux,
   async fn() {

@@ -1,4 +1,4 @@
-import { loadRules, problems } from "../fixtures/rules.ts";
+import { loadRules, passRule, problems } from "../fixtures/rules.ts";
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { builtInServices } from "../../src/config/services.ts";
@@ -374,4 +374,18 @@ Deno.test("status_hosts: names with or without a port, lowercase; anything else 
       "rules.toml:2: [server]: status_hosts: expected",
     );
   }
+});
+
+Deno.test("problems of one rule come in the order its keys are read", () => {
+  const found = problems(
+    passRule({
+      listen: "127.0.0.1:8080",
+      target: 80,
+      extra: 'alarm_quiet = "soon"\nalarm_errors = "many"\nbandwidth = "fast"\nbalance = "random"',
+    }),
+  );
+  const keys = found.map((problem) =>
+    /(balance|alarm_quiet|alarm_errors|bandwidth)/.exec(problem)?.[1]
+  );
+  assertEquals(keys, ["balance", "alarm_quiet", "alarm_errors", "bandwidth"]);
 });
