@@ -146,7 +146,9 @@ export function buildPlan(
               };
               listeners.set(key, listener);
             }
-            if (listener.bindings.some((b) => b.rule === rule)) continue;
+            // A rule naming one listener twice binds once. Its bindings are pushed while it is
+            // planned, so an earlier one of this listener is the last one (no scan of them all).
+            if (listener.bindings.at(-1)?.rule === rule) continue;
             listener.bindings.push({
               rule,
               targets: targetsFor(rule, endpoint, port),

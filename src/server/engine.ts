@@ -33,6 +33,7 @@ import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
 import { diffRules, type RuleDiff } from "../rules/diff.ts";
+import { prepareMatching } from "../rules/match.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
 import { countBlock, Stats } from "../status/stats.ts";
@@ -210,6 +211,7 @@ export class Engine implements SyncRelayHost {
     options: EngineOptions = {},
   ): { ok: true; engine: Engine } | { ok: false; failures: BindFailure[] } {
     const engine = new Engine(log, rules, options);
+    prepareMatching(plan);
     const failures = engine.#listeners.bindAll(plan, options.heldElsewhere);
     if (failures.length > 0) return { ok: false, failures };
     engine.targets.apply(rules, plan);
@@ -432,6 +434,7 @@ export class Engine implements SyncRelayHost {
       if (limiter) limiter.limits = rule;
     }
     this.targets.apply(rules, plan);
+    prepareMatching(plan);
     const changes = await this.#listeners.apply(plan);
 
     // Every live session meets the new rules (those an earlier reload drains stay so).

@@ -13,6 +13,7 @@ import { listenTcp } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { describeBindError } from "../relay/errors.ts";
 import { type BindRefusal, ListenerSet } from "../server/listener_set.ts";
+import { prepareMatching } from "../rules/match.ts";
 import { rebuildPlan } from "../server/rule_file.ts";
 import { Outbox } from "./outbox.ts";
 import type { BoundAddresses, FromWorker, ToWorker, WorkerRules } from "./protocol.ts";
@@ -93,9 +94,11 @@ class WorkerRuntime {
     host.targets.useBudgets(rules.budgets);
     relayBuffers.limitBytes = rules.bufferBytes;
     this.#addresses = rules.addresses;
-    return rebuildPlan(rules.inputs).listeners.filter((plan) =>
+    const listeners = rebuildPlan(rules.inputs).listeners.filter((plan) =>
       plan.protocol === "tcp" && rules.addresses[plan.key]
     );
+    prepareMatching(listeners);
+    return listeners;
   }
 
   /** Opens one TCP listener on the address the main isolate bound it to, sharing the port. */

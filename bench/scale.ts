@@ -1,0 +1,265 @@
+/**
+ * Thousands of rules: `deno task bench:scale`. Writes bench/results/scale.md.
+ *
+ * 1. New connections per request (wrk, `Connection: close`, to nginx) through
+ *    a listener with one rule, and through one with 10,000 rules whose match
+ *    is the last: interleaved rounds, and the median of each round's ratio.
+ * 2. A full reload of that 10,000-rule file (a rule renamed: every rule is
+ *    compared, every listener kept) while one client does round trips of
+ *    64 bytes through the bouncer back to back: how long the reload took
+ *    (SIGHUP until its log line) and the slowest round trip while it ran,
+ *    against the slowest of an equal time without a reload.
+ *
+ *   deno task bench:scale [--rounds 3] [--seconds 4] [--rules 10000]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { freePort, median, sleep, waitForListen, waitForTcp } from "./measure.ts";
+import { portbounceRun, spawn, stopAll } from "./peers.ts";
+import { wrk } from "./workloads.ts";
+
+const BENCH = fileURLToPath(new URL("./", import.meta.url));
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string" },
+    seconds: { type: "string" },
+    rules: { type: "string" },
+  },
+});
+const rounds = Number(values.rounds ?? 3);
+const seconds = Number(values.seconds ?? 4);
+const ruleCount = Number(values.rules ?? 10_000);
+
+const HEAD = `[server]\ndrain_timeout = "1s"\n[defaults]\nlog = ["error"]\n`;
+
+/** `count` rules on one listener; only the last one's `from` holds 127.0.0.1. */
+function manyRules(count: number, listen: number, target: number, lastName = "last"): string {
+  const parts = [HEAD];
+  for (let i = 0; i < count - 1; i++) {
+    parts.push(
+      `[[rule]]\nname = "r${i}"\nfrom = "10.${(i >> 8) & 255}.${i & 255}.0/24"\n` +
+        `listen = "127.0.0.1:${listen}"\nbounce_to = "127.0.0.1:${target}"\n`,
+    );
+  }
+  parts.push(
+    `[[rule]]\nname = "${lastName}"\nfrom = "127.0.0.0/8"\nlisten = "127.0.0.1:${listen}"\n` +
+      `bounce_to = "127.0.0.1:${target}"\n`,
+  );
+  return parts.join("\n");
+}
+
+/** portbounce on `rules`, its log read line by line; resolves once it listens on `port`. */
+async function startPortbounce(dir: string, rules: string, port: number) {
+  const path = `${dir}/rules.toml`;
+  await Deno.writeTextFile(path, rules);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: await portbounceRun(path),
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  const waiting: (() => void)[] = [];
+  (async () => {
+    let partial = "";
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+      const parts = (partial + chunk).split("\n");
+      partial = parts.pop()!;
+      lines.push(...parts);
+      for (const wake of waiting.splice(0)) wake();
+    }
+  })();
+  await waitForListen(port, 120_000);
+  return {
+    path,
+    pid: child.pid,
+    /** Waits for a log line matching `pattern` after the first `from` lines. */
+    async lineAfter(from: number, pattern: RegExp): Promise<string> {
+      for (;;) {
+        const found = lines.slice(from).find((line) => pattern.test(line));
+        if (found) return found;
+        await new Promise<void>((resolve) => waiting.push(resolve));
+      }
+    },
+    get lineCount() {
+      return lines.length;
+    },
+    stop: () => stopAll([child]),
+  };
+}
+
+async function startNginx(dir: string, port: number) {
+  await Deno.chmod(dir, 0o755);
+  await Deno.mkdir(`${dir}/www`, { recursive: true, mode: 0o755 });
+  await Deno.writeTextFile(
+    `${dir}/www/index.html`,
+    "<html><body>" + "portbounce ".repeat(50) + "</body></html>\n",
+  );
+  const text = (await Deno.readTextFile(`${BENCH}peers/nginx-feature-target.conf`))
+    .replaceAll("{{TARGET}}", String(port))
+    .replaceAll("{{PROXY_TARGET}}", String(freePort()))
+    .replaceAll("{{DIR}}", dir);
+  await Deno.writeTextFile(`${dir}/nginx.conf`, text);
+  const child = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir, "-e", `${dir}/error.log`]);
+  await waitForTcp(port);
+  return () => stopAll([child]);
+}
+
+/** 1: new connections per request, one rule against `ruleCount` rules, interleaved. */
+async function measureRate(dir: string): Promise<{ one: number; many: number; ratio: number }> {
+  const http = freePort();
+  const stopNginx = await startNginx(dir, http);
+  const rates: Record<"one" | "many", number[]> = { one: [], many: [] };
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const order: ("one" | "many")[] = round % 2 === 0 ? ["one", "many"] : ["many", "one"];
+      for (const variant of order) {
+        const listen = freePort();
+        const bouncer = await startPortbounce(
+          dir,
+          manyRules(variant === "one" ? 1 : ruleCount, listen, http),
+          listen,
+        );
+        try {
+          const rate = await wrk(listen, seconds, true);
+          console.error(
+            `round ${round + 1}/${rounds} ${variant} rule(s): ${rate.toFixed(0)} conn/s`,
+          );
+          rates[variant].push(rate);
+        } finally {
+          await bouncer.stop();
+        }
+      }
+    }
+  } finally {
+    await stopNginx();
+  }
+  return {
+    one: median(rates.one),
+    many: median(rates.many),
+    ratio: median(rates.many.map((many, i) => many / rates.one[i])),
+  };
+}
+
+/** A TCP echo in this process, for the round trips. */
+function echoServer(): { port: number; close: () => void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        try {
+          await conn.readable.pipeTo(conn.writable);
+        } catch {
+          // The client went away.
+        }
+      })();
+    }
+  })().catch(() => {});
+  return { port: listener.addr.port, close: () => listener.close() };
+}
+
+/** Round trips of 64 bytes on one connection, back to back, until `until` resolves; each in ms. */
+async function roundTrips(port: number, until: Promise<unknown>): Promise<number[]> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const out = new Uint8Array(64).fill(7);
+  const back = new Uint8Array(64);
+  const times: number[] = [];
+  let done = false;
+  until.then(() => done = true);
+  try {
+    while (!done) {
+      const start = performance.now();
+      await conn.write(out);
+      let got = 0;
+      while (got < 64) {
+        const n = await conn.read(back.subarray(got));
+        if (n === null) throw new Error("the bouncer closed the round-trip connection");
+        got += n;
+      }
+      times.push(performance.now() - start);
+    }
+  } finally {
+    conn.close();
+  }
+  return times;
+}
+
+/** 2: reloads of the big file while round trips run; the same time without a reload. */
+async function measureReload(dir: string) {
+  const echo = echoServer();
+  const listen = freePort();
+  const results: { reloadMs: number; worstDuring: number; worstQuiet: number }[] = [];
+  const bouncer = await startPortbounce(dir, manyRules(ruleCount, listen, echo.port), listen);
+  try {
+    for (let round = 0; round < rounds; round++) {
+      // Quiet: round trips for as long as the last reload took (at least a second).
+      const quietMs = Math.max(1_000, results.at(-1)?.reloadMs ?? 1_000);
+      const quiet = await roundTrips(listen, sleep(quietMs));
+      const from = bouncer.lineCount;
+      await Deno.writeTextFile(
+        bouncer.path,
+        manyRules(ruleCount, listen, echo.port, `last-${round}`),
+      );
+      const started = performance.now();
+      const reloaded = bouncer.lineAfter(from, /reload: /);
+      const during = roundTrips(listen, reloaded);
+      Deno.kill(bouncer.pid, "SIGHUP");
+      await reloaded;
+      const reloadMs = performance.now() - started;
+      const times = await during;
+      const result = {
+        reloadMs,
+        worstDuring: Math.max(...times),
+        worstQuiet: Math.max(...quiet),
+      };
+      console.error(
+        `reload ${round + 1}/${rounds}: ${reloadMs.toFixed(0)} ms; slowest round trip ${
+          result.worstDuring.toFixed(1)
+        } ms (without a reload: ${result.worstQuiet.toFixed(1)} ms)`,
+      );
+      results.push(result);
+    }
+  } finally {
+    await bouncer.stop();
+    echo.close();
+  }
+  return {
+    reloadMs: median(results.map((r) => r.reloadMs)),
+    worstDuring: median(results.map((r) => r.worstDuring)),
+    worstQuiet: median(results.map((r) => r.worstQuiet)),
+  };
+}
+
+const dir = await Deno.makeTempDir({ prefix: "portbounce-bench-scale-" });
+try {
+  const rate = await measureRate(dir);
+  const reload = await measureReload(dir);
+  const when = new Date().toISOString().slice(0, 16).replace("T", " ");
+  const n = ruleCount.toLocaleString("en-US");
+  const report = `# Thousands of rules
+
+${when} UTC, \`deno task bench:scale\`: medians of ${rounds} rounds, ${seconds} s per run, on
+one machine shared by load generator, bouncer and target (loopback).
+
+| case | measured |
+| --- | --- |
+| new connection per request, one rule | ${rate.one.toFixed(0)} conn/s |
+| the same, ${n} rules on the listener, the match last | ${rate.many.toFixed(0)} conn/s (${
+    rate.ratio.toFixed(2)
+  }× one rule, median of each round's ratio) |
+| a full reload of the ${n}-rule file (SIGHUP until its log line) | ${
+    reload.reloadMs.toFixed(0)
+  } ms |
+| slowest 64-byte round trip while it ran | ${
+    reload.worstDuring.toFixed(1)
+  } ms (as long without a reload: ${reload.worstQuiet.toFixed(1)} ms) |
+`;
+  await Deno.writeTextFile(`${BENCH}results/scale.md`, report);
+  console.log(report);
+} finally {
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
