@@ -9,6 +9,8 @@
  *    64 bytes through the bouncer back to back: how long the reload took
  *    (SIGHUP until its log line) and the slowest round trip while it ran,
  *    against the slowest of an equal time without a reload.
+ * 3. Memory of reloads: resident memory after 100 full reloads of a
+ *    2,000-rule file, one after another (each waits for the one before).
  *
  *   deno task bench:scale [--rounds 3] [--seconds 4] [--rules 10000]
  *
@@ -16,7 +18,7 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { freePort, median, sleep, waitForListen, waitForTcp } from "./measure.ts";
+import { freePort, median, sleep, treeRssKiB, waitForListen, waitForTcp } from "./measure.ts";
 import { portbounceRun, spawn, stopAll } from "./peers.ts";
 import { wrk } from "./workloads.ts";
 
@@ -234,10 +236,34 @@ async function measureReload(dir: string) {
   };
 }
 
+/** 3: resident memory after `count` full reloads of a `rules`-rule file. */
+async function measureReloadMemory(dir: string, rules = 2_000, count = 100) {
+  const echo = echoServer();
+  const listen = freePort();
+  const bouncer = await startPortbounce(dir, manyRules(rules, listen, echo.port), listen);
+  try {
+    const before = await treeRssKiB(bouncer.pid);
+    for (let i = 0; i < count; i++) {
+      const from = bouncer.lineCount;
+      await Deno.writeTextFile(bouncer.path, manyRules(rules, listen, echo.port, `last-${i}`));
+      const reloaded = bouncer.lineAfter(from, /reload: /);
+      Deno.kill(bouncer.pid, "SIGHUP");
+      await reloaded;
+    }
+    const after = await treeRssKiB(bouncer.pid);
+    console.error(`${count} reloads of ${rules} rules: RSS ${before} KiB -> ${after} KiB`);
+    return { rules, count, beforeMiB: before / 1024, afterMiB: after / 1024 };
+  } finally {
+    await bouncer.stop();
+    echo.close();
+  }
+}
+
 const dir = await Deno.makeTempDir({ prefix: "portbounce-bench-scale-" });
 try {
   const rate = await measureRate(dir);
   const reload = await measureReload(dir);
+  const memory = await measureReloadMemory(dir);
   const when = new Date().toISOString().slice(0, 16).replace("T", " ");
   const n = ruleCount.toLocaleString("en-US");
   const report = `# Thousands of rules
@@ -257,6 +283,9 @@ one machine shared by load generator, bouncer and target (loopback).
 | slowest 64-byte round trip while it ran | ${
     reload.worstDuring.toFixed(1)
   } ms (as long without a reload: ${reload.worstQuiet.toFixed(1)} ms) |
+| resident memory after ${memory.count} full reloads of a ${
+    memory.rules.toLocaleString("en-US")
+  }-rule file | ${memory.afterMiB.toFixed(0)} MiB (${memory.beforeMiB.toFixed(0)} MiB before them) |
 `;
   await Deno.writeTextFile(`${BENCH}results/scale.md`, report);
   console.log(report);

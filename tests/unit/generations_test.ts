@@ -38,7 +38,10 @@ Deno.test("sessionFate: its listener or rule gone drains it; refused by the new 
   const blocked = listenerOf(lab("block") + web);
   assertEquals(sessionFate(session, names, blocked, true), "revoked");
   assertEquals(sessionFate(session, names, blocked, false), "stays", "not enforced: it goes on");
-  assertEquals(sessionFate({ ...session, clientIp: "198.51.100.9" }, names, blocked, true), "stays");
+  assertEquals(
+    sessionFate({ ...session, clientIp: "198.51.100.9" }, names, blocked, true),
+    "stays",
+  );
   // A client that is not an address (never so in practice) is not let in by chance.
   assertEquals(sessionFate({ ...session, clientIp: "nonsense" }, names, blocked, true), "revoked");
 });
