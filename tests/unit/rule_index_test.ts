@@ -160,7 +160,7 @@ Deno.test("rule index: a block before a pass, deny by default, and the wildcard 
   list.push(
     rule("lab-out", "block", ["10.1.0.0/16"]),
     rule("office", "pass", ["10.0.0.0/8", "2001:db8::/32"]),
-    rule("v4-only", "pass", ["192.0.2.0/24"], "0.0.0.0"),
+    rule("v4-only", "pass", ["203.0.113.0/24"], "0.0.0.0"),
     rule("second-address", "pass", ["0.0.0.0/0"], "127.0.0.2"),
   );
   const index = new RuleIndex(list);
@@ -170,9 +170,9 @@ Deno.test("rule index: a block before a pass, deny by default, and the wildcard 
   assertEquals(name("10.2.2.3"), "office");
   assertEquals(name("2001:db8::7"), "office");
   assertEquals(name("198.51.100.1"), undefined, "no rule: deny by default");
-  assertEquals(name("192.0.2.5"), undefined, "an address-bound rule needs the address reached");
-  assertEquals(name("192.0.2.5", "127.0.0.1"), "v4-only");
-  assertEquals(name("192.0.2.5", "::1"), undefined);
+  assertEquals(name("203.0.113.5"), undefined, "an address-bound rule needs the address reached");
+  assertEquals(name("203.0.113.5", "127.0.0.1"), "v4-only");
+  assertEquals(name("203.0.113.5", "::1"), undefined);
   assertEquals(name("198.51.100.1", "127.0.0.2"), "second-address");
   assertEquals(name("10.1.2.3", "127.0.0.2"), "lab-out", "earlier rules still come first");
 });
