@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { freePort, median, sleep, waitForListen, waitForTcp } from "./measure.ts";
-import { portbounceRun, spawn, stopAll } from "./peers.ts";
+import { portbounceRun, spawn, startNginx, stopAll } from "./peers.ts";
 import { iperfTcp, wrk } from "./workloads.ts";
 
 const BENCH = fileURLToPath(new URL("./", import.meta.url));
@@ -79,23 +79,6 @@ function rule(name: string, listen: number, target: number, keys: string): strin
 const head = (server = "") =>
   `[server]\ndrain_timeout = "1s"\n${server}\n[defaults]\nlog = ["error"]\n`;
 const HEAD = head();
-
-async function startNginx(dir: string, plain: number, proxy: number) {
-  await Deno.chmod(dir, 0o755);
-  await Deno.mkdir(`${dir}/www`, { recursive: true, mode: 0o755 });
-  await Deno.writeTextFile(
-    `${dir}/www/index.html`,
-    "<html><body>" + "portbounce ".repeat(50) + "</body></html>\n",
-  );
-  const text = (await Deno.readTextFile(`${BENCH}peers/nginx-feature-target.conf`))
-    .replaceAll("{{TARGET}}", String(plain))
-    .replaceAll("{{PROXY_TARGET}}", String(proxy))
-    .replaceAll("{{DIR}}", dir);
-  await Deno.writeTextFile(`${dir}/nginx.conf`, text);
-  const child = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir, "-e", `${dir}/error.log`]);
-  await waitForTcp(plain);
-  return () => stopAll([child]);
-}
 
 /**
  * New connections per request through the ledger pair, interleaved; their

@@ -6,7 +6,7 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { processTree } from "./measure.ts";
+import { processTree, waitForTcp } from "./measure.ts";
 
 const BENCH = fileURLToPath(new URL("./", import.meta.url));
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -240,4 +240,25 @@ export async function hasCommand(command: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * nginx serving a small page on `plain`, and on `proxy` the same behind a
+ * PROXY header (bench/peers/nginx-feature-target.conf); resolves to its stopper.
+ */
+export async function startNginx(dir: string, plain: number, proxy: number) {
+  await Deno.chmod(dir, 0o755);
+  await Deno.mkdir(`${dir}/www`, { recursive: true, mode: 0o755 });
+  await Deno.writeTextFile(
+    `${dir}/www/index.html`,
+    "<html><body>" + "portbounce ".repeat(50) + "</body></html>\n",
+  );
+  const text = (await Deno.readTextFile(`${BENCH}peers/nginx-feature-target.conf`))
+    .replaceAll("{{TARGET}}", String(plain))
+    .replaceAll("{{PROXY_TARGET}}", String(proxy))
+    .replaceAll("{{DIR}}", dir);
+  await Deno.writeTextFile(`${dir}/nginx.conf`, text);
+  const child = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir, "-e", `${dir}/error.log`]);
+  await waitForTcp(plain);
+  return () => stopAll([child]);
 }

@@ -18,8 +18,8 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { freePort, median, sleep, treeRssKiB, waitForListen, waitForTcp } from "./measure.ts";
-import { portbounceRun, spawn, stopAll } from "./peers.ts";
+import { freePort, median, sleep, treeRssKiB, waitForListen } from "./measure.ts";
+import { portbounceRun, startNginx, stopAll } from "./peers.ts";
 import { wrk } from "./workloads.ts";
 
 const BENCH = fileURLToPath(new URL("./", import.meta.url));
@@ -94,27 +94,10 @@ async function startPortbounce(dir: string, rules: string, port: number) {
   };
 }
 
-async function startNginx(dir: string, port: number) {
-  await Deno.chmod(dir, 0o755);
-  await Deno.mkdir(`${dir}/www`, { recursive: true, mode: 0o755 });
-  await Deno.writeTextFile(
-    `${dir}/www/index.html`,
-    "<html><body>" + "portbounce ".repeat(50) + "</body></html>\n",
-  );
-  const text = (await Deno.readTextFile(`${BENCH}peers/nginx-feature-target.conf`))
-    .replaceAll("{{TARGET}}", String(port))
-    .replaceAll("{{PROXY_TARGET}}", String(freePort()))
-    .replaceAll("{{DIR}}", dir);
-  await Deno.writeTextFile(`${dir}/nginx.conf`, text);
-  const child = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir, "-e", `${dir}/error.log`]);
-  await waitForTcp(port);
-  return () => stopAll([child]);
-}
-
 /** 1: new connections per request, one rule against `ruleCount` rules, interleaved. */
 async function measureRate(dir: string): Promise<{ one: number; many: number; ratio: number }> {
   const http = freePort();
-  const stopNginx = await startNginx(dir, http);
+  const stopNginx = await startNginx(dir, http, freePort());
   const rates: Record<"one" | "many", number[]> = { one: [], many: [] };
   try {
     for (let round = 0; round < rounds; round++) {

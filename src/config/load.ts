@@ -246,10 +246,13 @@ function isTable(value: unknown): value is Table {
     !(value instanceof Date);
 }
 
-/** How one key is read: its name in the file and its reader (undefined: a problem was recorded). */
+/**
+ * How one key is read: its name in the file and its reader, which is given
+ * the key to name in its problems (undefined: a problem was recorded).
+ */
 interface KeyReader<T> {
   readonly key: string;
-  readonly read: (value: unknown, scope: Scope, source: string) => T | undefined;
+  readonly read: (value: unknown, scope: Scope, key: string, source: string) => T | undefined;
 }
 
 /** One reader for every field of `T`: each key is said once, and none can be missed. */
@@ -257,84 +260,64 @@ type KeyTable<T> = { readonly [K in keyof T]-?: KeyReader<T[K]> };
 
 /** `false` turns a setting off (null); anything else is read by `read`. */
 function orOff<T>(read: KeyReader<T>["read"]): KeyReader<T | null>["read"] {
-  return (value, scope, source) => value === false ? null : read(value, scope, source);
+  return (value, scope, key, source) => value === false ? null : read(value, scope, key, source);
+}
+
+/** A duration of at least `minMs`. */
+function duration(minMs: number): KeyReader<number>["read"] {
+  return (value, scope, key) => readDuration(value, scope, key, minMs);
+}
+
+/** One of `choices`. */
+function choice<T extends string>(choices: readonly T[]): KeyReader<T>["read"] {
+  return (value, scope, key) => readChoice(value, choices, scope, key);
 }
 
 /** The keys of `[server]`, in the order they are read; unset ones take `BUILT_IN_SERVER`. */
 const SERVER_READERS: KeyTable<ServerSettings> = {
-  log: { key: "log", read: readLogOutputs },
-  logFormat: { key: "log_format", read: (v, s) => readChoice(v, LOG_FORMATS, s, "log_format") },
-  logLevel: { key: "log_level", read: (v, s) => readChoice(v, LOG_LEVELS, s, "log_level") },
+  log: { key: "log", read: (value, scope, _key, source) => readLogOutputs(value, scope, source) },
+  logFormat: { key: "log_format", read: choice(LOG_FORMATS) },
+  logLevel: { key: "log_level", read: choice(LOG_LEVELS) },
   status: { key: "status", read: readStatusAddress },
   statusHosts: { key: "status_hosts", read: readStatusHosts },
-  drainTimeoutMs: { key: "drain_timeout", read: (v, s) => readDuration(v, s, "drain_timeout", 0) },
-  reloadDrainTimeoutMs: {
-    key: "reload_drain_timeout",
-    read: (v, s) => readDuration(v, s, "reload_drain_timeout", 0),
-  },
-  reloadEnforcesRules: {
-    key: "reload_enforces_rules",
-    read: (v, s) => readBoolean(v, s, "reload_enforces_rules"),
-  },
+  drainTimeoutMs: { key: "drain_timeout", read: duration(0) },
+  reloadDrainTimeoutMs: { key: "reload_drain_timeout", read: duration(0) },
+  reloadEnforcesRules: { key: "reload_enforces_rules", read: readBoolean },
   bufferMemory: { key: "buffer_memory", read: readBufferMemory },
-  pidFile: { key: "pid_file", read: (v, s, source) => readPath(v, s, "pid_file", source) },
-  syslogFacility: {
-    key: "syslog_facility",
-    read: (v, s) => readChoice(v, SYSLOG_FACILITIES, s, "syslog_facility"),
-  },
+  pidFile: { key: "pid_file", read: readPath },
+  syslogFacility: { key: "syslog_facility", read: choice(SYSLOG_FACILITIES) },
   source: { key: "source", read: readSource },
   historyMs: { key: "history", read: readHistory },
   workers: {
     key: "workers",
-    read: (v, s) => readWorkerCount(v, (message) => s.fail("workers", message)),
+    read: (value, scope, key) => readWorkerCount(value, (message) => scope.fail(key, message)),
   },
   clients: { key: "clients", read: readLedgerSize },
-  clientNames: {
-    key: "client_names",
-    read: (v, s) => readChoice(v, CLIENT_NAMES, s, "client_names"),
-  },
-  state: { key: "state", read: (v, s, source) => readPath(v, s, "state", source) },
+  clientNames: { key: "client_names", read: choice(CLIENT_NAMES) },
+  state: { key: "state", read: readPath },
 };
 
 /** The per-rule settings, in `[defaults]` and each `[[rule]]`; unset ones come from there. */
 const SETTING_READERS: KeyTable<Settings> = {
-  action: { key: "action", read: (v, s) => readChoice(v, ["pass", "block"] as const, s, "action") },
+  action: { key: "action", read: choice(["pass", "block"] as const) },
   protocols: { key: "protocol", read: readProtocols },
   from: { key: "from", read: readNetworks },
-  connectTimeoutMs: {
-    key: "connect_timeout",
-    read: (v, s) => readDuration(v, s, "connect_timeout", 1),
-  },
-  idleTimeoutMs: { key: "idle_timeout", read: (v, s) => readDuration(v, s, "idle_timeout", 0) },
-  stallTimeoutMs: {
-    key: "stall_timeout",
-    read: (v, s) => readDuration(v, s, "stall_timeout", 0),
-  },
-  udpIdleTimeoutMs: {
-    key: "udp_idle_timeout",
-    read: (v, s) => readDuration(v, s, "udp_idle_timeout", 1),
-  },
+  connectTimeoutMs: { key: "connect_timeout", read: duration(1) },
+  idleTimeoutMs: { key: "idle_timeout", read: duration(0) },
+  stallTimeoutMs: { key: "stall_timeout", read: duration(0) },
+  udpIdleTimeoutMs: { key: "udp_idle_timeout", read: duration(1) },
   log: { key: "log", read: readLogEvents },
-  maxSessions: { key: "max_sessions", read: (v, s) => readCount(v, s, "max_sessions") },
-  maxSessionsPerClient: {
-    key: "max_sessions_per_client",
-    read: (v, s) => readCount(v, s, "max_sessions_per_client"),
-  },
+  maxSessions: { key: "max_sessions", read: readCount },
+  maxSessionsPerClient: { key: "max_sessions_per_client", read: readCount },
   throttle: { key: "throttle", read: readThrottle },
-  balance: { key: "balance", read: (v, s) => readChoice(v, BALANCE_MODES, s, "balance") },
+  balance: { key: "balance", read: choice(BALANCE_MODES) },
   healthCheck: { key: "health_check", read: readHealthCheck },
   source: { key: "source", read: readSource },
-  proxyProtocol: {
-    key: "proxy_protocol",
-    read: orOff((v, s) => readChoice(v, PROXY_PROTOCOLS, s, "proxy_protocol")),
-  },
-  alarmQuietMs: {
-    key: "alarm_quiet",
-    read: orOff((v, s) => readDuration(v, s, "alarm_quiet", 1_000)),
-  },
+  proxyProtocol: { key: "proxy_protocol", read: orOff(choice(PROXY_PROTOCOLS)) },
+  alarmQuietMs: { key: "alarm_quiet", read: orOff(duration(1_000)) },
   alarmErrors: {
     key: "alarm_errors",
-    read: orOff((v, s) => readRateLimit(v, s, "alarm_errors", "errors")),
+    read: orOff((value, scope, key) => readRateLimit(value, scope, key, "errors")),
   },
   bandwidth: { key: "bandwidth", read: readBandwidth },
 };
@@ -366,7 +349,7 @@ function readKeys<T>(
   for (const field of Object.keys(readers) as (keyof T)[]) {
     const { key, read } = readers[field];
     if (table[key] === undefined) continue;
-    const value = read(table[key], scope, source);
+    const value = read(table[key], scope, key, source);
     if (value === undefined) failed = true;
     else values[field] = value;
   }

@@ -43,7 +43,6 @@ import {
   RuleGenerations,
   type SessionFate,
   sessionFate,
-  type SessionPlace,
 } from "./generations.ts";
 import {
   type BindFailure,
@@ -289,9 +288,8 @@ export class Engine implements SyncRelayHost {
     decidedUnder?: number,
   ): TrackedSession {
     const tracked = this.sessions.open(admitted, session, startedAt);
-    if (this.#generations.generation === 0) return tracked; // No reload yet: nothing to meet.
     const listener = this.#listeners.get(admitted.setup.listenerKey)?.plan;
-    this.#carryOut(tracked, this.#generations.opened(placeOf(tracked), listener, decidedUnder));
+    this.#carryOut(tracked, this.#generations.opened(tracked, listener, decidedUnder));
     return tracked;
   }
 
@@ -443,7 +441,7 @@ export class Engine implements SyncRelayHost {
     let revoked = 0;
     for (const session of this.sessions.list()) {
       const listener = kept.get(session.setup.listenerKey);
-      const fate = sessionFate(placeOf(session), names, listener, policy.enforce);
+      const fate = sessionFate(session, names, listener, policy.enforce);
       // A session closed as revoked but not yet ended (a worker's) still drains if its
       // listener or rule goes; none is counted twice.
       if (fate === "drains" && !session.draining) draining++;
@@ -626,14 +624,5 @@ function bindFailure(error: unknown, port: number): BindRefusal {
   return {
     error: describeBindError(error, port),
     addrInUse: error instanceof Deno.errors.AddrInUse,
-  };
-}
-
-/** Where a tracked session is, as a reload's decision sees it. */
-function placeOf(session: TrackedSession): SessionPlace {
-  return {
-    listenerKey: session.setup.listenerKey,
-    ruleName: session.rule.name,
-    clientIp: session.setup.clientIp,
   };
 }

@@ -25,11 +25,10 @@ export interface ReloadPolicy {
 /** What a reload makes of a live session. */
 export type SessionFate = "stays" | "drains" | "revoked";
 
-/** A live session, as the decision sees it. */
+/** A live session, as the decision sees it (a tracked session is one). */
 export interface SessionPlace {
-  readonly listenerKey: string;
-  readonly ruleName: string;
-  readonly clientIp: string;
+  readonly setup: { readonly listenerKey: string; readonly clientIp: string };
+  readonly rule: { readonly name: string };
 }
 
 /**
@@ -44,9 +43,9 @@ export function sessionFate(
   listener: ListenerPlan | undefined,
   enforce: boolean,
 ): SessionFate {
-  if (!listener || !ruleNames.has(session.ruleName)) return "drains";
+  if (!listener || !ruleNames.has(session.rule.name)) return "drains";
   if (!enforce) return "stays";
-  const client = parseClientAddress(session.clientIp);
+  const client = parseClientAddress(session.setup.clientIp);
   const binding = client ? firstMatch(listener.bindings, client) : undefined;
   return binding?.rule.action === "pass" ? "stays" : "revoked";
 }

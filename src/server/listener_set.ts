@@ -217,7 +217,7 @@ export class ListenerSet {
       added,
       kept: diff.kept,
       removed: diff.removed,
-      failed: this.failures(),
+      failed: this.failedPlans().map(({ plan, error }) => ({ key: plan.key, error })),
     };
   }
 
@@ -295,11 +295,6 @@ export class ListenerSet {
   /** How many listeners take new sessions. */
   get size(): number {
     return this.#live.size;
-  }
-
-  /** The listeners the last reload could not bind, and why. */
-  failures(): BindFailure[] {
-    return [...this.#failed.values()].map(({ plan, error }) => ({ key: plan.key, error }));
   }
 
   /** The plans of the listeners the last reload could not bind, and why. */

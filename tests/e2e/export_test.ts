@@ -6,7 +6,7 @@
  */
 import { assert, assertEquals, assertIncludes } from "../assert.ts";
 import { fileURLToPath } from "node:url";
-import { runCli, tempDir } from "./helpers.ts";
+import { runCli, tempDir, waitUntil } from "./helpers.ts";
 import {
   ask,
   buildNetwork,
@@ -378,25 +378,21 @@ max_sessions = 2
       assertEquals(await held[2].line, "");
       // Once a session ends, the rule takes one again.
       await held.shift()!.close();
-      await waitFor(async () => {
-        const next = hold("203.0.113.11", 81);
-        held.push(next);
-        return (await next.line) === "held 203.0.113.129";
-      });
+      await waitUntil(
+        async () => {
+          const next = hold("203.0.113.11", 81);
+          held.push(next);
+          return (await next.line) === "held 203.0.113.129";
+        },
+        "a session taken again",
+        { timeoutMs: 5_000 },
+      );
     } finally {
       await Promise.all(held.map((h) => h.close()));
       await tearDown(children);
     }
   },
 });
-
-/** Retries `attempt` until it says yes (at most 5 s). */
-async function waitFor(attempt: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (!(await attempt())) {
-    if (Date.now() > deadline) throw new Error("gave up waiting");
-  }
-}
 
 const PARTLY = `
 [[rule]]

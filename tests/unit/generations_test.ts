@@ -22,11 +22,12 @@ const lab = (action: "pass" | "block") =>
   `[[rule]]\nname = "lab"\naction = "${action}"\nfrom = "10.0.0.0/8"\nlisten = "127.0.0.1:8080"\n${
     action === "pass" ? 'bounce_to = "127.0.0.1:81"\n' : ""
   }`;
-const session: SessionPlace = {
-  listenerKey: "tcp 127.0.0.1:8080",
-  ruleName: "web",
-  clientIp: "10.1.2.3",
-};
+/** A session of rule `web` from `clientIp` on 127.0.0.1:8080. */
+const sessionFrom = (clientIp: string): SessionPlace => ({
+  setup: { listenerKey: "tcp 127.0.0.1:8080", clientIp },
+  rule: { name: "web" },
+});
+const session = sessionFrom("10.1.2.3");
 
 Deno.test("sessionFate: its listener or rule gone drains it; refused by the new rules revokes it", () => {
   const listener = listenerOf(web);
@@ -39,18 +40,18 @@ Deno.test("sessionFate: its listener or rule gone drains it; refused by the new 
   assertEquals(sessionFate(session, names, blocked, true), "revoked");
   assertEquals(sessionFate(session, names, blocked, false), "stays", "not enforced: it goes on");
   assertEquals(
-    sessionFate({ ...session, clientIp: "198.51.100.9" }, names, blocked, true),
+    sessionFate(sessionFrom("198.51.100.9"), names, blocked, true),
     "stays",
   );
   // A client that is not an address (never so in practice) is not let in by chance.
-  assertEquals(sessionFate({ ...session, clientIp: "nonsense" }, names, blocked, true), "revoked");
+  assertEquals(sessionFate(sessionFrom("nonsense"), names, blocked, true), "revoked");
 });
 
 Deno.test("sessionFate agrees with first match for any client and rule order", () => {
   const listener = listenerOf(lab("block") + web);
   fc.assert(
     fc.property(fc.ipV4(), (ip) => {
-      const fate = sessionFate({ ...session, clientIp: ip }, new Set(["web"]), listener, true);
+      const fate = sessionFate(sessionFrom(ip), new Set(["web"]), listener, true);
       return fate === (ip.startsWith("10.") ? "revoked" : "stays");
     }),
     { seed: 25, numRuns: 300 },
