@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { parse, TomlDate, TomlError } from "smol-toml";
+import { TomlDate, TomlError } from "smol-toml";
 import { dirname, isAbsolute, join } from "node:path";
 import { clip, clipMiddle, describe } from "./describe.ts";
 import { parseDuration } from "./duration.ts";
@@ -19,6 +19,8 @@ import {
   type TargetEndpoint,
 } from "./endpoint.ts";
 import { locateKeys, type SectionLines } from "./locate.ts";
+import { parseTomlSteps } from "./toml_steps.ts";
+import { runSteps, type Steps } from "./work_steps.ts";
 import { ANY_NETWORKS, isInterfaceName, type Network, parseIp, parseNetwork } from "./network.ts";
 import type { ServiceTable } from "./services.ts";
 import { didYouMean } from "./suggest.ts";
@@ -178,9 +180,18 @@ export function parseConfig(
   source: string,
   services: ServiceTable,
 ): LoadResult {
+  return runSteps(parseConfigSteps(text, source, services));
+}
+
+/** {@linkcode parseConfig} in steps, for a reload that must not hold relaying still. */
+export function* parseConfigSteps(
+  text: string,
+  source: string,
+  services: ServiceTable,
+): Steps<LoadResult> {
   let document: Table;
   try {
-    document = parse(text) as Table;
+    document = yield* parseTomlSteps(text);
   } catch (error) {
     if (error instanceof TomlError) {
       const [first, ...excerpt] = error.message.split("\n");
@@ -200,7 +211,7 @@ export function parseConfig(
     throw error;
   }
 
-  const problems = new Problems(source, locateKeys(text), text.split("\n"));
+  const problems = new Problems(source, yield* locateKeys(text), text.split("\n"));
   const warnings: ConfigProblem[] = [];
   const top = new Scope(problems, "", "rule file");
   top.rejectUnknown(
@@ -220,7 +231,7 @@ export function parseConfig(
   );
   // [server] source is the default of [defaults] source, which is the default of a rule's.
   const inherited = { source: server?.source ?? null, ...defaults };
-  const rules = readRules(document.rule, inherited, top, problems, services);
+  const rules = yield* readRules(document.rule, inherited, top, problems, services);
 
   if (problems.list.length > 0) return { ok: false, problems: problems.list };
   if (rules.length === 0) {
@@ -531,13 +542,13 @@ function readSettings(table: Table, scope: Scope): Partial<Settings> {
   return readKeys(table, SETTING_READERS, scope, "").values;
 }
 
-function readRules(
+function* readRules(
   value: unknown,
   defaults: Partial<Settings>,
   top: Scope,
   problems: Problems,
   services: ServiceTable,
-): Rule[] {
+): Steps<Rule[]> {
   if (value === undefined) return [];
   if (!Array.isArray(value) || !value.every(isTable)) {
     top.fail("rule", "expected [[rule]] tables (an array of tables)");
@@ -545,7 +556,9 @@ function readRules(
   }
   const rules: Rule[] = [];
   const names = new Map<string, number>();
-  value.forEach((table: Table, i) => {
+  const inherited = { ...BUILT_IN_SETTINGS, ...defaults };
+  for (const [i, table] of value.entries()) {
+    if (i % 32 === 31) yield;
     const index = i + 1;
     const givenName = typeof table.name === "string" ? table.name : undefined;
     const name = givenName ?? `rule-${index}`;
@@ -570,16 +583,9 @@ function readRules(
       scope.fail("name", `"${name}" is already the name of rule #${earlier}`);
     } else names.set(name, index);
 
-    const rule = readRule(
-      table,
-      index,
-      name,
-      { ...BUILT_IN_SETTINGS, ...defaults },
-      scope,
-      services,
-    );
+    const rule = readRule(table, index, name, inherited, scope, services);
     if (rule) rules.push(rule);
-  });
+  }
   return rules;
 }
 

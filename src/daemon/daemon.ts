@@ -113,6 +113,11 @@ export interface LoadedRules {
   readonly inputs?: PlanInputs;
 }
 
+/** Rules as loaded from a rule file, or undefined for rules given otherwise (tests). */
+function loadedFromText(file: LoadedRules | undefined): LoadedRuleFile | undefined {
+  return file && "ok" in file && file.ok === true ? file as LoadedRuleFile : undefined;
+}
+
 /**
  * How many isolates accept TCP connections: as asked, where SO_REUSEPORT
  * lets isolates share a port (Linux) and there is a TCP listener to share.
@@ -186,6 +191,8 @@ export class Daemon {
   /** The first stop request, once one came. */
   #stopping: { readonly why: string; readonly at: number } | undefined;
   #reloading = Promise.resolve();
+  /** A reload asked for that has not started yet. */
+  #queuedReload: Promise<void> | undefined;
   #cancelExitTimer: (() => void) | undefined;
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
@@ -619,12 +626,18 @@ export class Daemon {
 
   /** Reloads the rule file (SIGHUP). One reload at a time, in the order asked. */
   reload(): Promise<void> {
+    // A reload asked while another waits to start is that one: it reads the file when
+    // it starts, so it sees all a second would. A storm of SIGHUPs queues at most one.
+    if (this.#queuedReload) return this.#queuedReload;
     // Never rejected: a reload that fails is logged; the next one, the hand-over and the
     // stop wait on this promise.
-    this.#reloading = this.#reloading.then(() => this.#reloadOnce()).catch((error) =>
-      this.log.error("reload: {error}", { error: (error as Error).message })
-    );
-    return this.#reloading;
+    const queued = this.#reloading.then(() => {
+      this.#queuedReload = undefined;
+      return this.#reloadOnce();
+    }).catch((error) => this.log.error("reload: {error}", { error: (error as Error).message }));
+    this.#queuedReload = queued;
+    this.#reloading = queued;
+    return queued;
   }
 
   async #reloadOnce(): Promise<void> {
@@ -641,7 +654,7 @@ export class Daemon {
     // reload's whole rule set alive (through the race) for its full length.
     const readTimer = new AbortController();
     const loaded = await Promise.race([
-      loadRuleFile(path),
+      loadRuleFile(path, { previous: loadedFromText(this.#file) }),
       sleep(RELOAD_READ_TIMEOUT_MS, readTimer.signal).then((): LoadedRuleFile => ({
         ok: false,
         problems: [{

@@ -6,6 +6,7 @@
  * @module
  */
 import { countOf } from "../config/describe.ts";
+import { runStepsSliced } from "../config/work_steps.ts";
 import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
@@ -32,7 +33,7 @@ import type { BlockReason, Closable, SessionHandle } from "../relay/session.ts";
 import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
-import { diffRules, type RuleDiff } from "../rules/diff.ts";
+import { diffRulesSteps, type RuleDiff } from "../rules/diff.ts";
 import { prepareMatching } from "../rules/match.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
@@ -422,7 +423,8 @@ export class Engine implements SyncRelayHost {
     plan: readonly ListenerPlan[],
     policy: ReloadPolicy,
   ): Promise<ReloadSummary> {
-    const ruleDiff = diffRules(this.#generations.rules, rules);
+    // In slices: nothing is in force yet, and sessions go on meanwhile.
+    const ruleDiff = await runStepsSliced(diffRulesSteps(this.#generations.rules, rules));
     // Limits belong to the rule's name: live sessions still count after a change.
     this.#generations.advance(rules, policy);
     const names = this.#generations.names;

@@ -3,9 +3,10 @@
  *
  * @module
  */
-import { type ConfigProblem, parseConfig } from "../config/load.ts";
+import { type ConfigProblem, parseConfig, parseConfigSteps } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import type { Config, Rule } from "../config/types.ts";
+import { runStepsSliced } from "../config/work_steps.ts";
 import { expiryWarnings, hasExpired } from "../rules/expiry.ts";
 import {
   buildPlan,
@@ -37,15 +38,28 @@ export type LoadedRules =
     readonly config: Config;
     readonly listeners: ListenerPlan[];
     readonly warnings: readonly ConfigProblem[];
+    /** The warnings of the text itself (those of `until` dates depend on the hour). */
+    readonly fileWarnings: readonly ConfigProblem[];
     readonly inputs: PlanInputs;
   }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+
+/** How a rule file is loaded. */
+export interface LoadOptions extends PlanOptions {
+  /**
+   * The rules loaded last time (with the same plan options): a text that has
+   * not changed keeps its rules, and its plan too if names resolve and
+   * interfaces hold the addresses they held; a reload that changes nothing
+   * then does almost nothing.
+   */
+  readonly previous?: LoadedRules;
+}
 
 /** Rule files larger than this are refused: a rule file is text a person writes. */
 export const MAX_RULE_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Loads `path`: read, parse, validate, resolve listen names, plan. */
-export async function loadRuleFile(path: string, options?: PlanOptions): Promise<LoadedRules> {
+export async function loadRuleFile(path: string, options?: LoadOptions): Promise<LoadedRules> {
   const read = await readRuleFile(path);
   if ("problem" in read) {
     return { ok: false, problems: [{ where: read.where ?? path, message: read.problem }] };
@@ -126,25 +140,44 @@ export function firstInvalidUtf8(bytes: Uint8Array): { line: number; column: num
   return { line, column: bytes.length - lineStart + 1 };
 }
 
-/** Loads rules given as text (`source` names them in messages): parse, validate, resolve, plan. */
+/**
+ * Loads rules given as text (`source` names them in messages): parse,
+ * validate, resolve, plan. Parsing runs in slices, so that relaying goes on
+ * while a large file is read.
+ */
 export async function loadRuleText(
   text: string,
   source: string,
-  options?: PlanOptions,
+  options: LoadOptions = {},
 ): Promise<LoadedRules> {
-  const parsed = parseConfig(text, source, loadServices());
+  const { previous, ...planOptions } = options;
+  const same = previous?.ok && previous.inputs.text === text && previous.inputs.source === source
+    ? previous
+    : undefined;
+  const parsed = same
+    ? { ok: true as const, config: same.config, warnings: same.fileWarnings }
+    : await runStepsSliced(parseConfigSteps(text, source, loadServices()));
   if (!parsed.ok) return parsed;
   const resolved = await resolveNames(listenNames(parsed.config));
   const facts = hostFacts();
-  const { listeners, problems } = buildPlan(parsed.config, resolved, facts, options);
+  const { listeners, problems } = same && sameEntries(resolved, same.inputs.resolved) &&
+      sameEntries(facts.interfaces, same.inputs.facts.interfaces)
+    ? { listeners: same.listeners, problems: [] }
+    : buildPlan(parsed.config, resolved, facts, planOptions);
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
     config: parsed.config,
     listeners,
     warnings: [...parsed.warnings, ...expiryWarnings(parsed.config, Date.now())],
+    fileWarnings: parsed.warnings,
     inputs: { text, source, resolved, facts },
   };
+}
+
+/** Whether two maps of plain values hold the same entries in the same order. */
+function sameEntries(a: ReadonlyMap<string, unknown>, b: ReadonlyMap<string, unknown>): boolean {
+  return a.size === b.size && JSON.stringify([...a]) === JSON.stringify([...b]);
 }
 
 /**
