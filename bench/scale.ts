@@ -11,6 +11,10 @@
  *    against the slowest of an equal time without a reload.
  * 3. Memory of reloads: resident memory after 100 full reloads of a
  *    2,000-rule file, one after another (each waits for the one before).
+ * 4. Reload storms: the new-connection rate through the 10,000-rule
+ *    listener while SIGHUP comes 20 times a second, the file unchanged, or
+ *    rewritten (a rule renamed) before each signal; against the rate without
+ *    reloads, interleaved rounds, the median of each round's ratio.
  *
  *   deno task bench:scale [--rounds 3] [--seconds 4] [--rules 10000]
  *
@@ -90,6 +94,8 @@ async function startPortbounce(dir: string, rules: string, port: number) {
     get lineCount() {
       return lines.length;
     },
+    /** The log lines from the `from`th on. */
+    lines: (from: number) => lines.slice(from),
     stop: () => stopAll([child]),
   };
 }
@@ -219,6 +225,77 @@ async function measureReload(dir: string) {
   };
 }
 
+/** 4: the connection rate under SIGHUP at 20/s (the file unchanged or rewritten each time). */
+async function measureStorm(dir: string) {
+  const http = freePort();
+  const stopNginx = await startNginx(dir, http, freePort());
+  const listen = freePort();
+  const bouncer = await startPortbounce(dir, manyRules(ruleCount, listen, http), listen);
+  const variants = ["quiet", "unchanged", "rewritten"] as const;
+  const rates: Record<(typeof variants)[number], number[]> = {
+    quiet: [],
+    unchanged: [],
+    rewritten: [],
+  };
+  const reloads: Record<(typeof variants)[number], number[]> = {
+    quiet: [],
+    unchanged: [],
+    rewritten: [],
+  };
+  try {
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? variants : [...variants].reverse();
+      for (const variant of order) {
+        const from = bouncer.lineCount;
+        let signals = 0;
+        const storm = variant === "quiet" ? undefined : setInterval(() => {
+          if (variant === "rewritten") {
+            Deno.writeTextFileSync(
+              bouncer.path,
+              manyRules(ruleCount, listen, http, `last-${signals % 2}`),
+            );
+          }
+          Deno.kill(bouncer.pid, "SIGHUP");
+          signals++;
+        }, 50);
+        const rate = await wrk(listen, seconds, true);
+        clearInterval(storm);
+        // Let the last reload finish before the next run: no new line for 1.5 s.
+        for (let seen = -1; signals > 0 && seen !== bouncer.lineCount;) {
+          seen = bouncer.lineCount;
+          await sleep(1_500);
+        }
+        const done = bouncer.lines(from).filter((line) => /reload: /.test(line)).length;
+        console.error(
+          `storm round ${round + 1}/${rounds} ${variant}: ${
+            rate.toFixed(0)
+          } conn/s, ${signals} SIGHUP, ${done} reloads`,
+        );
+        rates[variant].push(rate);
+        reloads[variant].push(done);
+      }
+    }
+  } finally {
+    await bouncer.stop();
+    await stopNginx();
+  }
+  const ratio = (variant: "unchanged" | "rewritten") =>
+    median(rates[variant].map((rate, i) => rate / rates.quiet[i]));
+  return {
+    quiet: median(rates.quiet),
+    unchanged: {
+      rate: median(rates.unchanged),
+      ratio: ratio("unchanged"),
+      reloads: median(reloads.unchanged),
+    },
+    rewritten: {
+      rate: median(rates.rewritten),
+      ratio: ratio("rewritten"),
+      reloads: median(reloads.rewritten),
+    },
+  };
+}
+
 /** 3: resident memory after `count` full reloads of a `rules`-rule file. */
 async function measureReloadMemory(dir: string, rules = 2_000, count = 100) {
   const echo = echoServer();
@@ -247,6 +324,7 @@ try {
   const rate = await measureRate(dir);
   const reload = await measureReload(dir);
   const memory = await measureReloadMemory(dir);
+  const storm = await measureStorm(dir);
   const when = new Date().toISOString().slice(0, 16).replace("T", " ");
   const n = ruleCount.toLocaleString("en-US");
   const report = `# Thousands of rules
@@ -269,6 +347,14 @@ one machine shared by load generator, bouncer and target (loopback).
 | resident memory after ${memory.count} full reloads of a ${
     memory.rules.toLocaleString("en-US")
   }-rule file | ${memory.afterMiB.toFixed(0)} MiB (${memory.beforeMiB.toFixed(0)} MiB before them) |
+| new connections on the ${n}-rule listener, SIGHUP 20 times a second, the file unchanged | ${
+    storm.unchanged.rate.toFixed(0)
+  } conn/s (${storm.unchanged.ratio.toFixed(2)}× without reloads: ${
+    storm.quiet.toFixed(0)
+  }); ${storm.unchanged.reloads} reloads in ${seconds} s |
+| the same, the file rewritten before each SIGHUP | ${storm.rewritten.rate.toFixed(0)} conn/s (${
+    storm.rewritten.ratio.toFixed(2)
+  }×); ${storm.rewritten.reloads} reloads in ${seconds} s (SIGHUPs asked while one waits join it) |
 `;
   await Deno.writeTextFile(`${BENCH}results/scale.md`, report);
   console.log(report);

@@ -46,12 +46,14 @@ export function diffRules(current: readonly Rule[], next: readonly Rule[]): Rule
 
 /**
  * {@linkcode diffRules} in steps (a fingerprint of 10,000 rules takes a
- * while). The same rule object is unchanged without a fingerprint: a reload
- * of an unchanged file keeps its rules.
+ * while). The same rule object is unchanged without a fingerprint (a reload
+ * of an unchanged file keeps its rules); `printOf` may keep the prints it
+ * makes for the next comparison.
  */
 export function* diffRulesSteps(
   current: readonly Rule[],
   next: readonly Rule[],
+  printOf: (rule: Rule) => string = fingerprint,
 ): Steps<RuleDiff> {
   const before = new Map(current.map((rule) => [rule.name, rule]));
   const afterNames = new Set<string>();
@@ -63,7 +65,7 @@ export function* diffRulesSteps(
     afterNames.add(rule.name);
     const old = before.get(rule.name);
     if (old === undefined) added.push(rule.name);
-    else if (old === rule || fingerprint(old) === fingerprint(rule)) unchanged.push(rule.name);
+    else if (old === rule || printOf(old) === printOf(rule)) unchanged.push(rule.name);
     else changed.push(rule.name);
   }
   const removed = [...before.keys()].filter((name) => !afterNames.has(name));

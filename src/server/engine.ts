@@ -33,7 +33,7 @@ import type { BlockReason, Closable, SessionHandle } from "../relay/session.ts";
 import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { UdpRelayListener } from "../relay/udp/listener.ts";
-import { diffRulesSteps, type RuleDiff } from "../rules/diff.ts";
+import { diffRulesSteps, fingerprint, type RuleDiff } from "../rules/diff.ts";
 import { prepareMatching } from "../rules/match.ts";
 import { formatTarget, type ListenerPlan } from "../rules/plan.ts";
 import type { ListenerState } from "../status/report.ts";
@@ -147,6 +147,8 @@ export class Engine implements SyncRelayHost {
   readonly #listeners: ListenerSet;
   /** The rules in force and before, and what the last reload decided of live sessions. */
   readonly #generations: RuleGenerations;
+  /** Fingerprints of rules in force, made by the last reload's comparison (see `reload`). */
+  #rulePrints = new Map<Rule, string>();
   /** Cancels the drain deadlines of sessions left by reloads. */
   readonly #drainTimers = new Set<() => void>();
   /** Isolates accepting on the TCP listeners (this one and its workers). */
@@ -423,8 +425,22 @@ export class Engine implements SyncRelayHost {
     plan: readonly ListenerPlan[],
     policy: ReloadPolicy,
   ): Promise<ReloadSummary> {
-    // In slices: nothing is in force yet, and sessions go on meanwhile.
-    const ruleDiff = await runStepsSliced(diffRulesSteps(this.#generations.rules, rules));
+    // In slices: nothing is in force yet, and sessions go on meanwhile. The prints of
+    // the rules in force were made by the reload before; those made now are kept.
+    const known = this.#rulePrints;
+    const made = new Map<Rule, string>();
+    const printOf = (rule: Rule) => {
+      let print = known.get(rule) ?? made.get(rule);
+      if (print === undefined) made.set(rule, print = fingerprint(rule));
+      return print;
+    };
+    const ruleDiff = await runStepsSliced(diffRulesSteps(this.#generations.rules, rules, printOf));
+    this.#rulePrints = new Map(
+      rules.flatMap((rule) => {
+        const print = known.get(rule) ?? made.get(rule);
+        return print === undefined ? [] : [[rule, print]];
+      }),
+    );
     // Limits belong to the rule's name: live sessions still count after a change.
     this.#generations.advance(rules, policy);
     const names = this.#generations.names;
