@@ -57,12 +57,25 @@ export interface ConfigProblem {
   readonly message: string;
 }
 
+/**
+ * The rules of a parse, for the next parse of the file to keep each rule
+ * whose table (and name) is the same: a reload that changes one rule of
+ * 10,000 reads one.
+ */
+export interface RuleReuse {
+  /** What every rule inherits ([defaults], [server] source) and the file's path: all must hold. */
+  readonly context: string;
+  /** Each rule by its name and its table as parsed. */
+  readonly rules: ReadonlyMap<string, Rule>;
+}
+
 /** The outcome of loading a rule file. */
 export type LoadResult =
   | {
     readonly ok: true;
     readonly config: Config;
     readonly warnings: readonly ConfigProblem[];
+    readonly reuse: RuleReuse;
   }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
 
@@ -188,6 +201,7 @@ export function* parseConfigSteps(
   text: string,
   source: string,
   services: ServiceTable,
+  previous?: RuleReuse,
 ): Steps<LoadResult> {
   let document: Table;
   try {
@@ -231,7 +245,12 @@ export function* parseConfigSteps(
   );
   // [server] source is the default of [defaults] source, which is the default of a rule's.
   const inherited = { source: server?.source ?? null, ...defaults };
-  const rules = yield* readRules(document.rule, inherited, top, problems, services);
+  const context = JSON.stringify([source, inherited]);
+  const reuse = { context, rules: new Map<string, Rule>() };
+  const rules = yield* readRules(document.rule, inherited, top, problems, services, {
+    kept: previous?.context === context ? previous.rules : new Map(),
+    made: reuse.rules,
+  });
 
   if (problems.list.length > 0) return { ok: false, problems: problems.list };
   if (rules.length === 0) {
@@ -240,7 +259,7 @@ export function* parseConfigSteps(
       message: "no [[rule]] tables: nothing will be listened on",
     });
   }
-  return { ok: true, config: { source, server: server!, rules }, warnings };
+  return { ok: true, config: { source, server: server!, rules }, warnings, reuse };
 }
 
 /** At most about 120 characters of `line`, keeping the part around `column` (1-based). */
@@ -548,6 +567,7 @@ function* readRules(
   top: Scope,
   problems: Problems,
   services: ServiceTable,
+  reuse: { kept: ReadonlyMap<string, Rule>; made: Map<string, Rule> },
 ): Steps<Rule[]> {
   if (value === undefined) return [];
   if (!Array.isArray(value) || !value.every(isTable)) {
@@ -583,8 +603,16 @@ function* readRules(
       scope.fail("name", `"${name}" is already the name of rule #${earlier}`);
     } else names.set(name, index);
 
-    const rule = readRule(table, index, name, inherited, scope, services);
-    if (rule) rules.push(rule);
+    // A table read before (the same name, the same keys and values) gives the same rule.
+    const key = `${name}\0${JSON.stringify(table)}`;
+    const kept = reuse.kept.get(key);
+    const rule = kept
+      ? placed(kept, index, linesOf(scope))
+      : readRule(table, index, name, inherited, scope, services);
+    if (rule) {
+      rules.push(rule);
+      reuse.made.set(key, rule);
+    }
   }
   return rules;
 }
@@ -644,12 +672,24 @@ function readRule(
   const until = table.until === undefined ? null : readUntil(table.until, scope);
 
   if (scope.problems.list.length > before || !listen || until === undefined) return undefined;
-  const found = scope.problems.lines.get(scope.section);
-  const lines = { header: found?.header ?? null, keys: found?.keys ?? new Map() };
-  const base = { ...settings, index, name, listen, lines, until };
+  const base = { ...settings, index, name, listen, lines: linesOf(scope), until };
   return settings.action === "pass"
     ? { ...base, action: "pass", bounceTo: bounceTo! }
     : { ...base, action: "block" };
+}
+
+/** Where a rule's header and keys are in the file. */
+function linesOf(scope: Scope): Rule["lines"] {
+  const found = scope.problems.lines.get(scope.section);
+  return { header: found?.header ?? null, keys: found?.keys ?? new Map() };
+}
+
+/** `rule` at `index` and `lines`: itself if it is where it was, else a copy placed there. */
+function placed(rule: Rule, index: number, lines: Rule["lines"]): Rule {
+  const same = rule.index === index && rule.lines.header === lines.header &&
+    rule.lines.keys.size === lines.keys.size &&
+    [...lines.keys].every(([key, line]) => rule.lines.keys.get(key) === line);
+  return same ? rule : { ...rule, index, lines };
 }
 
 /**

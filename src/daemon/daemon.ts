@@ -201,6 +201,8 @@ export class Daemon {
   #filesRemoved = false;
   /** The rule file as loaded, with the rules whose `until` has passed (left out of what runs). */
   #file: LoadedRules | undefined;
+  /** The rules the last reload put in force without a failure. */
+  #applied: LoadedRules | undefined;
   /** Rules whose end was logged (once each). */
   readonly #expiredLogged = new Set<string>();
   #cancelExpiryTimer: (() => void) | undefined;
@@ -688,7 +690,35 @@ export class Daemon {
     this.#file = loaded;
     const active = withoutExpired(loaded, this.engine.monitor.now());
     this.#logExpired(active.expired);
+    if (this.#inForce(active.loaded)) {
+      // The same text, names and interfaces: the same rules and plan (see loadRuleText).
+      // Said as any reload is, so that what reads the log need not know this case.
+      const { config, listeners } = active.loaded;
+      const summary = `${
+        describeReload({
+          listeners: { added: [], kept: listeners.map((p) => p.key), removed: [], failed: [] },
+          rules: {
+            added: [],
+            changed: [],
+            removed: [],
+            unchanged: config.rules.map((r) => r.name),
+          },
+          draining: 0,
+          revoked: 0,
+        }, config.server.reloadDrainTimeoutMs)
+      } (the rule file is unchanged: nothing to redo)`;
+      log.info("reload: {summary}", { summary });
+      this.#reloaded("applied", summary, []);
+      return;
+    }
     await this.#apply(active.loaded, "reload");
+  }
+
+  /** Whether the last reload put `loaded`'s very rules and plan in force, and in full. */
+  #inForce(loaded: LoadedRules): boolean {
+    const applied = this.#applied;
+    return applied !== undefined && loaded.config === applied.config &&
+      loaded.listeners === applied.listeners;
   }
 
   /**
@@ -754,6 +784,8 @@ export class Daemon {
       ...(error === null ? [] : [`cannot bind the status endpoint: ${error}`]),
     ];
     this.#reloaded(failures.length > 0 ? "partly applied" : "applied", described, failures);
+    // A reload of the same rules after a failure tries again what failed.
+    this.#applied = failures.length > 0 ? undefined : loaded;
     await this.#writeReadyFile();
     this.#scheduleExpiry();
   }

@@ -3,7 +3,12 @@
  *
  * @module
  */
-import { type ConfigProblem, parseConfig, parseConfigSteps } from "../config/load.ts";
+import {
+  type ConfigProblem,
+  type LoadResult,
+  parseConfig,
+  parseConfigSteps,
+} from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import type { Config, Rule } from "../config/types.ts";
 import { runStepsSliced } from "../config/work_steps.ts";
@@ -31,6 +36,9 @@ export interface PlanInputs {
   readonly expired?: readonly string[];
 }
 
+/** A rule file's text, read and valid. */
+type ParsedRules = Extract<LoadResult, { ok: true }>;
+
 /** A rule file ready to run, or everything wrong with it. */
 export type LoadedRules =
   | {
@@ -38,8 +46,11 @@ export type LoadedRules =
     readonly config: Config;
     readonly listeners: ListenerPlan[];
     readonly warnings: readonly ConfigProblem[];
-    /** The warnings of the text itself (those of `until` dates depend on the hour). */
-    readonly fileWarnings: readonly ConfigProblem[];
+    /**
+     * The text as read: its own warnings (those of `until` dates depend on
+     * the hour), and its rules for the next load to keep those that did not change.
+     */
+    readonly parsed: ParsedRules;
     readonly inputs: PlanInputs;
   }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
@@ -154,9 +165,14 @@ export async function loadRuleText(
   const same = previous?.ok && previous.inputs.text === text && previous.inputs.source === source
     ? previous
     : undefined;
-  const parsed = same
-    ? { ok: true as const, config: same.config, warnings: same.fileWarnings }
-    : await runStepsSliced(parseConfigSteps(text, source, loadServices()));
+  const parsed = same ? same.parsed : await runStepsSliced(
+    parseConfigSteps(
+      text,
+      source,
+      loadServices(),
+      previous?.ok ? previous.parsed.reuse : undefined,
+    ),
+  );
   if (!parsed.ok) return parsed;
   const resolved = await resolveNames(listenNames(parsed.config));
   const facts = hostFacts();
@@ -170,7 +186,7 @@ export async function loadRuleText(
     config: parsed.config,
     listeners,
     warnings: [...parsed.warnings, ...expiryWarnings(parsed.config, Date.now())],
-    fileWarnings: parsed.warnings,
+    parsed,
     inputs: { text, source, resolved, facts },
   };
 }

@@ -212,7 +212,7 @@ Deno.test("an invalid reload logs every problem and keeps the old rules running"
 Deno.test("a listener that cannot be bound on reload is reported; the rest applies", async () => {
   await using target = tcpServer(echo);
   const [port, taken, added] = [freePortRange(1), freePortRange(1), freePortRange(1)];
-  const holder = Deno.listen({ hostname: "127.0.0.1", port: taken });
+  let holder: Deno.Listener | undefined = Deno.listen({ hostname: "127.0.0.1", port: taken });
   try {
     const base =
       `[[rule]]\nname = "web"\nlisten = "127.0.0.1:${port}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
@@ -236,8 +236,24 @@ Deno.test("a listener that cannot be bound on reload is reported; the rest appli
     });
     assertEquals(await exchange(added, "new"), "new");
     assertEquals(await exchange(port, "old"), "old");
-  } finally {
+    // Once the port is free, a reload of the same file binds what failed.
     holder.close();
+    holder = undefined;
+    bouncer.signal("SIGHUP");
+    assertMatch(
+      (await bouncer.log.waitFor({ message: /^reload: listeners/ }, 10_000, 2)).message!,
+      /^reload: listeners: 1 added \(tcp 127\.0\.0\.1:\d+\), 2 kept, 0 removed; rules: 0 added, 0 changed, 0 removed, 2 unchanged;/,
+    );
+    assertEquals(await exchange(taken, "freed"), "freed");
+    // Then, with everything bound, the same file again changes nothing and redoes nothing.
+    bouncer.signal("SIGHUP");
+    assertMatch(
+      (await bouncer.log.waitFor({ message: /^reload: listeners/ }, 10_000, 3)).message!,
+      /3 kept, 0 removed; rules: 0 added, 0 changed, 0 removed, 2 unchanged; .* \(the rule file is unchanged: nothing to redo\)$/,
+    );
+    assertEquals(await exchange(taken, "still"), "still");
+  } finally {
+    holder?.close();
   }
 });
 
