@@ -4,7 +4,7 @@
  * 1. New connections per request (wrk, `Connection: close`, to nginx) through
  *    a listener with one rule, and through one with 10,000 rules whose match
  *    is the last: interleaved rounds, and the median of each round's ratio.
- * 2. A full reload of that 10,000-rule file (a rule renamed: every rule is
+ * 2. A reload of that 10,000-rule file (a rule renamed: every rule is
  *    compared, every listener kept) while one client does round trips of
  *    64 bytes through the bouncer back to back: how long the reload took
  *    (SIGHUP until its log line) and the slowest round trip while it ran,
@@ -12,9 +12,10 @@
  * 3. Memory of reloads: resident memory after 100 full reloads of a
  *    2,000-rule file, one after another (each waits for the one before).
  * 4. Reload storms: the new-connection rate through the 10,000-rule
- *    listener while SIGHUP comes 20 times a second, the file unchanged, or
- *    rewritten (a rule renamed) before each signal; against the rate without
- *    reloads, interleaved rounds, the median of each round's ratio.
+ *    listener, and through one of 1,000 rules, while SIGHUP comes 20 times a
+ *    second, the file unchanged, or rewritten (a rule renamed) before each
+ *    signal; against the rate without reloads, interleaved rounds, the median
+ *    of each round's ratio.
  *
  *   deno task bench:scale [--rounds 3] [--seconds 4] [--rules 10000]
  *
@@ -225,12 +226,15 @@ async function measureReload(dir: string) {
   };
 }
 
-/** 4: the connection rate under SIGHUP at 20/s (the file unchanged or rewritten each time). */
-async function measureStorm(dir: string) {
+/**
+ * 4: the connection rate through a listener of `count` rules under SIGHUP at
+ * 20/s (the file unchanged or rewritten each time), against none.
+ */
+async function measureStorm(dir: string, count: number) {
   const http = freePort();
   const stopNginx = await startNginx(dir, http, freePort());
   const listen = freePort();
-  const bouncer = await startPortbounce(dir, manyRules(ruleCount, listen, http), listen);
+  const bouncer = await startPortbounce(dir, manyRules(count, listen, http), listen);
   const variants = ["quiet", "unchanged", "rewritten"] as const;
   const rates: Record<(typeof variants)[number], number[]> = {
     quiet: [],
@@ -252,7 +256,7 @@ async function measureStorm(dir: string) {
           if (variant === "rewritten") {
             Deno.writeTextFileSync(
               bouncer.path,
-              manyRules(ruleCount, listen, http, `last-${signals % 2}`),
+              manyRules(count, listen, http, `last-${signals % 2}`),
             );
           }
           Deno.kill(bouncer.pid, "SIGHUP");
@@ -267,7 +271,7 @@ async function measureStorm(dir: string) {
         }
         const done = bouncer.lines(from).filter((line) => /reload: /.test(line)).length;
         console.error(
-          `storm round ${round + 1}/${rounds} ${variant}: ${
+          `storm, ${count} rules, round ${round + 1}/${rounds} ${variant}: ${
             rate.toFixed(0)
           } conn/s, ${signals} SIGHUP, ${done} reloads`,
         );
@@ -282,6 +286,7 @@ async function measureStorm(dir: string) {
   const ratio = (variant: "unchanged" | "rewritten") =>
     median(rates[variant].map((rate, i) => rate / rates.quiet[i]));
   return {
+    count,
     quiet: median(rates.quiet),
     unchanged: {
       rate: median(rates.unchanged),
@@ -319,12 +324,27 @@ async function measureReloadMemory(dir: string, rules = 2_000, count = 100) {
   }
 }
 
+/** The report's rows of a reload storm. */
+function stormRows(storm: Awaited<ReturnType<typeof measureStorm>>): string {
+  const n = storm.count.toLocaleString("en-US");
+  const { unchanged, rewritten } = storm;
+  return `| new connections on a ${n}-rule listener, SIGHUP 20 times a second, the file unchanged | ${
+    unchanged.rate.toFixed(0)
+  } conn/s (${unchanged.ratio.toFixed(2)}× without reloads: ${
+    storm.quiet.toFixed(0)
+  }); ${unchanged.reloads} reloads in ${seconds} s |
+| the same, the file rewritten (a rule renamed) before each SIGHUP | ${
+    rewritten.rate.toFixed(0)
+  } conn/s (${rewritten.ratio.toFixed(2)}×); ${rewritten.reloads} reloads in ${seconds} s |
+`;
+}
+
 const dir = await Deno.makeTempDir({ prefix: "portbounce-bench-scale-" });
 try {
   const rate = await measureRate(dir);
   const reload = await measureReload(dir);
   const memory = await measureReloadMemory(dir);
-  const storm = await measureStorm(dir);
+  const storms = [await measureStorm(dir, ruleCount), await measureStorm(dir, 1_000)];
   const when = new Date().toISOString().slice(0, 16).replace("T", " ");
   const n = ruleCount.toLocaleString("en-US");
   const report = `# Thousands of rules
@@ -347,15 +367,7 @@ one machine shared by load generator, bouncer and target (loopback).
 | resident memory after ${memory.count} full reloads of a ${
     memory.rules.toLocaleString("en-US")
   }-rule file | ${memory.afterMiB.toFixed(0)} MiB (${memory.beforeMiB.toFixed(0)} MiB before them) |
-| new connections on the ${n}-rule listener, SIGHUP 20 times a second, the file unchanged | ${
-    storm.unchanged.rate.toFixed(0)
-  } conn/s (${storm.unchanged.ratio.toFixed(2)}× without reloads: ${
-    storm.quiet.toFixed(0)
-  }); ${storm.unchanged.reloads} reloads in ${seconds} s |
-| the same, the file rewritten before each SIGHUP | ${storm.rewritten.rate.toFixed(0)} conn/s (${
-    storm.rewritten.ratio.toFixed(2)
-  }×); ${storm.rewritten.reloads} reloads in ${seconds} s (SIGHUPs asked while one waits join it) |
-`;
+${storms.map(stormRows).join("")}`;
   await Deno.writeTextFile(`${BENCH}results/scale.md`, report);
   console.log(report);
 } finally {

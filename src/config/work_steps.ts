@@ -31,10 +31,15 @@ export async function runStepsSliced<T>(steps: Steps<T>, sliceMs = SLICE_MS): Pr
     const step = steps.next();
     if (step.done) return step.value;
     if (performance.now() - sliceStart >= sliceMs) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
+      await nextTurn();
       sliceStart = performance.now();
     }
   }
+}
+
+/** Resolves once the event loop has had a turn (timers, so pending I/O too). */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** `map` over `items` as steps, pausing after every `every` items. */

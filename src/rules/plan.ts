@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { runSteps, type Steps } from "../config/work_steps.ts";
 import type { ListenEndpoint, Protocol } from "../config/endpoint.ts";
 import { formatAddress } from "../config/endpoint.ts";
 import type { ConfigProblem } from "../config/load.ts";
@@ -110,10 +111,27 @@ export function buildPlan(
   resolved: ResolvedNames,
   host: HostFacts = NO_FACTS,
   options: PlanOptions = {},
-): { listeners: ListenerPlan[]; problems: ConfigProblem[] } {
+): Plan {
+  return runSteps(buildPlanSteps(config, resolved, host, options));
+}
+
+/** A listener plan, or what is wrong with the rules for one. */
+export interface Plan {
+  readonly listeners: ListenerPlan[];
+  readonly problems: ConfigProblem[];
+}
+
+/** {@linkcode buildPlan} in steps (see `work_steps.ts`). */
+export function* buildPlanSteps(
+  config: Config,
+  resolved: ResolvedNames,
+  host: HostFacts = NO_FACTS,
+  options: PlanOptions = {},
+): Steps<Plan> {
   const listeners = new Map<string, ListenerPlan & { bindings: Binding[] }>();
   const problems: ConfigProblem[] = [];
-  for (const rule of config.rules) {
+  for (const [i, rule] of config.rules.entries()) {
+    if (i % 256 === 255) yield;
     const source = options.sourceInterfaces === "elsewhere"
       ? null
       : sourceOf(rule, host, config.source, problems);

@@ -6,7 +6,7 @@
  * @module
  */
 import { countOf } from "../config/describe.ts";
-import { runStepsSliced } from "../config/work_steps.ts";
+import { nextTurn, runStepsSliced } from "../config/work_steps.ts";
 import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { formatAddress } from "../config/endpoint.ts";
@@ -441,6 +441,9 @@ export class Engine implements SyncRelayHost {
         return print === undefined ? [] : [[rule, print]];
       }),
     );
+    // The new plan's indexes are built before anything changes (pure), then relaying has a turn.
+    prepareMatching(plan);
+    await nextTurn();
     // Limits belong to the rule's name: live sessions still count after a change.
     this.#generations.advance(rules, policy);
     const names = this.#generations.names;
@@ -450,7 +453,6 @@ export class Engine implements SyncRelayHost {
       if (limiter) limiter.limits = rule;
     }
     this.targets.apply(rules, plan);
-    prepareMatching(plan);
     const changes = await this.#listeners.apply(plan);
 
     // Every live session meets the new rules (those an earlier reload drains stay so).

@@ -15,6 +15,7 @@ import { runStepsSliced } from "../config/work_steps.ts";
 import { expiryWarnings, hasExpired } from "../rules/expiry.ts";
 import {
   buildPlan,
+  buildPlanSteps,
   type HostFacts,
   type ListenerPlan,
   listenNames,
@@ -179,7 +180,7 @@ export async function loadRuleText(
   const { listeners, problems } = same && sameEntries(resolved, same.inputs.resolved) &&
       sameEntries(facts.interfaces, same.inputs.facts.interfaces)
     ? { listeners: same.listeners, problems: [] }
-    : buildPlan(parsed.config, resolved, facts, planOptions);
+    : await runStepsSliced(buildPlanSteps(parsed.config, resolved, facts, planOptions));
   if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
