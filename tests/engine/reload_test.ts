@@ -245,6 +245,22 @@ Deno.test("the reload line counts the sessions that reload sends draining, not e
   }
 });
 
+Deno.test("a storm of reloads queues at most one: those asked while one waits join it and see the file it reads", async () => {
+  const rules = (name: string) => passRule({ name, listen: "127.0.0.1:0", target: 9 });
+  await using bouncer = await startDaemon(rules("a"));
+  Deno.writeTextFileSync(bouncer.ruleFile, rules("b"));
+  // Asked in one go: none has started, so all are one reload.
+  await Promise.all(Array.from({ length: 50 }, () => bouncer.daemon.reload()));
+  const reloads = () => bouncer.log.filter({ message: /^reload: listeners/ });
+  assertEquals(reloads().length, 1, reloads().map((entry) => entry.message).join("\n"));
+  assertMatch(reloads()[0].message!, /rules: 1 added \(b\), 0 changed, 1 removed \(a\)/);
+  // Once it has run, the next ask is a reload of its own.
+  Deno.writeTextFileSync(bouncer.ruleFile, rules("c"));
+  await bouncer.daemon.reload();
+  assertEquals(reloads().length, 2);
+  assertMatch(reloads()[1].message!, /rules: 1 added \(c\)/);
+});
+
 /** V8's collector, where the tests run with `--v8-flags=--expose-gc` (deno.json's test task). */
 const collectGarbage = (globalThis as { gc?: () => void }).gc;
 
@@ -253,11 +269,13 @@ Deno.test({
     "a reload lets go of the rule set it replaced at once (reload storms do not pile up memory)",
   ignore: collectGarbage === undefined,
   async fn() {
-    await using bouncer = await startDaemon(passRule({ listen: "127.0.0.1:0", target: 9 }));
-    await bouncer.reload();
+    const rules = (name: string) => passRule({ name, listen: "127.0.0.1:0", target: 9 });
+    await using bouncer = await startDaemon(rules("a"));
+    await bouncer.reload(rules("b"));
     const replaced = new WeakRef(bouncer.daemon.config);
-    await bouncer.reload();
-    await bouncer.reload();
+    // Changed files: an unchanged one keeps its rule set.
+    await bouncer.reload(rules("c"));
+    await bouncer.reload(rules("d"));
     // Before the fix, the reload's read timeout (5 s) kept each loaded rule set alive.
     collectGarbage!();
     assertEquals(replaced.deref(), undefined, "the replaced rule set is still referenced");
