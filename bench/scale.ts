@@ -8,7 +8,11 @@
  *    compared, every listener kept) while one client does round trips of
  *    64 bytes through the bouncer back to back: how long the reload took
  *    (SIGHUP until its log line) and the slowest round trip while it ran,
- *    against the slowest of an equal time without a reload.
+ *    against the slowest of an equal time without a reload. And the same
+ *    reload with the daemon in this process, a 1 ms timer beside it: the
+ *    longest the event loop went without a turn, during the reload and in a
+ *    quiet second (the round trips add the scheduling of three processes on
+ *    shared cores; this is the bouncer's own loop).
  * 3. Memory of reloads: resident memory after 100 full reloads of a
  *    2,000-rule file, one after another (each waits for the one before).
  * 4. Reload storms: the new-connection rate through the 10,000-rule
@@ -26,6 +30,8 @@ import { fileURLToPath } from "node:url";
 import { freePort, median, sleep, treeRssKiB, waitForListen } from "./measure.ts";
 import { portbounceRun, startNginx, stopAll } from "./peers.ts";
 import { wrk } from "./workloads.ts";
+import { Daemon } from "../src/daemon/daemon.ts";
+import { loadRuleFile } from "../src/server/rule_file.ts";
 
 const BENCH = fileURLToPath(new URL("./", import.meta.url));
 
@@ -301,6 +307,58 @@ async function measureStorm(dir: string, count: number) {
   };
 }
 
+/** The longest gap between the turns of a 1 ms timer while `work` runs. */
+async function longestGap(work: Promise<unknown>): Promise<number> {
+  let last = performance.now();
+  let longest = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 1);
+  try {
+    await work;
+  } finally {
+    clearInterval(timer);
+  }
+  return Math.max(longest, performance.now() - last);
+}
+
+/** 2b: the daemon in this process: its event loop's longest pause in a reload, and in a quiet second. */
+async function measureGaps(dir: string) {
+  const path = `${dir}/in-process.toml`;
+  const listen = freePort();
+  await Deno.writeTextFile(path, manyRules(ruleCount, listen, 9));
+  const loaded = await loadRuleFile(path);
+  if (!loaded.ok) throw new Error(loaded.problems.map((p) => p.message).join("; "));
+  const daemon = await Daemon.start(loaded, {
+    ruleFile: path,
+    handleSignals: false,
+    overrides: { outputs: [] },
+  });
+  if (typeof daemon === "number") {
+    throw new Error(`the in-process daemon did not start (${daemon})`);
+  }
+  const during: number[] = [];
+  const quiet: number[] = [];
+  try {
+    for (let round = 0; round < rounds; round++) {
+      quiet.push(await longestGap(sleep(1_000)));
+      await Deno.writeTextFile(path, manyRules(ruleCount, listen, 9, `last-${round}`));
+      during.push(await longestGap(daemon.reload()));
+      console.error(
+        `in process, reload ${round + 1}/${rounds}: longest pause ${
+          during.at(-1)!.toFixed(1)
+        } ms (a quiet second: ${quiet.at(-1)!.toFixed(1)} ms)`,
+      );
+    }
+  } finally {
+    daemon.stop("bench");
+    await daemon.done;
+  }
+  return { during: median(during), quiet: median(quiet) };
+}
+
 /** 3: resident memory after `count` full reloads of a `rules`-rule file. */
 async function measureReloadMemory(dir: string, rules = 2_000, count = 100) {
   const echo = echoServer();
@@ -343,6 +401,7 @@ const dir = await Deno.makeTempDir({ prefix: "portbounce-bench-scale-" });
 try {
   const rate = await measureRate(dir);
   const reload = await measureReload(dir);
+  const gaps = await measureGaps(dir);
   const memory = await measureReloadMemory(dir);
   const storms = [await measureStorm(dir, ruleCount), await measureStorm(dir, 1_000)];
   const when = new Date().toISOString().slice(0, 16).replace("T", " ");
@@ -364,6 +423,9 @@ one machine shared by load generator, bouncer and target (loopback).
 | slowest 64-byte round trip while it ran | ${
     reload.worstDuring.toFixed(1)
   } ms (as long without a reload: ${reload.worstQuiet.toFixed(1)} ms) |
+| the same reload in this process: the event loop's longest pause | ${
+    gaps.during.toFixed(1)
+  } ms (a quiet second: ${gaps.quiet.toFixed(1)} ms) |
 | resident memory after ${memory.count} full reloads of a ${
     memory.rules.toLocaleString("en-US")
   }-rule file | ${memory.afterMiB.toFixed(0)} MiB (${memory.beforeMiB.toFixed(0)} MiB before them) |
