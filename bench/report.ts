@@ -43,6 +43,27 @@ export function medianOf(samples: Samples, workload: string, bouncer: string): n
   return values && values.length > 0 ? median(values) : undefined;
 }
 
+/** Lowest and highest sample of a workload for a bouncer, or undefined when not measured. */
+export function spreadOf(
+  samples: Samples,
+  workload: string,
+  bouncer: string,
+): [number, number] | undefined {
+  const values = samples[workload]?.[bouncer];
+  return values && values.length > 0 ? [Math.min(...values), Math.max(...values)] : undefined;
+}
+
+/**
+ * Whether two bouncers' rounds do not overlap (every round of one above
+ * every round of the other): a difference beyond the spread. Needs two
+ * rounds of each; one round says nothing of the spread.
+ */
+export function apart(samples: Samples, workload: string, a: string, b: string): boolean {
+  const [x, y] = [samples[workload]?.[a] ?? [], samples[workload]?.[b] ?? []];
+  if (x.length < 2 || y.length < 2) return false;
+  return Math.min(...x) > Math.max(...y) || Math.max(...x) < Math.min(...y);
+}
+
 /** `value / reference` oriented so that above 1 is better than the reference. */
 export function ratio(value: number, reference: number, higherIsBetter: boolean): number {
   return higherIsBetter ? value / reference : reference / value;
@@ -73,6 +94,14 @@ export function renderMarkdown(
       return m === undefined ? "–" : format(m);
     }),
   ]);
+  const spreads = workloads.map((w) => [
+    w.title,
+    w.unit,
+    ...columns.map((b) => {
+      const spread = spreadOf(samples, w.id, b);
+      return spread === undefined ? "–" : `${format(spread[0])}–${format(spread[1])}`;
+    }),
+  ]);
   const ratios = (referenceOf: (w: ReportedWorkload) => string, showReference: boolean) =>
     workloads.map((w) => {
       const reference = referenceOf(w);
@@ -85,7 +114,9 @@ export function renderMarkdown(
           const m = medianOf(samples, w.id, b);
           return m === undefined || ref === undefined || m === 0
             ? "–"
-            : `${ratio(m, ref, w.higherIsBetter).toFixed(2)}×`;
+            : `${ratio(m, ref, w.higherIsBetter).toFixed(2)}×${
+              b !== reference && apart(samples, w.id, b, reference) ? "*" : ""
+            }`;
         }),
       ];
     });
@@ -124,7 +155,10 @@ ${table(["workload", "unit", ...columns], medians)}
 
 ## Ratio to the reference peer (above 1: better than it)
 
-haproxy for TCP; socat for UDP, which haproxy does not relay.
+haproxy for TCP; socat for UDP, which haproxy does not relay. Here and below, a \`*\` marks
+a difference beyond the spread: every round of that bouncer was above, or every one below, every
+round of the reference (\`Spread\` lists them). Without it, the rounds overlap and the ratio may be
+noise.
 
 ${table(["workload", "reference", "better is", ...bouncers], ratios(referencePeer, true))}
 
@@ -132,6 +166,10 @@ ${table(["workload", "reference", "better is", ...bouncers], ratios(referencePee
 
 ${table(["workload", "better is", ...bouncers], ratios(() => "direct", false))}
 ${floorSection}
+## Spread: the lowest and highest round
+
+${table(["workload", "unit", ...columns], spreads)}
+
 ${info.notes.map((note) => `- ${note}`).join("\n")}
 `;
 }

@@ -83,7 +83,7 @@ for (const workload of WORKLOADS) {
   if (missing.length > 0) {
     const note = `${workload.id} skipped: ${
       missing.join(", ")
-    } not found (apt-get install iperf3 wrk nginx-light)`;
+    } not found (apt-get install iperf3 wrk nginx-light sockperf)`;
     console.error(note);
     notes.push(note);
   } else workloads.push(workload);
@@ -95,8 +95,19 @@ function record(workload: string, bouncer: string, value: number): void {
   ((samples[workload] ??= {})[bouncer] ??= []).push(value);
 }
 
-/** One measurement of `workload` through `bouncer` (null: direct). */
-async function measureOnce(workload: Workload, bouncer: Bouncer | null): Promise<number> {
+/** One measurement of `workload` through `bouncer` (null: direct): a figure per row. */
+async function measureOnce(
+  workload: Workload,
+  bouncer: Bouncer | null,
+): Promise<Readonly<Record<string, number>>> {
+  const figures = await measureFigures(workload, bouncer);
+  return typeof figures === "number" ? { [workload.id]: figures } : figures;
+}
+
+async function measureFigures(
+  workload: Workload,
+  bouncer: Bouncer | null,
+): Promise<number | Readonly<Record<string, number>>> {
   const dir = await Deno.makeTempDir({ prefix: "portbounce-bench-run-" });
   const targetPort = freePort();
   const stopTarget = await workload.target(targetPort, dir);
@@ -167,13 +178,13 @@ for (let round = 0; round < (previous ? 0 : rounds); round++) {
     for (const bouncer of runs) {
       const name = bouncer?.name ?? "direct";
       try {
-        const value = await measureOnce(workload, bouncer);
-        record(workload.id, name, value);
-        console.error(
-          `round ${round + 1}/${rounds} ${workload.id} ${name}: ${
-            value.toFixed(2)
-          } ${workload.unit}`,
-        );
+        const figures = await measureOnce(workload, bouncer);
+        for (const [id, value] of Object.entries(figures)) {
+          record(id, name, value);
+          console.error(
+            `round ${round + 1}/${rounds} ${id} ${name}: ${value.toFixed(2)} ${workload.unit}`,
+          );
+        }
       } catch (error) {
         console.error(
           `round ${round + 1}/${rounds} ${workload.id} ${name}: failed: ${
@@ -241,7 +252,10 @@ const info: RunInfo = {
     ...notes,
   ],
 };
-const reported: ReportedWorkload[] = [...workloads, ...(measureStart ? [START] : [])];
+const reported: ReportedWorkload[] = [
+  ...workloads.flatMap((w) => w.rows?.map((row) => ({ ...row, protocol: w.protocol })) ?? [w]),
+  ...(measureStart ? [START] : []),
+];
 const names = bouncers.map((b) => b.name);
 await Deno.mkdir(outDir, { recursive: true });
 const markdown = renderMarkdown(info, reported, names, samples, FLOOR_OF);

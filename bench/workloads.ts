@@ -35,9 +35,14 @@ export interface Workload {
   readonly direct: boolean;
   /** Bouncers to skip, with why (e.g. socat forks 10,000 processes). */
   readonly skip?: Readonly<Record<string, string>>;
+  /**
+   * Where one run gives several figures (latency percentiles): the rows it
+   * reports, and `measure` resolves to a figure per row id.
+   */
+  readonly rows?: readonly Pick<Workload, "id" | "title" | "unit" | "higherIsBetter">[];
   /** Starts the target on `port`; resolves to its stopper. */
   target(port: number, dir: string): Promise<() => Promise<void>>;
-  measure(context: MeasureContext): Promise<number>;
+  measure(context: MeasureContext): Promise<number | Readonly<Record<string, number>>>;
 }
 
 function stopper(child: Deno.ChildProcess): () => Promise<void> {
@@ -124,38 +129,85 @@ export async function wrk(port: number, seconds: number, close: boolean): Promis
   return Number(match[1]);
 }
 
-/** Highest 1,400-byte UDP rate (Mbit/s received) whose loss stays under 1%. */
+async function sockperfTarget(port: number): Promise<() => Promise<void>> {
+  const child = spawn("sockperf", ["server", "--tcp", "-i", "127.0.0.1", "-p", String(port)]);
+  await waitForTcp(port);
+  return stopper(child);
+}
+
+/** Round trips of 64 bytes this many times a second: light load, where latency is the relay's own. */
+const LATENCY_RATE = 4_000;
+
+/** Percentiles of the full round trip (µs) of 64-byte messages over TCP at a fixed rate. */
+async function tcpLatency(port: number, seconds: number): Promise<Record<string, number>> {
+  const text = await output("sockperf", [
+    "ping-pong",
+    "--tcp",
+    "-i",
+    "127.0.0.1",
+    "-p",
+    String(port),
+    "-m",
+    "64",
+    "--mps",
+    String(LATENCY_RATE),
+    "-t",
+    String(seconds),
+    "--full-rtt",
+  ]);
+  const percentile = (p: string) => {
+    const match = new RegExp(`percentile ${p.replace(".", "\\.")} =\\s+([\\d.]+)`).exec(text);
+    if (!match) throw new Error(`sockperf printed no percentile ${p}:\n${text}`);
+    return Number(match[1]);
+  };
+  return {
+    "latency-p50": percentile("50.000"),
+    "latency-p99": percentile("99.000"),
+    "latency-p999": percentile("99.900"),
+  };
+}
+
+/** The UDP rates tried (Mbit/s): doubling, with a ceiling above what loopback carries directly. */
+const UDP_RATES = [50, 100, 200, 400, 800, 1600, 3200, 6400];
+
+/**
+ * Highest 1,400-byte UDP rate (Mbit/s received) whose loss stays under 1%:
+ * doubling until loss reaches 1%, then three halvings of the step between
+ * the last rate that held and the first that did not.
+ */
 async function udpThroughput(port: number, seconds: number): Promise<number> {
   let best = 0;
-  for (const rate of [50, 100, 200, 400, 800, 1600]) {
-    const report = JSON.parse(
-      await output("iperf3", [
-        "-c",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-u",
-        "-b",
-        `${rate}M`,
-        "-l",
-        "1400",
-        "-t",
-        String(seconds),
-        "-J",
-      ]).catch((error) => JSON.stringify({ error: String(error) })),
-    );
-    const sum = report.end?.sum;
-    if (!sum || sum.lost_percent >= 1) {
-      if (best > 0) break;
-      throw new Error(
-        `loss of 1% or more already at ${rate} Mbit/s (${
-          sum ? `${sum.lost_percent.toFixed(1)}%` : report.error
-        })`,
-      );
+  let held = 0;
+  let failed: number | undefined;
+  for (const rate of UDP_RATES) {
+    const run = await udpRun(port, seconds, rate);
+    if (typeof run === "string") {
+      if (held === 0) throw new Error(`at ${rate} Mbit/s: ${run}`);
+      failed = rate;
+      break;
     }
-    best = sum.bits_per_second / 1e6;
+    [best, held] = [Math.max(best, run), rate];
+  }
+  for (let step = 0; failed !== undefined && step < 3; step++) {
+    const rate = Math.round((held + failed) / 2);
+    const run = await udpRun(port, seconds, rate);
+    if (typeof run === "string") failed = rate;
+    else [best, held] = [Math.max(best, run), rate];
   }
   return best;
+}
+
+/** One iperf3 UDP run offering `rate` Mbit/s: what was received, or why it did not hold. */
+async function udpRun(port: number, seconds: number, rate: number): Promise<number | string> {
+  const args = ["-c", "127.0.0.1", "-p", String(port), "-u", "-b", `${rate}M`, "-l", "1400"];
+  const report = JSON.parse(
+    await output("iperf3", [...args, "-t", String(seconds), "-J"])
+      .catch((error) => JSON.stringify({ error: String(error) })),
+  );
+  const sum = report.end?.sum;
+  if (!sum) return String(report.error);
+  if (sum.lost_percent >= 1) return `loss of ${sum.lost_percent.toFixed(1)}%`;
+  return sum.bits_per_second / 1e6;
 }
 
 export const WORKLOADS: readonly Workload[] = [
@@ -218,6 +270,27 @@ export const WORKLOADS: readonly Workload[] = [
       await child.status;
       return JSON.parse(line).perSecond;
     },
+  },
+  {
+    id: "latency",
+    title: `TCP 64-byte round trips at ${LATENCY_RATE.toLocaleString("en-US")}/s (sockperf)`,
+    unit: "µs",
+    higherIsBetter: false,
+    protocol: "tcp",
+    commands: ["sockperf"],
+    direct: true,
+    rows: [
+      {
+        id: "latency-p50",
+        title: "TCP round trip, p50 (sockperf, 64 B at 4,000/s)",
+        unit: "µs",
+        higherIsBetter: false,
+      },
+      { id: "latency-p99", title: "TCP round trip, p99", unit: "µs", higherIsBetter: false },
+      { id: "latency-p999", title: "TCP round trip, p99.9", unit: "µs", higherIsBetter: false },
+    ],
+    target: sockperfTarget,
+    measure: ({ port, seconds }) => tcpLatency(port, seconds),
   },
   {
     id: "udp-1400",
