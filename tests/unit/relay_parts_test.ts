@@ -95,6 +95,25 @@ Deno.test("BufferPool: reuses what is given back, within a memory budget", () =>
   assertEquals(new BufferPool(8, 0).take().length, 8, "without a budget, always a buffer");
 });
 
+Deno.test("BufferPool that shrinks: free buffers hold no memory; at most maxFree resizable ones are made", () => {
+  const budget = new MemoryBudget(64);
+  const pool = new BufferPool(16, 2, budget, true);
+  const [a, b, c] = [pool.tryTake()!, pool.tryTake()!, pool.tryTake()!];
+  const resizable = (buffer: Uint8Array) => (buffer.buffer as ArrayBuffer).resizable;
+  assertEquals([a.length, b.length, c.length], [16, 16, 16]);
+  assert(resizable(a) && resizable(b), "the first two are resizable");
+  assert(!resizable(c), "beyond maxFree, an ordinary buffer");
+  a.fill(7);
+  pool.give(a);
+  assertEquals([a.length, a.buffer.byteLength], [0, 0], "given back: its memory with it");
+  pool.give(c); // Ordinary: left to the garbage collector, not kept.
+  assertEquals(budget.inUse, 16);
+  const again = pool.tryTake()!;
+  assert(again === a, "the kept buffer comes back, full size");
+  assertEquals(again.length, 16);
+  assert(!resizable(pool.tryTake()!), "still no more than two resizable ones");
+});
+
 Deno.test("serveLoop: hands items on, reports a failing burst once, then recovery", async () => {
   const script: (number | Error)[] = [1, new Error("EMFILE"), new Error("EMFILE"), 2, 3];
   const handled: number[] = [];

@@ -7,8 +7,9 @@
  * Memory: a pending `receive()` holds its buffer, about 60 KiB for a 64 KiB
  * buffer, which would make 10,000 idle flows cost 600 MiB (and freed
  * 64 KiB buffers are not given back to the system). So:
- * - 64 KiB receive buffers are reused and count against the relay's
- *   buffer memory budget (`[server] buffer_memory`);
+ * - 64 KiB receive buffers are lent from one pool and count against the
+ *   relay's buffer memory budget (`[server] buffer_memory`); while in the
+ *   pool their memory is handed back to the system (see `BufferPool`);
  * - a flow quiet for `udpParkAfterMs` (10 s) is *parked*: its receive is
  *   woken by an empty datagram the socket sends to itself and re-issued with
  *   its own 4 KiB buffer, and the large one goes back to the pool. Any traffic
@@ -37,8 +38,12 @@ import type { Closable, DisconnectReason, SessionHandle } from "../session.ts";
 export const ACTIVE_BUFFER = 65_536;
 /** Receive buffer while parked. */
 export const PARKED_BUFFER = 4_096;
-/** Large receive buffers kept for reuse once freed (they count against the memory budget). */
-const largeBuffers = new BufferPool(ACTIVE_BUFFER, 512, relayBuffers);
+/**
+ * Large receive buffers, lent while a flow moves traffic (they count against
+ * the memory budget); while free, their memory goes back to the system, so
+ * parked flows cost their small buffer, however many were busy in a burst.
+ */
+const largeBuffers = new BufferPool(ACTIVE_BUFFER, 8_192, relayBuffers, true);
 /** Datagrams held while the target is resolved and the socket bound. */
 const OPENING_QUEUE = 16;
 
