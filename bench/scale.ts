@@ -194,8 +194,9 @@ async function measureReload(dir: string) {
   const bouncer = await startPortbounce(dir, manyRules(ruleCount, listen, echo.port), listen);
   try {
     for (let round = 0; round < rounds; round++) {
-      // Quiet: round trips for as long as the last reload took (at least a second).
-      const quietMs = Math.max(1_000, results.at(-1)?.reloadMs ?? 1_000);
+      // Quiet: round trips for five times as long as the last reload took (at least a
+      // second), which also lets the spacing of reloads pass (four times the last one).
+      const quietMs = Math.max(1_000, 5 * (results.at(-1)?.reloadMs ?? 0));
       const quiet = await roundTrips(listen, sleep(quietMs));
       const from = bouncer.lineCount;
       await Deno.writeTextFile(
@@ -203,7 +204,7 @@ async function measureReload(dir: string) {
         manyRules(ruleCount, listen, echo.port, `last-${round}`),
       );
       const started = performance.now();
-      const reloaded = bouncer.lineAfter(from, /reload: /);
+      const reloaded = bouncer.lineAfter(from, /reload: listeners/);
       const during = roundTrips(listen, reloaded);
       Deno.kill(bouncer.pid, "SIGHUP");
       await reloaded;
@@ -275,7 +276,7 @@ async function measureStorm(dir: string, count: number) {
           seen = bouncer.lineCount;
           await sleep(1_500);
         }
-        const done = bouncer.lines(from).filter((line) => /reload: /.test(line)).length;
+        const done = bouncer.lines(from).filter((line) => /reload: listeners/.test(line)).length;
         console.error(
           `storm, ${count} rules, round ${round + 1}/${rounds} ${variant}: ${
             rate.toFixed(0)
@@ -369,7 +370,7 @@ async function measureReloadMemory(dir: string, rules = 2_000, count = 100) {
     for (let i = 0; i < count; i++) {
       const from = bouncer.lineCount;
       await Deno.writeTextFile(bouncer.path, manyRules(rules, listen, echo.port, `last-${i}`));
-      const reloaded = bouncer.lineAfter(from, /reload: /);
+      const reloaded = bouncer.lineAfter(from, /reload: listeners/);
       Deno.kill(bouncer.pid, "SIGHUP");
       await reloaded;
     }

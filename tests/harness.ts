@@ -43,6 +43,7 @@ export interface StartOptions {
   readonly workerModule?: string | URL;
   /** The first wait before a dead worker is started again. */
   readonly workerRestartDelayMs?: number;
+  readonly reloadSpacing?: (durationMs: number) => number;
   /** The pid file (and so the hand-over socket beside it, for takeovers). */
   readonly pidFile?: string;
   /** How client names are found (the ledger's reverse DNS). */
@@ -73,6 +74,7 @@ export async function startDaemon(
     workers: options.workers,
     workerModule: options.workerModule ?? WORKER_MODULE,
     workerRestartDelayMs: options.workerRestartDelayMs,
+    reloadSpacing: options.reloadSpacing,
     pidFile: options.pidFile,
     engine: {
       tuning: { ...DEFAULT_TUNING, ...options.tuning },

@@ -98,6 +98,8 @@ export interface DaemonOptions {
   readonly workerModule?: string | URL;
   /** The first wait before a dead worker is started again (tests shorten it). */
   readonly workerRestartDelayMs?: number;
+  /** How long after a reload of `durationMs` the next may start (default `reloadSpacingMs`). */
+  readonly reloadSpacing?: (durationMs: number) => number;
   /**
    * `--takeover`: start beside the instance named by the pid file and take
    * over from it (see handover.ts). Needs `pidFile`.
@@ -111,6 +113,20 @@ export interface LoadedRules {
   readonly listeners: readonly ListenerPlan[];
   /** What the plan was built from; workers build theirs from it. */
   readonly inputs?: PlanInputs;
+}
+
+/** A reload waits at most this long after the one before (see `reloadSpacingMs`). */
+export const MAX_RELOAD_SPACING_MS = 10_000;
+
+/**
+ * How long after a reload that took `durationMs` the next may start: four
+ * times as long (at most 10 s), so that reloads take at most a fifth of the
+ * time and relaying the rest, however often SIGHUP comes. A reload of a small
+ * file takes milliseconds and is not held back noticeably; one of 10,000
+ * rules takes about half a second and spaces the next by about two.
+ */
+export function reloadSpacingMs(durationMs: number): number {
+  return Math.min(MAX_RELOAD_SPACING_MS, 4 * Math.max(0, durationMs));
 }
 
 /** Rules as loaded from a rule file, or undefined for rules given otherwise (tests). */
@@ -193,6 +209,10 @@ export class Daemon {
   #reloading = Promise.resolve();
   /** A reload asked for that has not started yet. */
   #queuedReload: Promise<void> | undefined;
+  /** When the next reload may start (`performance.now()`), see `reloadSpacingMs`. */
+  #nextReloadAt = 0;
+  /** Aborted on stop and hand-over: a reload waiting for its turn goes at once. */
+  readonly #hurry = new AbortController();
   #cancelExitTimer: (() => void) | undefined;
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
@@ -534,6 +554,7 @@ export class Daemon {
    */
   async #handOver(newPid: number): Promise<void> {
     // A reload under way finishes first: it must not bind, or write the ready file, after.
+    this.#hurry.abort();
     await this.#reloading;
     const released = this.engine.releasePorts().then(() => this.status.close()).then(() =>
       this.log.info("takeover: process {pid} holds every port now", { pid: newPid })
@@ -604,6 +625,7 @@ export class Daemon {
     }
     if (!this.#stopping) {
       this.#stopping = { why, at: now };
+      this.#hurry.abort();
       this.#cancelExpiryTimer?.();
       const drain = formatDuration(this.#current.server.drainTimeoutMs);
       // Said once no listener accepts any more.
@@ -633,9 +655,25 @@ export class Daemon {
     if (this.#queuedReload) return this.#queuedReload;
     // Never rejected: a reload that fails is logged; the next one, the hand-over and the
     // stop wait on this promise.
-    const queued = this.#reloading.then(() => {
+    const queued = this.#reloading.then(async () => {
+      // Spaced after the last one (asks meanwhile join this one); a stop or hand-over
+      // does not wait for the spacing.
+      const wait = this.#nextReloadAt - performance.now();
+      if (wait >= 1_000) {
+        this.log.info("reload: in {wait} (reloads are spaced: see docs/operations.md)", {
+          wait: formatDuration(Math.ceil(wait / 100) * 100),
+        });
+      }
+      if (wait > 0) await sleep(wait, this.#hurry.signal);
       this.#queuedReload = undefined;
-      return this.#reloadOnce();
+      const started = performance.now();
+      try {
+        await this.#reloadOnce();
+      } finally {
+        const ended = performance.now();
+        this.#nextReloadAt = ended +
+          (this.options.reloadSpacing ?? reloadSpacingMs)(ended - started);
+      }
     }).catch((error) => this.log.error("reload: {error}", { error: (error as Error).message }));
     this.#queuedReload = queued;
     this.#reloading = queued;

@@ -9,6 +9,7 @@ import type { PassRule } from "../../src/config/types.ts";
 import { buildPlan } from "../../src/rules/plan.ts";
 import { Engine } from "../../src/server/engine.ts";
 import { startDaemon } from "../harness.ts";
+import { reloadSpacingMs } from "../../src/daemon/daemon.ts";
 import {
   delay,
   echo,
@@ -259,6 +260,37 @@ Deno.test("a storm of reloads queues at most one: those asked while one waits jo
   await bouncer.daemon.reload();
   assertEquals(reloads().length, 2);
   assertMatch(reloads()[1].message!, /rules: 1 added \(c\)/);
+});
+
+Deno.test("reloads are spaced by four times the last one's length, at most 10 s", () => {
+  assertEquals([0, 5, 250, 600, 2_500, 60_000].map(reloadSpacingMs), [
+    0,
+    20,
+    1_000,
+    2_400,
+    10_000,
+    10_000,
+  ]);
+});
+
+Deno.test("a reload waiting for its turn neither holds up a stop nor runs after it", async () => {
+  const rules = (name: string) => passRule({ name, listen: "127.0.0.1:0", target: 9 });
+  await using bouncer = await startDaemon(rules("a"), { reloadSpacing: () => 60_000 });
+  await bouncer.daemon.reload();
+  Deno.writeTextFileSync(bouncer.ruleFile, rules("b"));
+  const waiting = bouncer.daemon.reload();
+  await bouncer.log.waitFor({ message: /^reload: in 1m/ });
+  bouncer.daemon.stop("test");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    bouncer.daemon.done.then(() => "stopped"),
+    new Promise((resolve) => timer = setTimeout(() => resolve("still waiting"), 10_000)),
+  ]);
+  clearTimeout(timer);
+  assertEquals(outcome, "stopped");
+  await waiting;
+  assertEquals(bouncer.log.filter({ message: /^reload: listeners/ }).length, 1);
+  assertEquals(bouncer.log.filter({ message: /SIGHUP ignored: stopping/ }).length, 1);
 });
 
 /** V8's collector, where the tests run with `--v8-flags=--expose-gc` (deno.json's test task). */
