@@ -96,9 +96,15 @@ async function readRuleFile(
       };
     }
     using file = await Deno.open(path);
-    bytes = new Uint8Array(MAX_RULE_FILE_BYTES + 1);
+    // Room for the file as it was, and one byte to see it grew (a reload reads it often).
+    bytes = new Uint8Array(Math.min(info.size, MAX_RULE_FILE_BYTES) + 1);
     let length = 0;
     for (;;) {
+      if (length === bytes.length) {
+        const larger = new Uint8Array(Math.min(2 * bytes.length, MAX_RULE_FILE_BYTES + 1));
+        larger.set(bytes);
+        bytes = larger;
+      }
       const n = await file.read(bytes.subarray(length));
       if (n === null) break;
       length += n;
