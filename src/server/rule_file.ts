@@ -96,23 +96,11 @@ async function readRuleFile(
       };
     }
     using file = await Deno.open(path);
-    // Room for the file as it was, and one byte to see it grew (a reload reads it often).
-    bytes = new Uint8Array(Math.min(info.size, MAX_RULE_FILE_BYTES) + 1);
-    let length = 0;
-    for (;;) {
-      if (length === bytes.length) {
-        const larger = new Uint8Array(Math.min(2 * bytes.length, MAX_RULE_FILE_BYTES + 1));
-        larger.set(bytes);
-        bytes = larger;
-      }
-      const n = await file.read(bytes.subarray(length));
-      if (n === null) break;
-      length += n;
-      if (length > MAX_RULE_FILE_BYTES) {
-        return { problem: `the rule file grew past ${MAX_RULE_FILE_BYTES} bytes while read` };
-      }
+    const read = await readUpTo(file, info.size, MAX_RULE_FILE_BYTES);
+    if (read === null) {
+      return { problem: `the rule file grew past ${MAX_RULE_FILE_BYTES} bytes while read` };
     }
-    bytes = bytes.subarray(0, length);
+    bytes = read;
   } catch (error) {
     const why = error instanceof Deno.errors.NotFound
       ? "no such file"
@@ -129,6 +117,31 @@ async function readRuleFile(
       where: `${path}:${line}:${column}`,
       problem: "the rule file is not valid UTF-8 (save it as UTF-8)",
     };
+  }
+}
+
+/**
+ * Reads `reader` to its end: into room for the `sizeHint` bytes it was said to
+ * hold, and one more to see it grew (a reload reads the file often: no 4 MiB
+ * each time), growing the room as it must. Null once past `max` bytes.
+ */
+export async function readUpTo(
+  reader: { read(into: Uint8Array): Promise<number | null> },
+  sizeHint: number,
+  max: number,
+): Promise<Uint8Array | null> {
+  let bytes = new Uint8Array(Math.min(sizeHint, max) + 1);
+  let length = 0;
+  for (;;) {
+    if (length === bytes.length) {
+      const larger = new Uint8Array(Math.min(2 * bytes.length, max + 1));
+      larger.set(bytes);
+      bytes = larger;
+    }
+    const n = await reader.read(bytes.subarray(length));
+    if (n === null) return bytes.subarray(0, length);
+    length += n;
+    if (length > max) return null;
   }
 }
 

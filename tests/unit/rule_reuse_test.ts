@@ -1,7 +1,8 @@
 /**
  * A reload reads only what changed: a rule whose table, name and context
- * are the same is kept (the same object, or a copy where it moved), and an
- * unchanged file keeps its rules and plan.
+ * are the same is kept (the same object, or a copy where it moved), an
+ * unchanged file keeps its rules and plan, and the file is read into room
+ * for its size.
  */
 import { assert, assertEquals } from "../assert.ts";
 
@@ -13,7 +14,7 @@ import { type LoadResult, parseConfig, parseConfigSteps } from "../../src/config
 import { loadServices } from "../../src/config/services.ts";
 import { runSteps } from "../../src/config/work_steps.ts";
 import { diffRules, fingerprint } from "../../src/rules/diff.ts";
-import { loadRuleText } from "../../src/server/rule_file.ts";
+import { loadRuleText, readUpTo } from "../../src/server/rule_file.ts";
 
 const services = loadServices();
 
@@ -105,4 +106,26 @@ Deno.test("an unchanged text keeps its rules and plan; a changed one keeps its u
   const elsewhere = await loadRuleText(text, "other.toml", { previous: first });
   assert(elsewhere.ok);
   other(elsewhere.config.rules[0], first.config.rules[0]);
+});
+
+Deno.test("a rule file is read into room for its size, grown if it grew, refused past the limit", async () => {
+  /** A reader of `content`, a few bytes per read. */
+  const reader = (content: Uint8Array) => {
+    let at = 0;
+    return {
+      read(into: Uint8Array): Promise<number | null> {
+        if (at === content.length) return Promise.resolve(null);
+        const n = Math.min(into.length, 7, content.length - at);
+        into.set(content.subarray(at, at + n));
+        at += n;
+        return Promise.resolve(n);
+      },
+    };
+  };
+  const content = new TextEncoder().encode("x".repeat(100));
+  for (const hint of [0, 1, 99, 100, 150]) {
+    assertEquals(await readUpTo(reader(content), hint, 1_000), content, `size said: ${hint}`);
+  }
+  assertEquals(await readUpTo(reader(content), 10, 99), null, "past the limit");
+  assertEquals(await readUpTo(reader(content), 10, 100), content, "at the limit");
 });
