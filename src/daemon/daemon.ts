@@ -648,7 +648,11 @@ export class Daemon {
     engine.closeAllSessions();
   }
 
-  /** Reloads the rule file (SIGHUP). One reload at a time, in the order asked. */
+  /**
+   * Reloads the rule file (SIGHUP). One reload at a time; one asked while
+   * another waits to start is that one; each starts no sooner than the
+   * spacing after the last (`reloadSpacingMs`).
+   */
   reload(): Promise<void> {
     // A reload asked while another waits to start is that one: it reads the file when
     // it starts, so it sees all a second would. A storm of SIGHUPs queues at most one.
@@ -688,23 +692,13 @@ export class Daemon {
       return log.info("SIGHUP: no rule file to reload; log files reopened");
     }
     const path = options.ruleFile;
-    // A stuck read (the file replaced by a FIFO, a hung network mount) must not hold
-    // up later reloads or the shutdown: give up on it after a while.
-    // The timer is cancelled once the file is read: a pending one would keep this
-    // reload's whole rule set alive (through the race) for its full length.
-    const readTimer = new AbortController();
-    const loaded = await Promise.race([
-      loadRuleFile(path, { previous: loadedFromText(this.#file) }),
-      sleep(RELOAD_READ_TIMEOUT_MS, readTimer.signal).then((): LoadedRuleFile => ({
-        ok: false,
-        problems: [{
-          where: path,
-          message: `cannot read the rule file: no answer within ${
-            formatDuration(RELOAD_READ_TIMEOUT_MS)
-          }`,
-        }],
-      })),
-    ]).finally(() => readTimer.abort());
+    // A stuck read (a hung network mount) must not hold up later reloads or the
+    // shutdown: give up on it after a while. Only the reading: parsing a large file
+    // in slices while relaying may take longer, and is not stuck.
+    const loaded = await loadRuleFile(path, {
+      previous: loadedFromText(this.#file),
+      readTimeoutMs: RELOAD_READ_TIMEOUT_MS,
+    });
     if (!loaded.ok) {
       await this.#reopenLogs(this.#current);
       const problems = loaded.problems.map(formatProblem);

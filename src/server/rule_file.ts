@@ -12,6 +12,8 @@ import {
 import { loadServices } from "../config/services.ts";
 import type { Config, Rule } from "../config/types.ts";
 import { runStepsSliced } from "../config/work_steps.ts";
+import { formatDuration } from "../config/duration.ts";
+import { sleep } from "../relay/timers.ts";
 import { expiryWarnings, hasExpired } from "../rules/expiry.ts";
 import {
   buildPlan,
@@ -65,6 +67,8 @@ export interface LoadOptions extends PlanOptions {
    * then does almost nothing.
    */
   readonly previous?: LoadedRules;
+  /** Gives up on reading the file (a hung network mount) after this long. */
+  readonly readTimeoutMs?: number;
 }
 
 /** Rule files larger than this are refused: a rule file is text a person writes. */
@@ -72,11 +76,32 @@ export const MAX_RULE_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Loads `path`: read, parse, validate, resolve listen names, plan. */
 export async function loadRuleFile(path: string, options?: LoadOptions): Promise<LoadedRules> {
-  const read = await readRuleFile(path);
+  const read = await readRuleFileWithin(path, options?.readTimeoutMs);
   if ("problem" in read) {
     return { ok: false, problems: [{ where: read.where ?? path, message: read.problem }] };
   }
   return await loadRuleText(read.text, path, options);
+}
+
+/** {@linkcode readRuleFile}, giving up after `timeoutMs` when given. */
+async function readRuleFileWithin(
+  path: string,
+  timeoutMs: number | undefined,
+): ReturnType<typeof readRuleFile> {
+  if (timeoutMs === undefined) return await readRuleFile(path);
+  // The timer is cancelled once the file is read: a pending one would keep the
+  // text alive (through the race) for its full length.
+  const timer = new AbortController();
+  try {
+    return await Promise.race([
+      readRuleFile(path),
+      sleep(timeoutMs, timer.signal).then(() => ({
+        problem: `cannot read the rule file: no answer within ${formatDuration(timeoutMs)}`,
+      })),
+    ]);
+  } finally {
+    timer.abort();
+  }
 }
 
 /** Reads a rule file: a regular file, not too large, in UTF-8. */
