@@ -604,7 +604,7 @@ function* readRules(
     } else names.set(name, index);
 
     // A table read before (the same name, the same keys and values) gives the same rule.
-    const key = `${name}\0${JSON.stringify(table)}`;
+    const key = `${name}\0${JSON.stringify(table, exactly)}`;
     const kept = reuse.kept.get(key);
     const rule = kept
       ? placed(kept, index, linesOf(scope))
@@ -676,6 +676,18 @@ function readRule(
   return settings.action === "pass"
     ? { ...base, action: "pass", bounceTo: bounceTo! }
     : { ...base, action: "block" };
+}
+
+/**
+ * For a rule table's key: what JSON would not tell apart (a date and the same
+ * text as a string, `inf` and `nan`) marked with a lone surrogate, which no
+ * TOML string can hold.
+ */
+function exactly(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const raw = this[key]; // `value` is after toJSON: a date is a string there
+  if (raw instanceof TomlDate) return `\ud800date ${raw.toISOString()}`;
+  if (typeof raw === "number" && !Number.isFinite(raw)) return `\ud800number ${raw}`;
+  return value;
 }
 
 /** Where a rule's header and keys are in the file. */

@@ -6,12 +6,12 @@
 import {
   type ConfigProblem,
   type LoadResult,
-  parseConfig,
   parseConfigSteps,
+  type RuleReuse,
 } from "../config/load.ts";
 import { loadServices } from "../config/services.ts";
 import type { Config, Rule } from "../config/types.ts";
-import { runStepsSliced } from "../config/work_steps.ts";
+import { runSteps, runStepsSliced, type Steps } from "../config/work_steps.ts";
 import { formatDuration } from "../config/duration.ts";
 import { sleep } from "../relay/timers.ts";
 import { expiryWarnings, hasExpired } from "../rules/expiry.ts";
@@ -275,9 +275,24 @@ export function withoutExpired<
   };
 }
 
+/** A plan built again from its inputs, and its rules for the next time to keep. */
+export interface RebuiltPlan {
+  readonly config: Config;
+  readonly listeners: ListenerPlan[];
+  readonly reuse: RuleReuse;
+}
+
 /** Builds the plan again from its inputs (in a worker isolate); throws if it no longer holds. */
-export function rebuildPlan(inputs: PlanInputs): { config: Config; listeners: ListenerPlan[] } {
-  const parsed = parseConfig(inputs.text, inputs.source, loadServices());
+export function rebuildPlan(inputs: PlanInputs): RebuiltPlan {
+  return runSteps(rebuildPlanSteps(inputs));
+}
+
+/**
+ * {@linkcode rebuildPlan} in steps (a worker relays between them), keeping
+ * the rules of `previous` that did not change.
+ */
+export function* rebuildPlanSteps(inputs: PlanInputs, previous?: RuleReuse): Steps<RebuiltPlan> {
+  const parsed = yield* parseConfigSteps(inputs.text, inputs.source, loadServices(), previous);
   if (!parsed.ok) {
     throw new Error(parsed.problems.map((p) => `${p.where}: ${p.message}`).join("; "));
   }
@@ -285,9 +300,9 @@ export function rebuildPlan(inputs: PlanInputs): { config: Config; listeners: Li
   const config = expired.size === 0
     ? parsed.config
     : { ...parsed.config, rules: parsed.config.rules.filter((r) => !expired.has(r.name)) };
-  const { listeners, problems } = buildPlan(config, inputs.resolved, inputs.facts);
+  const { listeners, problems } = yield* buildPlanSteps(config, inputs.resolved, inputs.facts);
   if (problems.length > 0) {
     throw new Error(problems.map((p) => `${p.where}: ${p.message}`).join("; "));
   }
-  return { config, listeners };
+  return { config, listeners, reuse: parsed.reuse };
 }

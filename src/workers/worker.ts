@@ -14,7 +14,9 @@ import { TcpRelayListener } from "../relay/tcp/listener.ts";
 import { describeBindError } from "../relay/errors.ts";
 import { type BindRefusal, ListenerSet } from "../server/listener_set.ts";
 import { prepareMatching } from "../rules/match.ts";
-import { rebuildPlan } from "../server/rule_file.ts";
+import { rebuildPlanSteps } from "../server/rule_file.ts";
+import { runStepsSliced } from "../config/work_steps.ts";
+import type { RuleReuse } from "../config/load.ts";
 import { Outbox } from "./outbox.ts";
 import type { BoundAddresses, FromWorker, ToWorker, WorkerRules } from "./protocol.ts";
 import { WorkerHost } from "./worker_host.ts";
@@ -27,6 +29,8 @@ class WorkerRuntime {
   host: WorkerHost | undefined;
   /** Where the main isolate bound each listener of the rules in force. */
   #addresses: BoundAddresses = {};
+  /** The rules of the last plan, for the next reload to keep those that did not change. */
+  #reuse: RuleReuse | undefined;
 
   constructor(readonly post: (message: FromWorker) => void) {
     this.outbox = new Outbox(post);
@@ -73,13 +77,13 @@ class WorkerRuntime {
    * Serving waits until the pool says so.
    */
   async #start(rules: WorkerRules): Promise<void> {
-    const { failed } = await this.listeners.apply(this.#use(rules));
+    const { failed } = await this.listeners.apply(await this.#use(rules));
     this.post({ t: "bound", failures: [...failed] });
   }
 
   /** Applies new rules; answers once removed listeners have let go of their ports. */
   async #reload(rules: WorkerRules): Promise<void> {
-    const { failed } = await this.listeners.apply(this.#use(rules));
+    const { failed } = await this.listeners.apply(await this.#use(rules));
     // Every session of the old rules is reported before the answer, so that the
     // reload's summary counts all that it revokes or drains.
     await this.host!.decided();
@@ -87,17 +91,23 @@ class WorkerRuntime {
     this.post({ t: "reloaded", failures: [...failed] });
   }
 
-  /** Takes `rules` in force; returns the listeners to serve (TCP, bound by the main isolate). */
-  #use(rules: WorkerRules): ListenerPlan[] {
+  /**
+   * Takes `rules` in force; returns the listeners to serve (TCP, bound by the
+   * main isolate). The plan is built in slices, relaying between them on the
+   * rules before, then put in force in one step.
+   */
+  async #use(rules: WorkerRules): Promise<ListenerPlan[]> {
+    const rebuilt = await runStepsSliced(rebuildPlanSteps(rules.inputs, this.#reuse));
+    this.#reuse = rebuilt.reuse;
+    const listeners = rebuilt.listeners.filter((plan) =>
+      plan.protocol === "tcp" && rules.addresses[plan.key]
+    );
+    prepareMatching(listeners);
     const host = this.host!;
     host.generation = rules.generation;
     host.targets.useBudgets(rules.budgets);
     relayBuffers.limitBytes = rules.bufferBytes;
     this.#addresses = rules.addresses;
-    const listeners = rebuildPlan(rules.inputs).listeners.filter((plan) =>
-      plan.protocol === "tcp" && rules.addresses[plan.key]
-    );
-    prepareMatching(listeners);
     return listeners;
   }
 

@@ -129,3 +129,12 @@ Deno.test("a rule file is read into room for its size, grown if it grew, refused
   assertEquals(await readUpTo(reader(content), 10, 99), null, "past the limit");
   assertEquals(await readUpTo(reader(content), 10, 100), content, "at the limit");
 });
+
+Deno.test("reuse: a value JSON would not tell apart is a change (a date and the same text)", () => {
+  const base = `[[rule]]\nname = "a"\nlisten = "127.0.0.1:1001"\nbounce_to = "127.0.0.1:80"\n`;
+  const dated = parse(`${base}until = 2030-01-01\n`);
+  const quoted = parse(`${base}until = "2030-01-01"\n`, dated);
+  other(quoted.config.rules[0], dated.config.rules[0]);
+  // Both read alike: the same end.
+  assertEquals(quoted.config.rules[0].until, dated.config.rules[0].until);
+});
