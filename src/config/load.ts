@@ -245,7 +245,9 @@ export function* parseConfigSteps(
   );
   // [server] source is the default of [defaults] source, which is the default of a rule's.
   const inherited = { source: server?.source ?? null, ...defaults };
-  const context = JSON.stringify([source, inherited]);
+  // Everything a rule's reading depends on besides its table: the file's path, what it
+  // inherits, and the service names its ports may use.
+  const context = JSON.stringify([source, inherited, [...services]], canonical);
   const reuse = { context, rules: new Map<string, Rule>() };
   const rules = yield* readRules(document.rule, inherited, top, problems, services, {
     kept: previous?.context === context ? previous.rules : new Map(),
@@ -604,14 +606,14 @@ function* readRules(
     } else names.set(name, index);
 
     // A table read before (the same name, the same keys and values) gives the same rule.
-    const key = `${name}\0${JSON.stringify(table, exactly)}`;
-    const kept = reuse.kept.get(key);
+    const key = reuseKey(name, table);
+    const kept = key === undefined ? undefined : reuse.kept.get(key);
     const rule = kept
       ? placed(kept, index, linesOf(scope))
       : readRule(table, index, name, inherited, scope, services);
     if (rule) {
       rules.push(rule);
-      reuse.made.set(key, rule);
+      if (key !== undefined) reuse.made.set(key, rule);
     }
   }
   return rules;
@@ -678,15 +680,36 @@ function readRule(
     : { ...base, action: "block" };
 }
 
+/** A table that holds a date is read every time (see `reuseKey`). */
+const HOLDS_DATE = new Error("a date");
+
 /**
- * For a rule table's key: what JSON would not tell apart (a date and the same
- * text as a string, `inf` and `nan`) marked with a lone surrogate, which no
- * TOML string can hold.
+ * The key a rule table is kept under for the next reload: its name and its
+ * values, where what JSON would not tell apart (`inf` and `nan`) is marked
+ * with a lone surrogate, which no TOML string can hold. Undefined for a table
+ * that holds a date: the parser rolls `2030-02-30` over to March, and only
+ * the text as written shows it is no day (`readUntil` reads that line).
  */
+function reuseKey(name: string, table: Table): string | undefined {
+  try {
+    return `${name}\0${JSON.stringify(table, exactly)}`;
+  } catch (error) {
+    if (error === HOLDS_DATE) return undefined;
+    throw error;
+  }
+}
+
 function exactly(this: Record<string, unknown>, key: string, value: unknown): unknown {
   const raw = this[key]; // `value` is after toJSON: a date is a string there
-  if (raw instanceof TomlDate) return `\ud800date ${raw.toISOString()}`;
+  if (raw instanceof TomlDate) throw HOLDS_DATE;
   if (typeof raw === "number" && !Number.isFinite(raw)) return `\ud800number ${raw}`;
+  return value;
+}
+
+/** JSON for comparing settings: sets as sorted lists, maps as their entries. */
+function canonical(_key: string, value: unknown): unknown {
+  if (value instanceof Set) return [...value].map(String).sort();
+  if (value instanceof Map) return [...value];
   return value;
 }
 

@@ -3,14 +3,14 @@
  * time (see `work_steps.ts`). The text is cut before `[[rule]]` header lines
  * into parts of about `partChars`, each part parsed alone and the documents
  * joined. Whenever that could differ from parsing the whole (a part that does
- * not parse, a table defined in two parts, rules written as a value), the
- * whole text is parsed instead: its result, or its error with the right line
- * and column, is the answer.
+ * not parse, a table defined in two parts, rules in the first part that a
+ * `[[rule]]` could not follow), the whole text is parsed instead: its result,
+ * or its error with the right line and column, is the answer.
  *
  * Why a cut is safe: a part that parses ends between statements (a string or
  * array left open across the cut makes it fail), a header line starts a new
- * table whatever came before it, and `[[rule]]` appends to the one array of
- * rules, which is joined in order.
+ * table whatever came before it, and each later part's `[[rule]]` tables
+ * append, in order, to rules the first part showed may be appended to.
  *
  * @module
  */
@@ -38,15 +38,24 @@ export function* parseTomlSteps(text: string, partChars = TOML_PART_CHARS): Step
     } catch {
       return parse(text) as Table;
     }
-    // Later parts append to the rules only if they are an array of tables
-    // (`rule = [...]` written as a value cannot be appended to).
-    const headed = part.startsWith(RULE_HEADER.slice(1)) || part.includes(RULE_HEADER);
-    if (first && document.rule !== undefined && !headed) return parse(text) as Table;
+    // Later parts append to the first part's rules only if the parser would (rules
+    // written as a value, `rule = [...]`, cannot be appended to): ask it.
+    if (first && document.rule !== undefined && !appendable(part)) return parse(text) as Table;
     if (!join(joined, document)) return parse(text) as Table;
     first = false;
     yield;
   }
   return joined;
+}
+
+/** Whether a `[[rule]]` table may follow `part` (a document that parses). */
+function appendable(part: string): boolean {
+  try {
+    parse(`${part}\n[[rule]]\n`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Adds `document`'s keys to `joined`; false if a key other than the rule array is in both. */

@@ -54,6 +54,8 @@ export type LoadedRules =
      * the hour), and its rules for the next load to keep those that did not change.
      */
     readonly parsed: ParsedRules;
+    /** The service names the text was read with (`/etc/services`), as JSON. */
+    readonly servicesText: string;
     readonly inputs: PlanInputs;
   }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
@@ -207,14 +209,17 @@ export async function loadRuleText(
   options: LoadOptions = {},
 ): Promise<LoadedRules> {
   const { previous, ...planOptions } = options;
-  const same = previous?.ok && previous.inputs.text === text && previous.inputs.source === source
+  const services = loadServices();
+  const servicesText = JSON.stringify([...services]);
+  const same = previous?.ok && previous.inputs.text === text &&
+      previous.inputs.source === source && previous.servicesText === servicesText
     ? previous
     : undefined;
   const parsed = same ? same.parsed : await runStepsSliced(
     parseConfigSteps(
       text,
       source,
-      loadServices(),
+      services,
       previous?.ok ? previous.parsed.reuse : undefined,
     ),
   );
@@ -232,6 +237,7 @@ export async function loadRuleText(
     listeners,
     warnings: [...parsed.warnings, ...expiryWarnings(parsed.config, Date.now())],
     parsed,
+    servicesText,
     inputs: { text, source, resolved, facts },
   };
 }

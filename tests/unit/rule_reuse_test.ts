@@ -138,3 +138,32 @@ Deno.test("reuse: a value JSON would not tell apart is a change (a date and the 
   // Both read alike: the same end.
   assertEquals(quoted.config.rules[0].until, dated.config.rules[0].until);
 });
+
+Deno.test("reuse: what a rule inherits is compared whole: [defaults] log, a set, is a change", () => {
+  const rule = `[[rule]]\nname = "a"\nlisten = "127.0.0.1:1001"\nbounce_to = "127.0.0.1:80"\n`;
+  const before = parse(`[defaults]\nlog = ["error"]\n${rule}`);
+  const after = parse(`[defaults]\nlog = ["block"]\n${rule}`, before);
+  other(after.config.rules[0], before.config.rules[0]);
+  assertEquals([...after.config.rules[0].log], ["block"]);
+});
+
+Deno.test("reuse: a table holding a date is read again: a day that does not exist is refused", () => {
+  const rule = `[[rule]]\nname = "a"\nlisten = "127.0.0.1:1001"\nbounce_to = "127.0.0.1:80"\n`;
+  const before = parse(`${rule}until = 2030-03-02\n`);
+  // The parser rolls February 30 over to March 2: only the line as written shows it.
+  const after = runSteps(
+    parseConfigSteps(`${rule}until = 2030-02-30\n`, "rules.toml", services, before.reuse),
+  );
+  assert(!after.ok, "2030-02-30 was kept from 2030-03-02");
+});
+
+Deno.test("reuse: another service table reads the rules again", () => {
+  const text = `[[rule]]\nname = "a"\nlisten = "127.0.0.1:web"\nbounce_to = "127.0.0.1:80"\n`;
+  const one = new Map([["web", { tcp: 8080 }]]);
+  const two = new Map([["web", { tcp: 9090 }]]);
+  const before = runSteps(parseConfigSteps(text, "rules.toml", one));
+  assert(before.ok);
+  const after = runSteps(parseConfigSteps(text, "rules.toml", two, before.reuse));
+  assert(after.ok);
+  assertEquals(after.config.rules[0].listen[0].ports.first, 9090);
+});

@@ -62,8 +62,9 @@ Deno.test("TOML in parts: whatever a cut could change is parsed whole, with the 
     // A multi-line string holding a header line.
     `[server]\nnote = """\n${rules}"""\n${rules}`,
     `[server]\nnote = '''\n${rules}'''\n${rules}`,
-    // Rules written as a value cannot be appended to.
+    // Rules written as a value cannot be appended to, even with a header line in a string.
     `rule = [{ name = "v" }]\n${rules}`,
+    `rule = [{ name = "v" }]\n[server]\nstate = '''\n[[rule]]\n'''\n${rules}`,
     // An array left open across a cut.
     `${rules}[[rule]]\nfrom = [\n${rules}]\n`,
     // A header with more after it is not a cut.
