@@ -31,6 +31,8 @@ class WorkerRuntime {
   #addresses: BoundAddresses = {};
   /** The rules of the last plan, for the next reload to keep those that did not change. */
   #reuse: RuleReuse | undefined;
+  /** The plan being built, if one is (see `#use`). */
+  #using: Promise<unknown> = Promise.resolve();
 
   constructor(readonly post: (message: FromWorker) => void) {
     this.outbox = new Outbox(post);
@@ -83,6 +85,12 @@ class WorkerRuntime {
 
   /** Applies new rules; answers once removed listeners have let go of their ports. */
   async #reload(rules: WorkerRules): Promise<void> {
+    // The main isolate has closed the removed listeners' sockets: from now on the port
+    // sends every connection to this isolate's. Stop accepting on them before the
+    // plan is built, as the main isolate did.
+    for (const listener of this.listeners.values()) {
+      if (!rules.addresses[listener.plan.key]) listener.stopAccepting();
+    }
     const { failed } = await this.listeners.apply(await this.#use(rules));
     // Every session of the old rules is reported before the answer, so that the
     // reload's summary counts all that it revokes or drains.
@@ -96,7 +104,14 @@ class WorkerRuntime {
    * main isolate). The plan is built in slices, relaying between them on the
    * rules before, then put in force in one step.
    */
-  async #use(rules: WorkerRules): Promise<ListenerPlan[]> {
+  #use(rules: WorkerRules): Promise<ListenerPlan[]> {
+    // One at a time, in the order the rules came (a late answer must not let two overlap).
+    const used = this.#using.then(() => this.#build(rules));
+    this.#using = used.catch(() => {});
+    return used;
+  }
+
+  async #build(rules: WorkerRules): Promise<ListenerPlan[]> {
     const rebuilt = await runStepsSliced(rebuildPlanSteps(rules.inputs, this.#reuse));
     this.#reuse = rebuilt.reuse;
     const listeners = rebuilt.listeners.filter((plan) =>

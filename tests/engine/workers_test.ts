@@ -11,6 +11,7 @@ import { passRule } from "../fixtures/rules.ts";
 import {
   delay,
   echo,
+  freePortRange,
   portIsFree,
   readAll,
   tcpServer,
@@ -473,3 +474,45 @@ async function listeningSockets(port: number): Promise<number> {
     .output();
   return new TextDecoder().decode(stdout).trim().split("\n").filter((l) => l !== "").length;
 }
+
+Deno.test({
+  name:
+    "workers: a listener a reload removes stops accepting in the workers at once, not once their plan is built",
+  ignore: !linux,
+  async fn() {
+    await using target = tcpServer(echo);
+    const [wide, victim] = [freePortRange(1), freePortRange(1)];
+    // Many rules, so that a worker's plan takes a while to build (in slices).
+    const many = (tag: string) =>
+      `# ${tag}\n` +
+      Array.from({ length: 6_000 }, (_, i) =>
+        `[[rule]]\nname = "f${i}"\nlisten = "127.0.0.1:${wide}"\nbounce_to = "127.0.0.1:${target.port}"\nfrom = "10.${
+          (i >> 8) & 255
+        }.${i & 255}.0/24"\n`).join("\n");
+    const removed =
+      `[[rule]]\nname = "victim"\nlisten = "127.0.0.1:${victim}"\nbounce_to = "127.0.0.1:${target.port}"\n`;
+    await using bouncer = await startDaemon(removed + many("a"), { workers: 2 });
+    await Deno.writeTextFile(bouncer.ruleFile, many("b"));
+    let done = false;
+    const reloading = bouncer.daemon.reload().then(() => done = true);
+    await waitUntil(
+      () => !bouncer.daemon.engine.boundAddresses().some((a) => a.port === victim),
+      "the main isolate let go of the removed listener",
+    );
+    let served = 0;
+    while (!done) {
+      try {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: victim });
+        await writeAll(conn, new TextEncoder().encode("x"));
+        await conn.closeWrite();
+        if (new TextDecoder().decode(await readAll(conn)) === "x") served++;
+        conn.close();
+      } catch {
+        // Refused or reset: what a removed listener does.
+      }
+    }
+    await reloading;
+    // Only those a worker accepted before the reload reached it (the message's way over).
+    assert(served <= 3, `${served} sessions served on the removed port during the reload`);
+  },
+});
