@@ -261,10 +261,12 @@ async function measureStorm(dir: string, count: number) {
         let signals = 0;
         const storm = variant === "quiet" ? undefined : setInterval(() => {
           if (variant === "rewritten") {
+            // Whole or not at all (a reload must not read it half-written): write, then rename.
             Deno.writeTextFileSync(
-              bouncer.path,
+              `${bouncer.path}.new`,
               manyRules(count, listen, http, `last-${signals % 2}`),
             );
+            Deno.renameSync(`${bouncer.path}.new`, bouncer.path);
           }
           Deno.kill(bouncer.pid, "SIGHUP");
           signals++;

@@ -196,7 +196,7 @@ function samePath(file: string, configured: string): boolean {
 
 /** A second stop of the same kind within this window is the same request (see `stop`). */
 const REPEAT_WINDOW_MS = 500;
-/** How long a reload waits for the rule file to be read. */
+/** How long a reload waits for the rule file to be read, and for listen names to resolve. */
 const RELOAD_READ_TIMEOUT_MS = 5_000;
 
 /** A bouncer running a rule set. */
@@ -213,6 +213,10 @@ export class Daemon {
   #nextReloadAt = 0;
   /** Aborted on stop and hand-over: a reload waiting for its turn goes at once. */
   readonly #hurry = new AbortController();
+  /** Ends the wait of the reload waiting for its turn (a rule's `until` passed). */
+  #cutWait: AbortController | undefined;
+  /** Set once a hand-over began: a reload would bind what the new instance binds. */
+  #handingOver = false;
   #cancelExitTimer: (() => void) | undefined;
   #signals: { remove(): void } | undefined;
   #inspectorGuard: InspectorGuard | undefined;
@@ -554,6 +558,8 @@ export class Daemon {
    */
   async #handOver(newPid: number): Promise<void> {
     // A reload under way finishes first: it must not bind, or write the ready file, after.
+    // One that waits for its turn does not run at all.
+    this.#handingOver = true;
     this.#hurry.abort();
     await this.#reloading;
     const released = this.engine.releasePorts().then(() => this.status.close()).then(() =>
@@ -668,7 +674,13 @@ export class Daemon {
           wait: formatDuration(Math.ceil(wait / 100) * 100),
         });
       }
-      if (wait > 0) await sleep(wait, this.#hurry.signal);
+      if (wait > 0) {
+        // Log files are reopened at once (logrotate has moved them), and again by the reload.
+        await this.#reopenLogs(this.#current);
+        const cut = this.#cutWait = new AbortController();
+        await sleep(wait, AbortSignal.any([this.#hurry.signal, cut.signal]));
+        this.#cutWait = undefined;
+      }
       this.#queuedReload = undefined;
       const started = performance.now();
       try {
@@ -687,17 +699,18 @@ export class Daemon {
   async #reloadOnce(): Promise<void> {
     const { log, options } = this;
     if (this.#stopping) return log.warn("SIGHUP ignored: stopping");
+    if (this.#handingOver) return log.warn("SIGHUP ignored: handing over to a new instance");
     if (!options.ruleFile) {
       await this.#reopenLogs(this.#current);
       return log.info("SIGHUP: no rule file to reload; log files reopened");
     }
     const path = options.ruleFile;
-    // A stuck read (a hung network mount) must not hold up later reloads or the
-    // shutdown: give up on it after a while. Only the reading: parsing a large file
-    // in slices while relaying may take longer, and is not stuck.
+    // A stuck read (a hung network mount) or name lookup must not hold up later
+    // reloads, the shutdown or a hand-over: give up on each after a while. Not on
+    // parsing: a large file in slices while relaying may take longer, and is not stuck.
     const loaded = await loadRuleFile(path, {
       previous: loadedFromText(this.#file),
-      readTimeoutMs: RELOAD_READ_TIMEOUT_MS,
+      waitTimeoutMs: RELOAD_READ_TIMEOUT_MS,
     });
     if (!loaded.ok) {
       await this.#reopenLogs(this.#current);
@@ -741,6 +754,8 @@ export class Daemon {
       } (the rule file is unchanged: nothing to redo)`;
       log.info("reload: {summary}", { summary });
       this.#reloaded("applied", summary, []);
+      // As any reload does (a ready file removed meanwhile is written again).
+      await this.#writeReadyFile();
       return;
     }
     await this.#apply(active.loaded, "reload");
@@ -760,6 +775,7 @@ export class Daemon {
    */
   async #apply(loaded: LoadedRules, what: "reload" | "expired"): Promise<void> {
     const { log, options } = this;
+    this.#applied = undefined; // Until it is in force in full.
     const { server } = loaded.config;
     relayBuffers.limitBytes = bufferShare(server.bufferMemory, (this.workers?.size ?? 0) + 1);
     const drainMs = server.reloadDrainTimeoutMs;
@@ -883,6 +899,8 @@ export class Daemon {
     const next = nextExpiry(this.#file.config.rules, now);
     if (next === null) return;
     this.#cancelExpiryTimer = setLongTimeout(() => {
+      // A rule's end does not wait for a reload's turn: the waiting reload goes now.
+      this.#cutWait?.abort();
       this.#reloading = this.#reloading.then(() => this.#expire()).catch((error) =>
         this.log.error("expiry: {error}", { error: (error as Error).message })
       );

@@ -71,8 +71,16 @@ export class BufferPool {
     if (this.budget && !this.budget.tryReserve(this.size)) return null;
     const kept = this.#free.pop();
     if (kept) {
-      if (this.shrinkWhenFree) (kept.buffer as ArrayBuffer).resize(this.size);
-      return kept;
+      if (!this.shrinkWhenFree) return kept;
+      try {
+        (kept.buffer as ArrayBuffer).resize(this.size);
+        return kept;
+      } catch {
+        // No memory to grow it into: as if the budget were spent (it stays kept).
+        this.#free.push(kept);
+        this.budget?.release(this.size);
+        return null;
+      }
     }
     if (this.shrinkWhenFree && this.#resizable < this.maxFree) {
       this.#resizable++;

@@ -69,8 +69,12 @@ export interface LoadOptions extends PlanOptions {
    * then does almost nothing.
    */
   readonly previous?: LoadedRules;
-  /** Gives up on reading the file (a hung network mount) after this long. */
-  readonly readTimeoutMs?: number;
+  /**
+   * Gives up on what waits on the world (reading the file: a hung network
+   * mount; resolving listen names: a resolver that does not answer) after
+   * this long each. Parsing in slices is not waiting, however long it takes.
+   */
+  readonly waitTimeoutMs?: number;
 }
 
 /** Rule files larger than this are refused: a rule file is text a person writes. */
@@ -78,29 +82,30 @@ export const MAX_RULE_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Loads `path`: read, parse, validate, resolve listen names, plan. */
 export async function loadRuleFile(path: string, options?: LoadOptions): Promise<LoadedRules> {
-  const read = await readRuleFileWithin(path, options?.readTimeoutMs);
+  const timeoutMs = options?.waitTimeoutMs;
+  const read = await within(readRuleFile(path), timeoutMs, () => ({
+    problem: `cannot read the rule file: no answer within ${formatDuration(timeoutMs!)}`,
+  }));
   if ("problem" in read) {
     return { ok: false, problems: [{ where: read.where ?? path, message: read.problem }] };
   }
   return await loadRuleText(read.text, path, options);
 }
 
-/** {@linkcode readRuleFile}, giving up after `timeoutMs` when given. */
-async function readRuleFileWithin(
-  path: string,
+/**
+ * `work`, or what `late` says once `timeoutMs` has passed without it (when
+ * given). The timer is cancelled once `work` is done: a pending one would
+ * keep its result alive (through the race) for its full length.
+ */
+async function within<T>(
+  work: Promise<T>,
   timeoutMs: number | undefined,
-): ReturnType<typeof readRuleFile> {
-  if (timeoutMs === undefined) return await readRuleFile(path);
-  // The timer is cancelled once the file is read: a pending one would keep the
-  // text alive (through the race) for its full length.
+  late: () => T,
+): Promise<T> {
+  if (timeoutMs === undefined) return await work;
   const timer = new AbortController();
   try {
-    return await Promise.race([
-      readRuleFile(path),
-      sleep(timeoutMs, timer.signal).then(() => ({
-        problem: `cannot read the rule file: no answer within ${formatDuration(timeoutMs)}`,
-      })),
-    ]);
+    return await Promise.race([work, sleep(timeoutMs, timer.signal).then(late)]);
   } finally {
     timer.abort();
   }
@@ -224,7 +229,13 @@ export async function loadRuleText(
     ),
   );
   if (!parsed.ok) return parsed;
-  const resolved = await resolveNames(listenNames(parsed.config));
+  const names = listenNames(parsed.config);
+  const resolved = await within(resolveNames(names), options.waitTimeoutMs, () => null);
+  if (resolved === null) {
+    const waited = formatDuration(options.waitTimeoutMs!);
+    const message = `listen names (${names.join(", ")}): no answer within ${waited}`;
+    return { ok: false, problems: [{ where: source, message }] };
+  }
   const facts = hostFacts();
   const { listeners, problems } = same && sameEntries(resolved, same.inputs.resolved) &&
       sameEntries(facts.interfaces, same.inputs.facts.interfaces)
@@ -242,9 +253,11 @@ export async function loadRuleText(
   };
 }
 
-/** Whether two maps of plain values hold the same entries in the same order. */
+/** Whether two maps of plain values hold the same entries (in whatever order they were filled). */
 function sameEntries(a: ReadonlyMap<string, unknown>, b: ReadonlyMap<string, unknown>): boolean {
-  return a.size === b.size && JSON.stringify([...a]) === JSON.stringify([...b]);
+  const text = (map: ReadonlyMap<string, unknown>) =>
+    JSON.stringify([...map].sort(([x], [y]) => x < y ? -1 : x > y ? 1 : 0));
+  return a.size === b.size && text(a) === text(b);
 }
 
 /**

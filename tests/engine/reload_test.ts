@@ -293,6 +293,23 @@ Deno.test("a reload waiting for its turn neither holds up a stop nor runs after 
   assertEquals(bouncer.log.filter({ message: /SIGHUP ignored: stopping/ }).length, 1);
 });
 
+Deno.test("a rule's until does not wait for the turn of a reload that waits for its own", async () => {
+  const until = new Date(Date.now() + 1_000).toISOString();
+  const rules = (comment: string) =>
+    `# ${comment}\n[[rule]]\nname = "temp"\nlisten = "127.0.0.1:0"\nbounce_to = "127.0.0.1:9"\nuntil = ${until}\n` +
+    passRule({ name: "keep", listen: "127.0.0.1:0", target: 9 });
+  await using bouncer = await startDaemon(rules("a"), { reloadSpacing: () => 60_000 });
+  await bouncer.reload(rules("b"));
+  Deno.writeTextFileSync(bouncer.ruleFile, rules("c"));
+  const waiting = bouncer.daemon.reload(); // its turn comes in a minute
+  await waitUntil(
+    () => !bouncer.daemon.engine.rules.some((rule) => rule.name === "temp"),
+    "the rule that ended is out",
+    { timeoutMs: 5_000 },
+  );
+  await waiting;
+});
+
 /** V8's collector, where the tests run with `--v8-flags=--expose-gc` (deno.json's test task). */
 const collectGarbage = (globalThis as { gc?: () => void }).gc;
 

@@ -5,8 +5,8 @@
  * `udp.connectdst: yes`), go back to the client from the listening socket.
  *
  * Memory: a pending `receive()` holds its buffer, about 60 KiB for a 64 KiB
- * buffer, which would make 10,000 idle flows cost 600 MiB (and freed
- * 64 KiB buffers are not given back to the system). So:
+ * buffer, which would make 10,000 idle flows cost 600 MiB (and ordinary
+ * 64 KiB buffers, once freed, are not given back to the system). So:
  * - 64 KiB receive buffers are lent from one pool and count against the
  *   relay's buffer memory budget (`[server] buffer_memory`); while in the
  *   pool their memory is handed back to the system (see `BufferPool`);
