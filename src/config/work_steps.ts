@@ -41,17 +41,3 @@ export async function runStepsSliced<T>(steps: Steps<T>, sliceMs = SLICE_MS): Pr
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
-
-/** `map` over `items` as steps, pausing after every `every` items. */
-export function* mapSteps<A, B>(
-  items: readonly A[],
-  map: (item: A, index: number) => B,
-  every = 64,
-): Steps<B[]> {
-  const out: B[] = [];
-  for (let i = 0; i < items.length; i++) {
-    out.push(map(items[i], i));
-    if (i % every === every - 1) yield;
-  }
-  return out;
-}

@@ -24,7 +24,7 @@ import {
 import { closeLogging, configureLogging, logger, type LogSettings } from "../log/setup.ts";
 import type { ListenerPlan } from "../rules/plan.ts";
 import { relayBuffers } from "../relay/buffer_pool.ts";
-import { setLongTimeout, sleep } from "../relay/timers.ts";
+import { setLongTimeout, sleep, within } from "../relay/timers.ts";
 import { VERSION } from "../version.ts";
 import type { BindFailure } from "../server/listener_set.ts";
 import {
@@ -962,11 +962,11 @@ export class Daemon {
     await this.#stopped.promise;
     clearInterval(this.#stateTimer);
     // The last write, but not at any price: a hung disk must not keep the process from ending.
-    const timer = new AbortController();
-    const wrote = await Promise.race([
+    const wrote = await within(
       this.#saveState().then(() => true),
-      sleep(STOP_WRITE_TIMEOUT_MS, timer.signal).then(() => false),
-    ]).finally(() => timer.abort());
+      STOP_WRITE_TIMEOUT_MS,
+      () => false,
+    );
     if (!wrote) {
       this.log.warn("state: the write on stop did not finish within {timeout}; stopping anyway", {
         timeout: formatDuration(STOP_WRITE_TIMEOUT_MS),

@@ -26,7 +26,7 @@
 import type { Logger } from "@logtape/logtape";
 import { formatDuration } from "../config/duration.ts";
 import { serveLoop } from "../relay/serve_loop.ts";
-import { sleep } from "../relay/timers.ts";
+import { within } from "../relay/timers.ts";
 
 /** The hand-over socket of process `pid`, whose pid file is `pidFile`. */
 export function handoverPath(pidFile: string, pid: number): string {
@@ -119,11 +119,7 @@ class LineReader {
   constructor(readonly conn: Deno.Conn) {}
 
   async next<T>(timeoutMs: number): Promise<T | null> {
-    const timer = new AbortController();
-    const line = await Promise.race([
-      this.#line(),
-      sleep(timeoutMs, timer.signal).then(() => null),
-    ]).finally(() => timer.abort());
+    const line = await within(this.#line(), timeoutMs, () => null);
     if (line === null) return null;
     try {
       return JSON.parse(line) as T;

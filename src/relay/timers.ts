@@ -36,3 +36,22 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/**
+ * `work`, or what `late` says once `timeoutMs` has passed without it (no limit
+ * when undefined). The timer is cancelled once either is done: a pending one
+ * would keep `work`'s result alive (through the race) for its full length.
+ */
+export async function within<T>(
+  work: Promise<T>,
+  timeoutMs: number | undefined,
+  late: () => T,
+): Promise<T> {
+  if (timeoutMs === undefined) return await work;
+  const timer = new AbortController();
+  try {
+    return await Promise.race([work, sleep(timeoutMs, timer.signal).then(late)]);
+  } finally {
+    timer.abort();
+  }
+}

@@ -28,7 +28,7 @@ import { type Admission, RuleLimiter } from "../relay/limits.ts";
 import { reachesOwnListener } from "../relay/loop_guard.ts";
 import { EventGate } from "../log/rate_limit.ts";
 import { Sweeper } from "../relay/sweeper.ts";
-import { setLongTimeout, sleep } from "../relay/timers.ts";
+import { setLongTimeout, within } from "../relay/timers.ts";
 import type { BlockReason, Closable, SessionHandle } from "../relay/session.ts";
 import { listenTcp, type PortClaim } from "../relay/port_claim.ts";
 import { TcpRelayListener } from "../relay/tcp/listener.ts";
@@ -593,12 +593,11 @@ export class Engine implements SyncRelayHost {
       for (const session of this.sessions.list()) {
         session.session.drainWhenQuiet?.(this.tuning.udpDrainGraceMs);
       }
-      const timeUp = new AbortController();
-      const drained = await Promise.race([
+      const drained = await within(
         this.sessions.whenEmpty().then(() => true),
-        sleep(drainMs, timeUp.signal).then(() => false),
-      ]);
-      timeUp.abort();
+        drainMs,
+        () => false,
+      );
       if (!drained) this.closeAllSessions();
     }
     await this.sessions.whenEmpty();

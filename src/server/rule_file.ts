@@ -13,7 +13,7 @@ import { loadServices } from "../config/services.ts";
 import type { Config, Rule } from "../config/types.ts";
 import { runSteps, runStepsSliced, type Steps } from "../config/work_steps.ts";
 import { formatDuration } from "../config/duration.ts";
-import { sleep } from "../relay/timers.ts";
+import { within } from "../relay/timers.ts";
 import { expiryWarnings, hasExpired } from "../rules/expiry.ts";
 import {
   buildPlan,
@@ -90,25 +90,6 @@ export async function loadRuleFile(path: string, options?: LoadOptions): Promise
     return { ok: false, problems: [{ where: read.where ?? path, message: read.problem }] };
   }
   return await loadRuleText(read.text, path, options);
-}
-
-/**
- * `work`, or what `late` says once `timeoutMs` has passed without it (when
- * given). The timer is cancelled once `work` is done: a pending one would
- * keep its result alive (through the race) for its full length.
- */
-async function within<T>(
-  work: Promise<T>,
-  timeoutMs: number | undefined,
-  late: () => T,
-): Promise<T> {
-  if (timeoutMs === undefined) return await work;
-  const timer = new AbortController();
-  try {
-    return await Promise.race([work, sleep(timeoutMs, timer.signal).then(late)]);
-  } finally {
-    timer.abort();
-  }
 }
 
 /** Reads a rule file: a regular file, not too large, in UTF-8. */
